@@ -1,0 +1,1 @@
+"""Readers for MIMIC-IV, MIMIC-IV-Note and MIMIC-CXR-JPG tables, and the cohort built from them."""

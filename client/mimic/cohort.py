@@ -1,0 +1,143 @@
+"""Build the prediction cohort: one row per adult ICU stay of at least the window length.
+
+Output columns: identifiers, ``intime``, ``first_careunit``, ``anchor_year_group``, demographics,
+the three task labels (float, NaN = no label), availability flags, the hourly EHR series
+(flattened, see :func:`ehr_array`), the linked radiology text and the chest X-ray path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from client.errors import MoeHealthInputError
+from client.mimic.config import CohortConfig
+from client.mimic.linkage import link_chest_xrays, link_radiology_notes
+from client.mimic.tables import TABLES, read_table
+from client.mimic.timeseries import hourly_series
+from client.mimic.variables import VARIABLE_NAMES
+
+__all__ = ["MimicRoots", "TASKS", "select_stays", "build_cohort", "write_cohort", "read_cohort",
+           "ehr_array"]
+
+log = logging.getLogger(__name__)
+TASKS: tuple[str, ...] = ("mortality", "los", "readmission")
+
+
+@dataclass(frozen=True)
+class MimicRoots:
+    """Release roots: MIMIC-IV (hosp/, icu/) is required, Note and CXR-JPG are optional."""
+
+    mimic_iv: Path
+    mimic_note: Path | None = None
+    mimic_cxr: Path | None = None
+
+
+def _readmission_label(admissions: pd.DataFrame, days: float) -> pd.Series:
+    """1 if another admission of the patient starts within ``days`` after discharge, NaN if died."""
+    adm = admissions.sort_values("dischtime").dropna(subset=["dischtime"])
+    starts = admissions[["subject_id", "admittime"]].dropna().sort_values("admittime")
+    starts = starts.rename(columns={"admittime": "_next"})
+    nxt = pd.merge_asof(adm[["hadm_id", "subject_id", "dischtime"]], starts,
+                        left_on="dischtime", right_on="_next", by="subject_id",
+                        direction="forward", allow_exact_matches=False)
+    label = ((nxt["_next"] - nxt["dischtime"]) <= pd.Timedelta(days=days)).astype("float32")
+    label.index = nxt["hadm_id"].to_numpy()
+    died = admissions.set_index("hadm_id")["hospital_expire_flag"] == 1
+    label[died.reindex(label.index).fillna(False).to_numpy()] = np.nan
+    return label
+
+
+def select_stays(mimic_iv: Path, config: CohortConfig) -> pd.DataFrame:
+    """ICU stays of adults lasting at least the window, with demographics and the three labels."""
+    stays = read_table(mimic_iv, TABLES["icustays"])
+    patients = read_table(mimic_iv, TABLES["patients"])
+    admissions = read_table(mimic_iv, TABLES["admissions"])
+    stays = stays.merge(patients, on="subject_id", how="inner")
+    stays["age"] = stays["anchor_age"] + (stays["intime"].dt.year - stays["anchor_year"])
+    hours = (stays["outtime"] - stays["intime"]).dt.total_seconds() / 3600
+    stays = stays[(stays["age"] >= config.min_age) & (hours >= config.window_hours)]
+    stays = stays.merge(admissions[["hadm_id", "hospital_expire_flag"]], on="hadm_id", how="left")
+    if stays["hospital_expire_flag"].isna().any():
+        bad = stays.loc[stays["hospital_expire_flag"].isna(), "hadm_id"].iloc[0]
+        raise MoeHealthInputError(
+            f"{mimic_iv}/icu/icustays: hadm_id {bad} has no row in hosp/admissions"
+        )
+    stays["mortality"] = stays["hospital_expire_flag"].astype("float32")
+    stays["los"] = (stays["los"] > config.los_threshold_days).astype("float32")
+    readmit = _readmission_label(admissions, config.readmission_days)
+    stays["readmission"] = readmit.reindex(stays["hadm_id"].to_numpy()).to_numpy()
+    stays["gender"] = (stays["gender"] == "F").astype("float32")
+    keep = ["stay_id", "subject_id", "hadm_id", "intime", "first_careunit", "anchor_year_group",
+            "age", "gender", *TASKS]
+    return stays[keep].sort_values("stay_id").reset_index(drop=True)
+
+
+def build_cohort(roots: MimicRoots, config: CohortConfig | None = None) -> pd.DataFrame:
+    """Run the whole cohort pipeline on MIMIC-format roots (real or synthetic)."""
+    config = config or CohortConfig()
+    started = time.perf_counter()
+    stays = select_stays(roots.mimic_iv, config)
+    if stays.empty:
+        raise MoeHealthInputError(f"{roots.mimic_iv}: no ICU stay passes the cohort rules")
+    series = hourly_series(roots.mimic_iv, stays, config)
+    cohort = stays.copy()
+    cohort["has_ehr"] = ~np.isnan(series).all(axis=(1, 2))
+    cohort["ehr"] = list(series.reshape(len(stays), -1))
+    notes = (link_radiology_notes(roots.mimic_note, stays, config) if roots.mimic_note
+             else pd.Series("", index=stays.index, dtype="string"))
+    cohort["note_text"] = notes.to_numpy()
+    cohort["has_notes"] = notes.str.len().fillna(0).to_numpy() > 0
+    if roots.mimic_cxr:
+        cxr = link_chest_xrays(roots.mimic_cxr, stays, config)
+        cohort[cxr.columns] = cxr.to_numpy()
+        cohort["cxr_path"] = cohort["cxr_path"].astype("string")
+    else:
+        cohort["cxr_path"] = pd.Series(pd.NA, index=stays.index, dtype="string")
+    cohort["has_cxr"] = cohort["cxr_path"].notna()
+    log.info("cohort: %d stays in %.1f s", len(cohort), time.perf_counter() - started)
+    return cohort
+
+
+def write_cohort(cohort: pd.DataFrame, path: Path, config: CohortConfig) -> None:
+    """Write parquet atomically, with the window length and variable order in its metadata."""
+    table = pa.Table.from_pandas(cohort.drop(columns=["cxr_time", "cxr_study_id"], errors="ignore"),
+                                 preserve_index=False)
+    meta = {"window_hours": config.window_hours, "variables": list(VARIABLE_NAMES),
+            "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"moehealth": json.dumps(meta).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def read_cohort(path: Path) -> pd.DataFrame:
+    """Read a cohort parquet written by :func:`write_cohort`, with a clear error if it is not one."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise MoeHealthInputError(f"{path}: not a readable cohort parquet ({err})") from None
+    meta = (table.schema.metadata or {}).get(b"moehealth")
+    if meta is None:
+        raise MoeHealthInputError(f"{path}: parquet lacks moehealth cohort metadata")
+    cohort = table.to_pandas()
+    cohort.attrs["moehealth"] = json.loads(meta)
+    return cohort
+
+
+def ehr_array(cohort: pd.DataFrame) -> np.ndarray:
+    """The hourly series as float32 [n, window_hours, variables] (NaN where unobserved)."""
+    hours = cohort.attrs.get("moehealth", {}).get("window_hours", 48)
+    flat = np.stack(cohort["ehr"].to_numpy()).astype(np.float32) if len(cohort) else np.zeros(
+        (0, hours * len(VARIABLE_NAMES)), dtype=np.float32)
+    return flat.reshape(len(cohort), hours, len(VARIABLE_NAMES))

@@ -1,0 +1,1 @@
+"""The ``moehealth`` command line; the work lives in client/, server/, shared_model/, simulation/."""

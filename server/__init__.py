@@ -1,0 +1,1 @@
+"""What the coordinator runs: the Flower ServerApp, strategy, checkpoints and federation ledger."""

@@ -1,0 +1,1 @@
+"""What only a simulation needs: synthetic MIMIC, virtual sites and experiment drivers."""

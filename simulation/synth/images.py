@@ -1,0 +1,125 @@
+"""Chest X-rays in MIMIC-CXR-JPG layout: JPEGs plus metadata, split and CheXpert tables.
+
+A drawn frontal film: body, two lung fields, a heart whose width grows with ``frailty``
+(cardiomegaly), effusion and patchy opacity that grow with ``z_img``, a tube when ventilated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFilter
+
+IMAGE_SIZE = 256
+CXR_SHARE = 0.27
+CHEXPERT = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
+            "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion",
+            "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices")
+
+
+def draw_film(rng: np.random.Generator, z_img: float, frailty: float, size: int = IMAGE_SIZE
+              ) -> tuple[Image.Image, dict[str, float]]:
+    """Render one frontal chest film and return it with its true findings."""
+    img = Image.new("L", (size, size), 20)
+    d = ImageDraw.Draw(img)
+    s = size / 256
+    d.rounded_rectangle([30 * s, 20 * s, 226 * s, 250 * s], radius=40 * s, fill=150)
+    for x0 in (45, 135):
+        d.ellipse([x0 * s, 35 * s, (x0 + 76) * s, 215 * s], fill=55)
+    cardio = float(np.clip(0.5 + 0.3 * frailty + rng.normal(0, 0.15), 0.2, 1.0))
+    w = (35 + 40 * cardio) * s
+    d.ellipse([128 * s - w * 0.6, 120 * s, 128 * s + w, 205 * s], fill=185)
+    effusion = float(np.clip(0.3 * z_img + rng.normal(0, 0.25), 0, 1))
+    if effusion > 0.05:
+        top = (215 - 70 * effusion) * s
+        d.rectangle([45 * s, top, 211 * s, 215 * s], fill=int(120 + 60 * effusion))
+    opacity = float(np.clip(0.4 * z_img + rng.normal(0, 0.3), 0, 1))
+    for _ in range(int(opacity * 14)):
+        cx, cy, r = rng.uniform(55, 200) * s, rng.uniform(50, 200) * s, rng.uniform(6, 16) * s
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=int(rng.uniform(110, 170)))
+    device = bool(z_img + rng.normal(0, 0.8) > 1.0)
+    if device:
+        d.line([128 * s, 0, 128 * s, 130 * s], fill=240, width=max(1, int(3 * s)))
+    img = img.filter(ImageFilter.GaussianBlur(2 * s))
+    noise = rng.normal(0, 8, (size, size))
+    arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr), {"cardio": cardio, "effusion": effusion, "opacity": opacity,
+                                  "device": float(device)}
+
+
+def _dicom_id(rng: np.random.Generator) -> str:
+    """Five dash-joined 8-hex-digit groups, like MIMIC-CXR's dicom_id."""
+    return "-".join(f"{int(x):08x}" for x in rng.integers(0, 1 << 32, 5))
+
+
+def _study_row(rng: np.random.Generator, st, when: pd.Timestamp, view: str) -> dict:
+    return {"dicom_id": _dicom_id(rng), "subject_id": st.subject_id, "stay_id": st.stay_id,
+            "view": view, "time": when,
+            "z_img": st.z_img, "frailty": st.frailty}
+
+
+def plan_studies(rng: np.random.Generator, stays: pd.DataFrame) -> pd.DataFrame:
+    """Which films exist: ~27% of stays in the window, plus films outside it and lateral views."""
+    rows = []
+    for st in stays.itertuples():
+        if rng.random() < CXR_SHARE:
+            hours = min(47.5, st.icu_los * 24)
+            rows.append(_study_row(rng, st, st.intime + pd.Timedelta(
+                hours=float(rng.uniform(0.2, hours))), "AP"))
+        if rng.random() < 0.15:
+            rows.append(_study_row(rng, st, st.intime - pd.Timedelta(
+                hours=float(rng.uniform(2, 30))), str(rng.choice(["PA", "AP"]))))
+        if st.icu_los > 2.2 and rng.random() < 0.2:
+            rows.append(_study_row(rng, st, st.intime + pd.Timedelta(
+                hours=float(rng.uniform(49, 60))), "AP"))
+    plan = pd.DataFrame(rows)
+    plan["study_id"] = 50_000_000 + rng.choice(np.arange(1, 9_000_000), len(plan), replace=False)
+    lateral = plan.sample(frac=0.3, random_state=int(rng.integers(1 << 31))).copy()
+    lateral["view"] = "LL"
+    lateral["dicom_id"] = [_dicom_id(rng) for _ in range(len(lateral))]
+    return pd.concat([plan, lateral], ignore_index=True)
+
+
+def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path
+                  ) -> dict[str, pd.DataFrame]:
+    """Write the JPEGs and return the metadata, split and chexpert tables."""
+    meta, findings = [], {}
+    for st in plan.itertuples():
+        img, found = draw_film(rng, st.z_img, st.frailty)
+        sid = str(st.subject_id)
+        path = root / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{st.study_id}" / f"{st.dicom_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, quality=90)
+        if st.view != "LL":
+            findings[(st.subject_id, st.study_id)] = found
+        meta.append({
+            "dicom_id": st.dicom_id, "subject_id": st.subject_id, "study_id": st.study_id,
+            "PerformedProcedureStepDescription": "CHEST (PORTABLE AP)" if st.view == "AP"
+            else "CHEST (PA AND LAT)", "ViewPosition": st.view, "Rows": IMAGE_SIZE,
+            "Columns": IMAGE_SIZE, "StudyDate": int(st.time.strftime("%Y%m%d")),
+            "StudyTime": float(st.time.strftime("%H%M%S")) + st.time.microsecond / 1e6,
+            "ProcedureCodeSequence_CodeMeaning": "CHEST (PORTABLE AP)",
+            "ViewCodeSequence_CodeMeaning": {"AP": "antero-posterior", "PA": "postero-anterior",
+                                             "LL": "left lateral"}[st.view],
+            "PatientOrientationCodeSequence_CodeMeaning": "Erect"})
+    metadata = pd.DataFrame(meta)
+    split = metadata[["dicom_id", "study_id", "subject_id"]].copy()
+    split["split"] = rng.choice(["train", "validate", "test"], len(split), p=[0.98, 0.01, 0.01])
+    return {"cxr_metadata": metadata, "cxr_split": split, "cxr_chexpert": _chexpert(findings)}
+
+
+def _chexpert(findings: dict[tuple[int, int], dict[str, float]]) -> pd.DataFrame:
+    rows = []
+    for (subject, study), f in findings.items():
+        row = dict.fromkeys(CHEXPERT, np.nan)
+        row.update({"subject_id": subject, "study_id": study})
+        row["Cardiomegaly"] = 1.0 if f["cardio"] > 0.75 else (-1.0 if f["cardio"] > 0.65 else np.nan)
+        row["Pleural Effusion"] = 1.0 if f["effusion"] > 0.3 else (0.0 if f["effusion"] == 0 else -1.0)
+        row["Lung Opacity"] = 1.0 if f["opacity"] > 0.3 else np.nan
+        row["Support Devices"] = 1.0 if f["device"] else np.nan
+        if not any(row[k] == 1.0 for k in CHEXPERT):
+            row["No Finding"] = 1.0
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["subject_id", "study_id", *CHEXPERT])
