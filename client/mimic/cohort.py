@@ -26,6 +26,7 @@ from client.mimic.timeseries import hourly_series
 from client.mimic.variables import VARIABLE_NAMES
 
 __all__ = ["MimicRoots", "TASKS", "select_stays", "build_cohort", "write_cohort", "read_cohort",
+           "cohort_metadata",
            "ehr_array"]
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def _readmission_label(admissions: pd.DataFrame, days: float) -> pd.Series:
     starts = starts.rename(columns={"admittime": "_next"})
     nxt = pd.merge_asof(adm[["hadm_id", "subject_id", "dischtime"]], starts,
                         left_on="dischtime", right_on="_next", by="subject_id",
-                        direction="forward", allow_exact_matches=False)
+                        direction="forward", allow_exact_matches=True)
     label = ((nxt["_next"] - nxt["dischtime"]) <= pd.Timedelta(days=days)).astype("float32")
     label.index = nxt["hadm_id"].to_numpy()
     died = admissions.set_index("hadm_id")["hospital_expire_flag"] == 1
@@ -103,18 +104,25 @@ def build_cohort(roots: MimicRoots, config: CohortConfig | None = None) -> pd.Da
     else:
         cohort["cxr_path"] = pd.Series(pd.NA, index=stays.index, dtype="string")
     cohort["has_cxr"] = cohort["cxr_path"].notna()
+    cohort.attrs["moehealth"] = cohort_metadata(config)
     log.info("cohort: %d stays in %.1f s", len(cohort), time.perf_counter() - started)
     return cohort
 
 
-def write_cohort(cohort: pd.DataFrame, path: Path, config: CohortConfig) -> None:
-    """Write parquet atomically, with the window length and variable order in its metadata."""
+def cohort_metadata(config: CohortConfig) -> dict:
+    """What a reader needs to interpret a cohort file: window length, variable order, rules."""
+    return {"window_hours": config.window_hours, "variables": list(VARIABLE_NAMES),
+            "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
+
+
+def write_cohort(cohort: pd.DataFrame, path: Path, metadata: dict | None = None) -> None:
+    """Write parquet atomically, with ``metadata`` (default: ``cohort.attrs``) in its schema."""
+    metadata = metadata if metadata is not None else cohort.attrs["moehealth"]
     table = pa.Table.from_pandas(cohort.drop(columns=["cxr_time", "cxr_study_id"], errors="ignore"),
                                  preserve_index=False)
-    meta = {"window_hours": config.window_hours, "variables": list(VARIABLE_NAMES),
-            "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"moehealth": json.dumps(meta).encode()})
+                                           b"moehealth": json.dumps(metadata).encode()})
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     pq.write_table(table, tmp)

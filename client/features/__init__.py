@@ -1,0 +1,1 @@
+"""Frozen backbones (text, image) and the per-site feature cache built from them."""

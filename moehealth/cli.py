@@ -1,0 +1,165 @@
+"""``moehealth`` command line: one subcommand per step of the data flow.
+
+Errors in user input (files, columns, sites, configs) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from client.errors import MoeHealthInputError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from simulation.synth import generate_synthetic_mimic
+
+    summary = generate_synthetic_mimic(args.out, patients=args.patients, seed=args.seed)
+    print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
+def cmd_cohort(args: argparse.Namespace) -> int:
+    from client.mimic.cohort import MimicRoots, build_cohort, write_cohort
+    from client.mimic.config import CohortConfig
+
+    started = time.perf_counter()
+    config = CohortConfig(window_hours=args.window_hours, los_threshold_days=args.los_days,
+                          progress=not args.quiet)
+    cohort = build_cohort(MimicRoots(args.mimic_iv, args.mimic_note, args.mimic_cxr), config)
+    write_cohort(cohort, args.out)
+    print(json.dumps({
+        "out": str(args.out), "stays": len(cohort),
+        "labels": {t: int(cohort[t].sum()) for t in ("mortality", "los", "readmission")},
+        "with_notes": int(cohort["has_notes"].sum()), "with_cxr": int(cohort["has_cxr"].sum()),
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": round(_peak_rss_mb(), 1)}, indent=2))
+    return 0
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from client.mimic.cohort import read_cohort
+    from client.sites import SplitConfig
+    from simulation.partition import PartitionConfig, load_site_profiles, partition_cohort
+
+    config = PartitionConfig(num_sites=args.sites, scheme=args.scheme, alpha=args.alpha,
+                             seed=args.seed, split=SplitConfig(seed=args.seed))
+    summary = partition_cohort(read_cohort(args.cohort), args.out, config,
+                               load_site_profiles(args.profile))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from client.features.cache import EncoderConfig, build_site_features
+    from client.sites import read_site_samples
+
+    config = EncoderConfig(text_model_path=args.text_model, image_weights=args.image_weights,
+                           device=args.device)
+    site_dirs = [args.sites_dir / s for s in args.site] if args.site else sorted(
+        p for p in args.sites_dir.iterdir() if (p / "samples.parquet").is_file())
+    if not site_dirs:
+        raise MoeHealthInputError(f"{args.sites_dir}: no site directories with samples.parquet")
+    for site_dir in site_dirs:
+        path = build_site_features(read_site_samples(site_dir), site_dir.name, config,
+                                   args.cache_dir, progress=not args.quiet)
+        print(f"{site_dir.name}: {path}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from client.features.cache import EncoderConfig
+    from simulation.prepare import FederationData, prepare_sites
+
+    where = {"data_dir": args.data_dir} if args.data_dir else {}
+    data = FederationData(**where, patients=args.patients, seed=args.seed, num_sites=args.sites,
+                          scheme=args.scheme)
+    started = time.perf_counter()
+    sites = prepare_sites(data, EncoderConfig(), args.cache_dir, progress=not args.quiet)
+    print(json.dumps({"sites": {k: str(v) for k, v in sites.items()},
+                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic MIMIC-IV / Note / CXR-JPG set")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patients", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("cohort", help="build the prediction cohort (parquet) from MIMIC roots")
+    p.add_argument("--mimic-iv", type=Path, required=True)
+    p.add_argument("--mimic-note", type=Path)
+    p.add_argument("--mimic-cxr", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--window-hours", type=int, default=48)
+    p.add_argument("--los-days", type=float, default=7.0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_cohort)
+
+    p = sub.add_parser("partition", help="split a cohort into virtual sites (patient level)")
+    p.add_argument("--cohort", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    p.add_argument("--profile", type=Path, help="site profile YAML (modalities to remove)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_partition)
+
+    p = sub.add_parser("encode", help="run frozen encoders once per sample, cache per site")
+    p.add_argument("--sites-dir", type=Path, required=True)
+    p.add_argument("--site", action="append", help="site id (repeatable; default: all)")
+    p.add_argument("--cache-dir", type=Path, help="default: $MOEHEALTH_CACHE or ~/.cache/moehealth")
+    p.add_argument("--text-model", help="local BERT-family model dir (default: bundled MiniLM)")
+    p.add_argument("--image-weights", help="local DenseNet-121 state dict (.pt)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("prepare", help="synth -> cohort -> partition -> encode, cached")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--patients", type=int, default=2000)
+    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    from moehealth.cli_model import add_model_commands
+
+    add_model_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (MoeHealthInputError, ValueError) as err:
+        print(f"moehealth {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Flower ServerApp entry point (``server.app:app``); the federation itself lands with issue 4."""

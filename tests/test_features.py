@@ -1,0 +1,59 @@
+"""Feature cache: built once, reused while valid, rebuilt when the encoder changes; real X-rays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.features.cache import FEATURES_FILE, EncoderConfig, build_site_features
+from client.features.image import ImageEncoder
+from client.sites import SplitConfig, assign_splits
+
+
+@pytest.fixture(scope="module")
+def samples(synth_cohort):
+    return assign_splits(synth_cohort.head(60), SplitConfig(seed=1), site="s")
+
+
+def test_cache_is_built_reused_and_rebuilt(samples, tmp_path: Path) -> None:
+    first = build_site_features(samples, "s", EncoderConfig(), tmp_path, progress=False)
+    stamp = (first / FEATURES_FILE).stat().st_mtime_ns
+    again = build_site_features(samples, "s", EncoderConfig(), tmp_path, progress=False)
+    assert again == first and (again / FEATURES_FILE).stat().st_mtime_ns == stamp
+    other = build_site_features(samples, "s", EncoderConfig(text_max_tokens=64), tmp_path,
+                                progress=False)
+    assert other != first
+    changed = samples.copy()
+    changed.loc[changed.index[0], "mortality"] = 1 - changed.mortality.iloc[0]
+    assert build_site_features(changed, "s", EncoderConfig(), tmp_path, progress=False) != first
+    data = np.load(first / FEATURES_FILE)
+    assert data["notes"].shape == (60, 384) and data["cxr"].shape == (60, 1024)
+    has = data["available"]
+    assert np.abs(data["notes"][has[:, 1]]).sum(1).min() > 0
+    assert np.abs(data["notes"][~has[:, 1]]).sum() == 0
+    assert np.abs(data["cxr"][has[:, 2]]).sum(1).min() > 0
+
+
+def test_image_encoder_on_real_chest_xrays(caplog, cxr_smoke: Path) -> None:
+    paths = sorted(str(p) for p in cxr_smoke.glob("*.png"))
+    assert len(paths) == 2
+    with caplog.at_level("WARNING"):
+        encoder = ImageEncoder()
+    assert "NO IMAGE WEIGHTS" in caplog.text
+    feats = encoder.encode(paths)
+    assert feats.shape == (2, 1024) and np.isfinite(feats).all()
+    assert not np.allclose(feats[0], feats[1])
+
+
+def test_image_encoder_loads_local_weights(tmp_path: Path) -> None:
+    import torch
+    from torchvision.models import densenet121
+
+    torch.manual_seed(5)
+    path = tmp_path / "densenet.pt"
+    torch.save(densenet121(weights=None).state_dict(), path)
+    loaded = ImageEncoder(path)
+    assert "random-init" not in loaded.identity
+    assert not torch.equal(loaded.features.conv0.weight, ImageEncoder().features.conv0.weight)

@@ -1,0 +1,93 @@
+"""The synthetic MIMIC set has the real layouts, quirks and signal, and is deterministic."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from client.mimic.tables import TABLES
+from simulation.synth import generate_synthetic_mimic
+
+DEMO_TABLES = ["patients", "admissions", "transfers", "labevents", "d_labitems", "icustays",
+               "chartevents", "d_items"]
+
+
+def _header(path: Path) -> list[str]:
+    with gzip.open(path, "rt") as fh:
+        return fh.readline().strip().split(",")
+
+
+@pytest.mark.parametrize("name", DEMO_TABLES)
+def test_headers_equal_the_real_demo(synth_root: Path, demo_root: Path, name: str) -> None:
+    stem = TABLES[name].stem
+    assert _header(synth_root / "mimic-iv" / f"{stem}.csv.gz") == _header(demo_root / f"{stem}.csv.gz")
+
+
+@pytest.mark.parametrize("name", ["radiology", "discharge", "cxr_metadata", "cxr_split",
+                                  "cxr_chexpert"])
+def test_note_and_cxr_headers(synth_root: Path, name: str) -> None:
+    release = "mimic-iv-note" if name in ("radiology", "discharge") else "mimic-cxr-jpg"
+    path = synth_root / release / f"{TABLES[name].stem}.csv.gz"
+    assert tuple(_header(path)) == TABLES[name].columns
+
+
+def test_images_follow_mimic_cxr_layout(synth_root: Path) -> None:
+    meta = pd.read_csv(synth_root / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv.gz")
+    row = meta.iloc[0]
+    sid = str(row.subject_id)
+    path = (synth_root / "mimic-cxr-jpg" / "files" / f"p{sid[:2]}" / f"p{sid}"
+            / f"s{row.study_id}" / f"{row.dicom_id}.jpg")
+    assert path.is_file()
+    assert set(meta.ViewPosition) >= {"AP", "LL"}
+
+
+def test_quirks_are_present(synth_root: Path) -> None:
+    iv = synth_root / "mimic-iv"
+    labs = pd.read_csv(iv / "hosp" / "labevents.csv.gz", dtype={"hadm_id": "Int64"})
+    assert labs.hadm_id.isna().any()
+    assert (labs.valuenum.isna() & labs.value.isin(["NEG", "___"])).any()
+    assert labs.groupby("itemid").valueuom.nunique().max() > 1
+    stays = pd.read_csv(iv / "icu" / "icustays.csv.gz")
+    assert (stays.los < 2).mean() > 0.2
+    adm = pd.read_csv(iv / "hosp" / "admissions.csv.gz")
+    assert (adm.deathtime.notna() == (adm.hospital_expire_flag == 1)).all()
+    assert adm.hospital_expire_flag.sum() > 0
+    chart = pd.read_csv(iv / "icu" / "chartevents.csv.gz", usecols=["itemid", "valuenum"])
+    assert ((chart.itemid == 220045) & (chart.valuenum == 0)).any()
+    assert chart.duplicated().any()
+
+
+def test_availability_and_oracle(synth_root: Path, synth_cohort) -> None:
+    assert not any((synth_root / d / "oracle.csv").exists()
+                   for d in ("mimic-iv", "mimic-iv-note", "mimic-cxr-jpg"))
+    assert synth_cohort.has_ehr.all()
+    assert 0.65 < synth_cohort.has_notes.mean() < 0.95
+    assert 0.15 < synth_cohort.has_cxr.mean() < 0.35
+    oracle = pd.read_csv(synth_root / "oracle.csv").set_index("stay_id").loc[synth_cohort.stay_id]
+    for task in ("mortality", "los", "readmission"):
+        known = synth_cohort[task].notna().to_numpy()
+        auc = roc_auc_score(synth_cohort[task][known], oracle[task].to_numpy()[known])
+        assert auc > 0.7, task
+
+
+def test_no_leaky_text_or_late_images_in_cohort(synth_cohort) -> None:
+    text = " ".join(synth_cohort.note_text.fillna(""))
+    assert "comfort measures" not in text  # written after 48 h
+    assert "Discharge Disposition" not in text  # discharge summaries are never read
+    assert "Lungs are clear" in text or "opacities" in text
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a = generate_synthetic_mimic(tmp_path / "a", patients=40, seed=3)
+    b = generate_synthetic_mimic(tmp_path / "b", patients=40, seed=3)
+    assert a.icu_stays == b.icu_stays
+    for rel in ("mimic-iv/icu/chartevents.csv.gz", "mimic-iv-note/note/radiology.csv.gz",
+                "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    c = pd.read_csv(tmp_path / "a" / "oracle.csv")
+    assert np.isfinite(c[["mortality", "los", "readmission"]].to_numpy()).all()
