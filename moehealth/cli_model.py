@@ -1,9 +1,107 @@
-"""Model subcommands (``train``); registered by :mod:`moehealth.cli`."""
+"""``moehealth train``: centralized MoE-Health and its baselines on pooled data or one site."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
+
+from client.errors import MoeHealthInputError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="where synthetic data and sites are cached")
+    p.add_argument("--patients", type=int, default=2000)
+    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
+    p.add_argument("--data-seed", type=int, default=0)
+
+
+def _federation_data(args: argparse.Namespace):
+    from simulation.prepare import FederationData
+
+    where = {"data_dir": args.data_dir} if args.data_dir else {}
+    return FederationData(**where, patients=args.patients, seed=args.data_seed,
+                          num_sites=args.sites, scheme=args.scheme)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from client.dataset import SiteData, concat_sites
+    from client.training import TrainConfig
+    from simulation.baselines import VARIANTS, variant_model_config
+    from simulation.centralized import train_centralized
+    from simulation.oracle import oracle_auroc
+    from simulation.plots import routing_heatmap
+    from simulation.prepare import prepare_sites
+
+    data = _federation_data(args)
+    feature_dirs = prepare_sites(data)
+    if args.site and args.site not in feature_dirs:
+        raise MoeHealthInputError(f"unknown site '{args.site}' (have: {', '.join(feature_dirs)})")
+    variants = list(VARIANTS) if "all" in args.variant else args.variant
+    results: dict = {"setting": "site " + args.site if args.site else "pooled", "tasks": {}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task in args.task:
+        sites = [SiteData.load(d, task, s) for s, d in feature_dirs.items()
+                 if not args.site or s == args.site]
+        pooled = concat_sites(sites)
+        test = pooled.subset("test")
+        oracle = (oracle_auroc(data.oracle_csv(), pooled.stay_id[pooled.split == "test"],
+                               test.tensors[-1].numpy(), task) if data.oracle_csv() else math.nan)
+        task_result = {"oracle_auroc": oracle, "variants": {}}
+        for name in variants:
+            config = TrainConfig(task=task, lr=args.lr, max_epochs=args.epochs,
+                                 pretrain_epochs=args.pretrain_epochs, seed=args.seed,
+                                 patience=args.patience)
+            res = train_centralized(pooled, variant_model_config(name), config,
+                                    pretrain=VARIANTS[name].pretrain_experts)
+            task_result["variants"][name] = {**{k: v for k, v in res.test.items()},
+                                             "val_auroc": res.val_auroc, "epochs": res.epochs,
+                                             "seconds": round(res.seconds, 1), "routing": res.routing}
+            if res.routing:
+                routing_heatmap(res.routing, args.out / f"routing-{task}-{name}.png",
+                                f"{name}, {task}: mean routing weight per expert")
+            print(f"{task:12s} {name:22s} test AUROC {res.test['auroc']:.3f}  AUPRC "
+                  f"{res.test['auprc']:.3f}  F1 {res.test['f1']:.3f}  ({res.seconds:.0f} s, "
+                  f"{res.epochs} epochs)", flush=True)
+        results["tasks"][task] = task_result
+        print(f"{task:12s} {'oracle':22s} test AUROC {oracle:.3f}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.md").write_text(results_markdown(results))
+    print(f"results written to {args.out}/results.json and results.md")
+    return 0
+
+
+def results_markdown(results: dict) -> str:
+    lines = [f"Setting: {results['setting']}", "",
+             "| task | variant | AUROC | AUPRC | F1 | epochs | seconds |", "|---|---|---|---|---|---|---|"]
+    for task, res in results["tasks"].items():
+        for name, r in res["variants"].items():
+            lines.append(f"| {task} | {name} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['f1']:.3f} "
+                         f"| {r['epochs']} | {r['seconds']} |")
+        lines.append(f"| {task} | oracle | {res['oracle_auroc']:.3f} | | | | |")
+    return "\n".join(lines) + "\n"
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
-    """Register model commands; filled in by the model issue."""
+    from simulation.baselines import VARIANTS
+
+    p = sub.add_parser("train", help="centralized training: pooled sites or one site, baselines")
+    _add_data_args(p)
+    p.add_argument("--task", action="append", choices=["mortality", "los", "readmission"])
+    p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"])
+    p.add_argument("--site", help="train on this site only (default: all sites pooled)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--pretrain-epochs", type=int, default=5)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_with_defaults)
+
+
+def _with_defaults(args: argparse.Namespace) -> int:
+    args.task = args.task or ["mortality"]
+    args.variant = args.variant or ["moe-health"]
+    return cmd_train(args)

@@ -3,6 +3,8 @@
 Imports no flwr and nothing from client/ or server/.
 """
 
+from shared_model.config import ModelConfig
 from shared_model.modalities import COMBINATIONS, Modality
+from shared_model.moe import MoEHealth, MoEOutput, build_model
 
-__all__ = ["COMBINATIONS", "Modality"]
+__all__ = ["COMBINATIONS", "Modality", "ModelConfig", "MoEHealth", "MoEOutput", "build_model"]

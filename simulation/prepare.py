@@ -45,11 +45,21 @@ class FederationData:
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
+    def synth_dir(self) -> Path | None:
+        """Where the synthetic releases live (None when real MIMIC roots are configured)."""
+        return None if self.mimic_iv else Path(self.data_dir) / f"synth-{self.patients}-seed{self.seed}"
+
+    def oracle_csv(self) -> Path | None:
+        """The synthetic set's true outcome probabilities (evaluation only)."""
+        synth = self.synth_dir()
+        return synth / "oracle.csv" if synth else None
+
+
 def _roots(data: FederationData) -> MimicRoots:
-    if data.mimic_iv:
+    synth = data.synth_dir()
+    if synth is None:
         return MimicRoots(Path(data.mimic_iv), data.mimic_note and Path(data.mimic_note),
                           data.mimic_cxr and Path(data.mimic_cxr))
-    synth = data.data_dir / f"synth-{data.patients}-seed{data.seed}"
     if not (synth / "synth.json").is_file():
         log.info("generating synthetic MIMIC (%d patients) in %s", data.patients, synth)
         generate_synthetic_mimic(synth, patients=data.patients, seed=data.seed)

@@ -32,18 +32,24 @@ _CXR_FINDINGS = {
 
 def radiology_text(rng: np.random.Generator, z_note: float, frailty: float, exam: str,
                    z_img: float | None = None) -> str:
-    """A report with EXAMINATION / INDICATION / FINDINGS / IMPRESSION sections."""
-    level = z_note + rng.normal(0, 0.5)
-    pool = _SEVERE if level > 1.0 else _MODERATE if level > -0.2 else _MILD
-    findings = [str(rng.choice(pool))]
+    """A report with EXAMINATION / INDICATION / FINDINGS / IMPRESSION sections.
+
+    Two findings and the impression come from the severity level of ``z_note``; the wording, not
+    the template, carries the signal.
+    """
+    level = z_note + rng.normal(0, 0.3)
+    pool = _SEVERE if level > 0.8 else _MODERATE if level > -0.4 else _MILD
+    findings = [str(x) for x in rng.choice(pool, 2, replace=False)]
     if frailty + rng.normal(0, 0.5) > 0.8:
         findings.append(str(rng.choice(_CHRONIC)))
     if z_img is not None:
         img = z_img + rng.normal(0, 0.6)
         findings.append(_CXR_FINDINGS["severe" if img > 1.0 else "mild" if img > 0 else "clear"])
-    return (f"EXAMINATION:  {exam}\n\nINDICATION:  ___ year old with ___, evaluate.\n\n"
-            f"TECHNIQUE:  Standard protocol.\n\nFINDINGS: \n\n{' '.join(findings)}\n\n"
-            f"IMPRESSION: \n\n{findings[0]}")
+    impression = {id(_SEVERE): "Critical findings, discussed with the ICU team.",
+                  id(_MODERATE): "Findings as above, clinical correlation advised.",
+                  id(_MILD): "No acute process."}[id(pool)]
+    return (f"EXAMINATION:  {exam}\n\nINDICATION:  ___ with ___, evaluate.\n\n"
+            f"FINDINGS:  {' '.join(findings)}\n\nIMPRESSION:  {findings[0]} {impression}")
 
 
 def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd.Series

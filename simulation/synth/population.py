@@ -55,7 +55,7 @@ def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
 
 def _outcome_probs(z: SimpleNamespace, age: float) -> dict[str, float]:
     """True probabilities of the three outcomes given a stay's latent state."""
-    mort = expit(-3.0 + 0.9 * z.z_ehr + 0.8 * z.z_note + 1.0 * z.z_img + 0.35 * z.frailty
+    mort = expit(-3.0 + 0.9 * z.z_ehr + 1.0 * z.z_note + 1.0 * z.z_img + 0.35 * z.frailty
                  + 0.02 * (age - 65))
     los_mu = np.log(2.2) + 0.45 * z.z_ehr + 0.3 * z.z_note + 0.35 * z.z_img
     p_long = 1 - norm.cdf((np.log(5.0) - los_mu) / _LOS_LOG_SD)  # P(ICU > 7 d | ICU >= 2 d)

@@ -1,0 +1,57 @@
+"""Aggregate metrics (AUROC, AUPRC, F1, loss), per modality combination, and routing tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+from client.training import Predictions
+from shared_model.modalities import COMBINATIONS
+
+
+def _safe(fn, y: np.ndarray, p: np.ndarray) -> float:
+    return float(fn(y, p)) if len(np.unique(y)) == 2 else math.nan
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
+                   ) -> dict[str, float]:
+    """AUROC, AUPRC, F1 at ``threshold``, BCE loss and count (NaN where undefined)."""
+    if len(labels) == 0:
+        return {"auroc": math.nan, "auprc": math.nan, "f1": math.nan, "loss": math.nan, "n": 0}
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    return {"auroc": _safe(roc_auc_score, labels, probs),
+            "auprc": _safe(average_precision_score, labels, probs),
+            "f1": float(f1_score(labels, probs >= threshold, zero_division=0)),
+            "loss": loss, "n": int(len(labels))}
+
+
+def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Threshold maximizing F1 (chosen on validation data, applied to test)."""
+    candidates = np.unique(np.round(probs, 4))
+    if len(candidates) == 0 or labels.sum() == 0:
+        return 0.5
+    scores = [f1_score(labels, probs >= t, zero_division=0) for t in candidates]
+    return float(candidates[int(np.argmax(scores))])
+
+
+def evaluate_predictions(pred: Predictions, threshold: float = 0.5) -> dict:
+    """Overall metrics plus the same per modality combination present in the data."""
+    result = binary_metrics(pred.labels, pred.probs, threshold)
+    result["by_combination"] = {
+        COMBINATIONS[c]: binary_metrics(pred.labels[pred.combo == c], pred.probs[pred.combo == c],
+                                        threshold)
+        for c in np.unique(pred.combo) if c >= 0
+    }
+    return result
+
+
+def routing_table(pred: Predictions) -> dict[str, dict[str, float]]:
+    """Mean routing weight of each expert, per modality combination of the samples."""
+    if pred.weights is None:
+        return {}
+    return {COMBINATIONS[c]: dict(zip(COMBINATIONS, pred.weights[pred.combo == c].mean(0).round(4)
+                                      .tolist(), strict=True))
+            for c in np.unique(pred.combo) if c >= 0}

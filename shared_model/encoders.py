@@ -1,0 +1,46 @@
+"""Trainable modality encoders, each projecting its input to the shared dimension ``hidden``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EHREncoder(nn.Module):
+    """BiLSTM over the hourly series (values and observation mask) plus demographics."""
+
+    def __init__(self, variables: int, demographics: int, lstm_hidden: int, out_features: int,
+                 lstm: str = "torch") -> None:
+        super().__init__()
+        if lstm == "dp":
+            from opacus.layers import DPLSTM
+
+            self.lstm = DPLSTM(2 * variables, lstm_hidden, batch_first=True, bidirectional=True)
+        else:
+            self.lstm = nn.LSTM(2 * variables, lstm_hidden, batch_first=True, bidirectional=True)
+        self.proj = nn.Sequential(nn.Linear(2 * lstm_hidden + demographics, out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, series: torch.Tensor, mask: torch.Tensor, demographics: torch.Tensor
+                ) -> torch.Tensor:
+        _, (h, _) = self.lstm(torch.cat([series, mask], dim=-1))
+        last = torch.cat([h[-2], h[-1]], dim=-1)  # final forward and backward states
+        return self.proj(torch.cat([last, demographics], dim=-1))
+
+
+class FeatureProjection(nn.Module):
+    """Projection head over cached frozen-backbone features (notes or images)."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
+    """Two-layer perceptron used by the gate, the experts and the fusion head."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_features))

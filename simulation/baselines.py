@@ -1,0 +1,41 @@
+"""The paper's baselines and ablations as named variants of one model and one training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared_model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model configuration plus whether experts are pre-trained on their own combination."""
+
+    description: str
+    model: dict = field(default_factory=dict)
+    pretrain_experts: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "moe-health": Variant("MoE-Health: learned indicators, top-2 gate, pre-trained experts"),
+    "unimodal-ehr": Variant("EHR only, MLP head", {"fusion": "mlp", "modalities": ("ehr",)}, False),
+    "unimodal-notes": Variant("notes only, MLP head", {"fusion": "mlp", "modalities": ("notes",)},
+                              False),
+    "unimodal-cxr": Variant("chest X-ray only, MLP head", {"fusion": "mlp", "modalities": ("cxr",)},
+                            False),
+    "mlp-fusion": Variant("single-MLP fusion, no experts", {"fusion": "mlp"}, False),
+    "no-missing-indicator": Variant("zero padding instead of learned indicators",
+                                    {"missing": "zero"}),
+    "static-gate": Variant("uniform expert weights instead of a learned gate", {"gate": "uniform"}),
+    "top-1": Variant("top-1 routing", {"top_k": 1}),
+    "no-pretrain": Variant("generic experts: no expert pre-training", {}, False),
+}
+
+
+def variant_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
+    """ModelConfig of a named variant on top of ``base`` (default model sizes)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant '{name}' (choose from {', '.join(VARIANTS)})")
+    values = (base or ModelConfig()).to_dict()
+    values.update(VARIANTS[name].model)
+    return ModelConfig.from_dict(values)

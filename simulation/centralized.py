@@ -1,0 +1,85 @@
+"""Centralized training (pooled sites or one site) with early stopping: the non-federated baselines."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from client.dataset import SiteData
+from client.evaluation import best_f1_threshold, evaluate_predictions, routing_table
+from client.training import (
+    TrainConfig,
+    make_loader,
+    make_optimizer,
+    predict,
+    resolve_device,
+    train_epoch,
+)
+from shared_model import build_model
+from shared_model.config import ModelConfig
+from shared_model.moe import MoEHealth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CentralizedResult:
+    model: MoEHealth
+    test: dict
+    val_auroc: float
+    epochs: int
+    seconds: float
+    routing: dict
+    test_probs: np.ndarray
+
+
+def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
+                     device: torch.device) -> None:
+    """Each expert learns only from samples whose available modalities are its combination."""
+    if model.config.fusion != "moe" or config.pretrain_epochs == 0:
+        return
+    model.set_phase("pretrain")
+    optimizer = make_optimizer(model.parameters(), config)
+    loader = make_loader(data.subset("train"), config.batch_size, config.seed)
+    for _ in range(config.pretrain_epochs):
+        train_epoch(model, loader, optimizer, config, device)
+    model.set_phase("joint")
+
+
+def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainConfig,
+                      pretrain: bool = True) -> CentralizedResult:
+    """Train on the train split, stop early on validation AUROC, report on the test split."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = build_model(model_config).to(device)
+    if pretrain:
+        pretrain_experts(model, data, config, device)
+    optimizer = make_optimizer(model.parameters(), config)
+    loader = make_loader(data.subset("train"), config.batch_size, config.seed + 1)
+    val = data.subset("val")
+    best, best_state, stale, epoch = -1.0, copy.deepcopy(model.state_dict()), 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        loss = train_epoch(model, loader, optimizer, config, device)
+        auroc = evaluate_predictions(predict(model, val, device))["auroc"]
+        auroc = -1.0 if np.isnan(auroc) else auroc
+        log.debug("epoch %d loss %.4f val auroc %.4f", epoch, loss, auroc)
+        if auroc > best:
+            best, best_state, stale = auroc, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    val_pred = predict(model, val, device)
+    threshold = best_f1_threshold(val_pred.labels, val_pred.probs)
+    test_pred = predict(model, data.subset("test"), device)
+    test = evaluate_predictions(test_pred, threshold)
+    test["threshold"] = threshold
+    return CentralizedResult(model, test, best, epoch, time.perf_counter() - started,
+                             routing_table(test_pred), test_pred.probs)
