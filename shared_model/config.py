@@ -70,3 +70,10 @@ class ModelConfig:
         if isinstance(values.get("modalities"), str):
             values["modalities"] = tuple(values["modalities"].replace("+", ",").split(","))
         return cls(**values)
+
+
+def model_config_from_run_config(run_config: dict[str, Any], prefix: str = "model.") -> ModelConfig:
+    """``model.top-k = 2`` style keys (Flower run-config, kebab-case) -> ModelConfig."""
+    values = {k[len(prefix):].replace("-", "_"): v for k, v in run_config.items()
+              if k.startswith(prefix)}
+    return ModelConfig.from_dict(values)

@@ -21,6 +21,7 @@ from simulation.partition import DEFAULT_PROFILE, PartitionConfig, load_site_pro
 from simulation.synth import generate_synthetic_mimic
 
 log = logging.getLogger(__name__)
+POINTER = "feature_dir.txt"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class FederationData:
     mimic_cxr: Path | None = None
 
     def key(self) -> str:
-        blob = {k: str(v) for k, v in asdict(self).items() if k != "data_dir"}
+        blob = {k: str(v) for k, v in asdict(self).items() if k not in ("data_dir", "profile")}
         if self.profile:
             blob["profile_text"] = Path(self.profile).read_text()
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
@@ -53,6 +54,24 @@ class FederationData:
         """The synthetic set's true outcome probabilities (evaluation only)."""
         synth = self.synth_dir()
         return synth / "oracle.csv" if synth else None
+
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> FederationData:
+        """``data.*`` keys of the Flower run-config; empty strings mean "default"."""
+        get = lambda key, default=None: run_config.get(f"data.{key}", default) or default  # noqa: E731
+        profile = get("profile", "default")
+        kwargs = {
+            "patients": int(get("patients", 2000)), "seed": int(get("seed", 0)),
+            "num_sites": int(get("num-sites", 5)), "scheme": str(get("scheme", "careunit")),
+            "alpha": float(get("alpha", 0.5)),
+            "profile": None if profile == "none" else DEFAULT_PROFILE if profile == "default"
+            else Path(profile),
+            "mimic_iv": get("mimic-iv"), "mimic_note": get("mimic-note"), "mimic_cxr": get("mimic-cxr"),
+        }
+        if get("dir"):
+            kwargs["data_dir"] = Path(get("dir"))
+        return cls(**kwargs)
 
 
 def _roots(data: FederationData) -> MimicRoots:
@@ -80,7 +99,23 @@ def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
                                  seed=data.seed, split=SplitConfig(seed=data.seed))
         partition_cohort(read_cohort(cohort_path), sites_dir, config,
                          load_site_profiles(data.profile))
-    sites = sorted(p.name for p in sites_dir.iterdir() if p.is_dir())
+    sites = sorted((p.name for p in sites_dir.iterdir() if p.is_dir()),
+                   key=lambda s: int(s.split("-")[-1]))
     encoders = encoders or EncoderConfig()
-    return {site: build_site_features(read_site_samples(sites_dir / site), site, encoders,
-                                      cache_dir, progress=progress) for site in sites}
+    built = {}
+    for site in sites:
+        built[site] = build_site_features(read_site_samples(sites_dir / site), site, encoders,
+                                          cache_dir, progress=progress)
+        (sites_dir / site / POINTER).write_text(str(built[site]))
+    return built
+
+
+def prepared_sites(data: FederationData) -> dict[str, Path]:
+    """Feature dirs recorded by the last :func:`prepare_sites` (the ServerApp runs it first);
+    falls back to a full :func:`prepare_sites` when any is missing."""
+    sites_dir = Path(data.data_dir) / f"federation-{data.key()}" / "sites"
+    pointers = sorted(sites_dir.glob(f"*/{POINTER}"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    dirs = {p.parent.name: Path(p.read_text().strip()) for p in pointers}
+    if dirs and all((d / "manifest.json").is_file() for d in dirs.values()):
+        return dirs
+    return prepare_sites(data)

@@ -1,0 +1,118 @@
+"""What a site does in one federated round, without any Flower types (the ClientApp wraps it).
+
+A site trains only the parameter groups its data can inform and reports, per group, how many
+of its training samples drove it: encoders of the modalities it has, indicator embeddings of the
+modalities some of its samples lack, experts of the modality combinations it has, the gate (joint
+phase) or the fusion head. Everything else is frozen and not sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from client.dataset import SiteData
+from client.evaluation import evaluate_predictions
+from client.training import TrainConfig, make_loader, make_optimizer, predict, resolve_device, train_epoch
+from shared_model import ModelConfig, build_model
+from shared_model.moe import MoEHealth
+from shared_model.params import group_names, load_arrays, model_to_arrays, parameter_group
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Per-round values the server sends in the message's ConfigRecord."""
+
+    round: int
+    phase: str = "joint"
+    local_epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 32
+    alpha: float = 0.01
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RoundConfig:
+        return cls(round=int(record["round"]), phase=str(record.get("phase", "joint")),
+                   local_epochs=int(record.get("local-epochs", 1)), lr=float(record.get("lr", 1e-3)),
+                   batch_size=int(record.get("batch-size", 32)),
+                   alpha=float(record.get("alpha", 0.01)),
+                   proximal_mu=float(record.get("proximal-mu", 0.0)),
+                   seed=int(record.get("seed", 0)))
+
+    def train_config(self, task: str) -> TrainConfig:
+        return TrainConfig(task=task, lr=self.lr, batch_size=self.batch_size, alpha=self.alpha,
+                           proximal_mu=self.proximal_mu, seed=self.seed + self.round)
+
+
+def trainable_groups(data: SiteData, model: MoEHealth, phase: str) -> dict[str, int]:
+    """Groups this site can train in ``phase``, with the number of training samples behind each."""
+    idx = np.flatnonzero(data.split == "train")
+    available = data.inputs["available"][idx].numpy() > 0.5
+    combos = data.combination_counts("train")
+    counts: dict[str, int] = {}
+    for group in group_names(model):
+        kind, _, name = group.partition(".")
+        if kind == "encoders":
+            counts[group] = int(available[:, ["ehr", "notes", "cxr"].index(name)].sum())
+        elif kind == "missing":
+            counts[group] = int((~available[:, ["ehr", "notes", "cxr"].index(name)]).sum())
+        elif kind == "experts":
+            counts[group] = combos.get(name, 0)
+        elif kind == "gate":
+            counts[group] = len(idx) if phase == "joint" else 0
+        else:  # head
+            counts[group] = len(idx)
+    return {g: n for g, n in counts.items() if n > 0}
+
+
+def prepare_model(model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                  device: torch.device) -> MoEHealth:
+    model = build_model(model_config)
+    load_arrays(model, global_arrays)
+    return model.to(device)
+
+
+def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                cfg: RoundConfig) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, float]]:
+    """Train the site's groups for ``cfg.local_epochs``; return (updated arrays, weights, metrics)."""
+    device = resolve_device()
+    torch.manual_seed(cfg.seed + cfg.round)
+    model = prepare_model(model_config, global_arrays, device)
+    model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
+    weights = trainable_groups(data, model, cfg.phase)
+    for name, param in model.named_parameters():
+        param.requires_grad_(parameter_group(name) in weights)
+    train_cfg = cfg.train_config(data.task)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, train_cfg)
+    loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
+    anchor = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+              if cfg.proximal_mu > 0 else None)
+    losses = [train_epoch(model, loader, optimizer, train_cfg, device, anchor)
+              for _ in range(cfg.local_epochs)]
+    arrays = model_to_arrays(model, groups=weights)
+    return arrays, weights, {"train-loss": losses[-1], "train-examples": data.size("train")}
+
+
+def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray]
+                   ) -> dict[str, float]:
+    """Metrics of the global model on this site's validation and test splits (aggregates only)."""
+    device = resolve_device()
+    model = prepare_model(model_config, global_arrays, device)
+    out: dict[str, float] = {"num-examples": data.size("test")}
+    for split in ("val", "test"):
+        if data.size(split) == 0:
+            continue
+        result = evaluate_predictions(predict(model, data.subset(split), device))
+        for key in ("auroc", "auprc", "f1", "loss"):
+            out[f"{split}.{key}"] = result[key]
+        if split == "test":
+            for combo, res in result["by_combination"].items():
+                out[f"test.{combo}.auroc"] = res["auroc"]
+                out[f"test.{combo}.n"] = res["n"]
+    return out

@@ -1,0 +1,114 @@
+"""The run directory: per-round metrics, contributions, bytes, checkpoints; resumable.
+
+Layout::
+
+    RUN_DIR/config.json             run-config of the run
+    RUN_DIR/rounds.jsonl            one line per round: phase, aggregated metrics, contributors
+                                    per group, rejected/declined sites, bytes received per site
+    RUN_DIR/site_metrics.jsonl      one line per round and site: train and evaluation metrics
+    RUN_DIR/checkpoints/round-NNN.safetensors   global model (+ server optimizer state)
+    RUN_DIR/checkpoints/latest.json             last complete checkpoint (round, file, state)
+    RUN_DIR/cross_site.md           final table: global model on each site's test split
+
+Files are appended line by line or replaced atomically, so a crash never corrupts what was
+written before it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from client.features.cache import default_cache_dir
+
+OPT_PREFIX = "server_optimizer/"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def _round_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line).get("round", 0))
+    except (ValueError, AttributeError):
+        return None  # a line cut short by a crash
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDirectory:
+    """Writer (and reader, for resume) of one federated run's outputs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, requested: str, run_config: dict[str, Any]) -> RunDirectory:
+        """A new run directory (``requested`` or a timestamped one under the cache root)."""
+        path = Path(requested) if requested else (
+            default_cache_dir() / "runs" / time.strftime("run-%Y%m%d-%H%M%S"))
+        if (path / "checkpoints" / "latest.json").exists():
+            raise ValueError(f"{path} already holds a run; use resume-from to continue it")
+        run = cls(path)
+        _atomic_write(run.path / "config.json", json.dumps(_clean(dict(run_config)), indent=2))
+        return run
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        with open(self.path / name, "a") as fh:
+            fh.write(json.dumps(_clean(record)) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def save_checkpoint(self, server_round: int, arrays: dict[str, np.ndarray],
+                        optimizer_state: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
+        """Write round N's global model, then point latest.json at it (atomic)."""
+        file = self.path / "checkpoints" / f"round-{server_round:03d}.safetensors"
+        tmp = file.with_name(f".{file.name}.tmp")
+        tensors = {**arrays, **{OPT_PREFIX + k: v for k, v in optimizer_state.items()}}
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+                  metadata={"round": str(server_round)})
+        os.replace(tmp, file)
+        _atomic_write(self.path / "checkpoints" / "latest.json",
+                      json.dumps(_clean({"round": server_round, "file": file.name, **state})))
+        return file
+
+    def load_latest(self) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+        """(round, model arrays, optimizer state, strategy state) of the last checkpoint."""
+        latest = self.path / "checkpoints" / "latest.json"
+        if not latest.is_file():
+            raise ValueError(f"{self.path}: no checkpoint to resume from")
+        state = json.loads(latest.read_text())
+        tensors = load_file(str(self.path / "checkpoints" / state["file"]))
+        model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
+        opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+        return int(state["round"]), model, opt, state
+
+    def truncate_after(self, server_round: int) -> None:
+        """Drop log lines of rounds after ``server_round`` (written before a crash)."""
+        for name in ("rounds.jsonl", "site_metrics.jsonl"):
+            path = self.path / name
+            if path.is_file():
+                keep = [line for line in path.read_text().splitlines()
+                        if _round_of(line) is not None and _round_of(line) <= server_round]
+                _atomic_write(path, "".join(line + "\n" for line in keep))

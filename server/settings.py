@@ -1,0 +1,70 @@
+"""Federation settings parsed once from the Flower run-config ([tool.flwr.app.config])."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.aggregation import Aggregation
+
+SERVER_OPTIMIZERS = ("avg", "fedadam")
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """Rounds, phases, local training, aggregation and outputs of one federated run."""
+
+    num_rounds: int = 6
+    pretrain_rounds: int = 2
+    local_epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 32
+    alpha: float = 0.01
+    task: str = "mortality"
+    aggregation: Aggregation = Aggregation.MEAN
+    trim_fraction: float = 0.2
+    server_optimizer: str = "avg"
+    server_lr: float = 0.01
+    proximal_mu: float = 0.0
+    min_sites: int = 2
+    fraction_train: float = 1.0
+    seed: int = 0
+    run_dir: str = ""
+    resume_from: str = ""
+    centralized_eval: bool = True
+    round_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aggregation", Aggregation(self.aggregation))
+        if not 0 <= self.pretrain_rounds <= self.num_rounds:
+            raise ValueError(f"pretrain-rounds ({self.pretrain_rounds}) must be within "
+                             f"0..num-server-rounds ({self.num_rounds})")
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(f"server-optimizer must be one of {SERVER_OPTIMIZERS}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError("trim-fraction must be in [0, 0.5)")
+        if self.min_sites < 1 or self.local_epochs < 1:
+            raise ValueError("min-sites and local-epochs must be at least 1")
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> FederationSettings:
+        keys = {
+            "num-server-rounds": "num_rounds", "pretrain-rounds": "pretrain_rounds",
+            "local-epochs": "local_epochs", "lr": "lr", "batch-size": "batch_size",
+            "alpha": "alpha", "task": "task", "aggregation": "aggregation",
+            "trim-fraction": "trim_fraction", "server-optimizer": "server_optimizer",
+            "server-lr": "server_lr", "proximal-mu": "proximal_mu", "min-sites": "min_sites",
+            "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
+            "resume-from": "resume_from", "centralized-eval": "centralized_eval",
+            "round-timeout": "round_timeout",
+        }
+        return cls(**{attr: run_config[key] for key, attr in keys.items() if key in run_config})
+
+    def phase(self, server_round: int) -> str:
+        return "pretrain" if server_round <= self.pretrain_rounds else "joint"
+
+    def round_config(self, server_round: int) -> dict[str, Any]:
+        """Per-round values sent to the sites in the train message's ConfigRecord."""
+        return {"round": server_round, "phase": self.phase(server_round),
+                "local-epochs": self.local_epochs, "lr": self.lr, "batch-size": self.batch_size,
+                "alpha": self.alpha, "proximal-mu": self.proximal_mu, "seed": self.seed}
