@@ -106,12 +106,19 @@ def partition_patients(cohort: pd.DataFrame, config: PartitionConfig) -> pd.Data
 
 
 def partition_cohort(cohort: pd.DataFrame, out: Path, config: PartitionConfig,
-                     profiles: dict[str, SiteProfile] | None = None) -> dict[str, dict]:
-    """Write ``out/<site>/samples.parquet`` for every site and ``out/sites.yaml``; return the summary."""
+                     profiles: dict[str, SiteProfile] | None = None,
+                     ignore_unknown_sites: bool = False) -> dict[str, dict]:
+    """Write ``out/<site>/samples.parquet`` for every site and ``out/sites.yaml``; return the summary.
+
+    A profile naming a site that does not exist is an error, unless ``ignore_unknown_sites``
+    (used for the built-in default profile, written for 5 sites, with fewer sites).
+    """
     profiles = profiles or {}
     assignment = partition_patients(cohort, config)
     unknown = set(profiles) - set(assignment["site"])
-    if unknown:
+    if unknown and ignore_unknown_sites:
+        log.info("site profile: ignoring entries for absent site(s) %s", ", ".join(sorted(unknown)))
+    elif unknown:
         raise MoeHealthInputError(f"site profile names unknown site(s): {', '.join(sorted(unknown))}")
     merged = cohort.merge(assignment, on="subject_id", how="inner")
     summary: dict[str, dict] = {}

@@ -98,7 +98,8 @@ def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
         config = PartitionConfig(num_sites=data.num_sites, scheme=data.scheme, alpha=data.alpha,
                                  seed=data.seed, split=SplitConfig(seed=data.seed))
         partition_cohort(read_cohort(cohort_path), sites_dir, config,
-                         load_site_profiles(data.profile))
+                         load_site_profiles(data.profile),
+                         ignore_unknown_sites=data.profile == DEFAULT_PROFILE)
     sites = sorted((p.name for p in sites_dir.iterdir() if p.is_dir()),
                    key=lambda s: int(s.split("-")[-1]))
     encoders = encoders or EncoderConfig()

@@ -1,0 +1,137 @@
+"""Modality-aware aggregation with hand-built Flower replies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Message, Metadata
+
+from client.records import from_array_record, to_array_record, train_reply
+from server.aggregation import Aggregation, SiteUpdate, aggregate_groups
+from server.run_dir import RunDirectory
+from server.settings import FederationSettings
+from server.strategy import ModalityAwareStrategy
+from shared_model import build_model
+from shared_model.params import model_to_arrays, parameter_group
+
+
+def _reply(node: int, content) -> Message:
+    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="i", group_id="1", created_at=0.0, ttl=60.0,
+                    message_type="train")
+    return Message(content, metadata=meta)
+
+
+def _site_arrays(global_arrays: dict, groups: set[str], value: float) -> dict:
+    return {n: np.full_like(a, value) for n, a in global_arrays.items()
+            if parameter_group(n) in groups}
+
+
+@pytest.fixture()
+def setup(tmp_path: Path):
+    global_arrays = model_to_arrays(build_model())
+    run = RunDirectory.create(str(tmp_path / "run"), {"test": True})
+    strategy = ModalityAwareStrategy(FederationSettings(num_rounds=2, pretrain_rounds=0), run)
+    strategy.current = global_arrays
+    return strategy, global_arrays, run
+
+
+def test_groups_are_averaged_over_their_contributors_only(setup) -> None:
+    strategy, g, run = setup
+    full = {"encoders.ehr", "encoders.notes", "encoders.cxr", "gate", "experts.ehr+notes+cxr",
+            "experts.ehr+cxr"}
+    no_cxr = {"encoders.ehr", "encoders.notes", "gate", "experts.ehr+notes", "missing.cxr"}
+    replies = [
+        _reply(1, train_reply("a", _site_arrays(g, full, 1.0),
+                              {"encoders.ehr": 100, "encoders.notes": 80, "encoders.cxr": 30,
+                               "gate": 100, "experts.ehr+notes+cxr": 20, "experts.ehr+cxr": 10},
+                              {"train-loss": 0.5})),
+        _reply(2, train_reply("b", _site_arrays(g, no_cxr, 4.0),
+                              {"encoders.ehr": 300, "encoders.notes": 120, "gate": 300,
+                               "experts.ehr+notes": 120, "missing.cxr": 300}, {"train-loss": 0.4})),
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    new = from_array_record(arrays)
+    assert set(new) == set(g)
+    ehr = next(n for n in g if n.startswith("encoders.ehr."))
+    assert np.allclose(new[ehr], (100 * 1 + 300 * 4) / 400)
+    notes = next(n for n in g if n.startswith("encoders.notes."))
+    assert np.allclose(new[notes], (80 * 1 + 120 * 4) / 200)
+    for name in g:
+        group = parameter_group(name)
+        if group in ("encoders.cxr", "experts.ehr+cxr", "experts.ehr+notes+cxr"):
+            assert np.allclose(new[name], 1.0), name  # only site a has cxr
+        elif group == "experts.ehr+notes" or group == "missing.cxr":
+            assert np.allclose(new[name], 4.0), name
+        elif group not in full | no_cxr:
+            assert np.array_equal(new[name], g[name]), name  # nobody trained it
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["contributors"]["encoders.cxr"] == {"a": 30}
+    assert set(record["bytes_received"]) == {"a", "b"}
+    assert (run.path / "checkpoints" / "round-001.safetensors").is_file()
+
+
+def test_site_without_cxr_never_changes_cxr_groups(setup) -> None:
+    strategy, g, _ = setup
+    no_cxr = {"encoders.ehr", "encoders.notes", "gate", "experts.ehr+notes"}
+    reply = _reply(1, train_reply("b", _site_arrays(g, no_cxr, 9.0),
+                                  dict.fromkeys(no_cxr, 50), {}))
+    new = from_array_record(strategy.aggregate_train(1, [reply])[0])
+    for name in g:
+        if "cxr" in parameter_group(name):
+            assert np.array_equal(new[name], g[name]), name
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "shape"])
+def test_bad_update_is_rejected_and_round_goes_on(setup, bad: str, caplog) -> None:
+    strategy, g, run = setup
+    groups = {"encoders.ehr", "gate"}
+    poisoned = _site_arrays(g, groups, 2.0)
+    name = next(n for n in poisoned if n.startswith("gate."))
+    if bad == "shape":
+        poisoned[name] = np.zeros((3, 3), dtype=np.float32)
+    else:
+        poisoned[name][...] = np.nan if bad == "nan" else np.inf
+    good = _reply(1, train_reply("good", _site_arrays(g, groups, 1.0), dict.fromkeys(groups, 10), {}))
+    evil = _reply(2, train_reply("evil", poisoned, dict.fromkeys(groups, 10), {}))
+    with caplog.at_level("WARNING"):
+        new = from_array_record(strategy.aggregate_train(1, [good, evil])[0])
+    assert "rejected update of site evil" in caplog.text
+    assert np.allclose(new[name], 1.0)
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert "evil" in record["rejected"] and "good" not in record["rejected"]
+
+
+def test_robust_aggregation_per_group() -> None:
+    current = {"gate.0.bias": np.zeros(4, dtype=np.float32)}
+    updates = [SiteUpdate(s, {"gate.0.bias": np.full(4, v, dtype=np.float32)}, {"gate": 10})
+               for s, v in [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 100.0), ("e", 2.5)]]
+    median, _ = aggregate_groups(current, updates, Aggregation.MEDIAN)
+    assert np.allclose(median["gate.0.bias"], 2.5)
+    trimmed, _ = aggregate_groups(current, updates, Aggregation.TRIMMED_MEAN, trim=0.2)
+    assert np.allclose(trimmed["gate.0.bias"], (2.0 + 2.5 + 3.0) / 3)
+
+
+def test_checkpoint_resume_and_truncation(tmp_path: Path) -> None:
+    run = RunDirectory.create(str(tmp_path / "r"), {})
+    arrays = model_to_arrays(build_model())
+    run.append("rounds.jsonl", {"round": 1})
+    run.save_checkpoint(1, arrays, {}, {"optimizer": "avg"})
+    run.append("rounds.jsonl", {"round": 2})
+    with open(run.path / "rounds.jsonl", "a") as fh:
+        fh.write('{"round": 2, "kind": "trai')  # cut short by a crash
+    rnd, loaded, _, _ = RunDirectory(run.path).load_latest()
+    assert rnd == 1 and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+    run.truncate_after(1)
+    assert [json.loads(x)["round"] for x in (run.path / "rounds.jsonl").read_text().splitlines()] == [1]
+    with pytest.raises(ValueError, match="already holds a run"):
+        RunDirectory.create(str(run.path), {})
+
+
+def test_record_round_trip() -> None:
+    arrays = {"experts.ehr+cxr.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    back = from_array_record(to_array_record(arrays))
+    assert np.array_equal(back["experts.ehr+cxr.0.weight"], arrays["experts.ehr+cxr.0.weight"])
