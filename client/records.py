@@ -19,6 +19,7 @@ ARRAYS = "arrays"
 METRICS = "metrics"
 SITE = "site"
 CONFIG = "config"
+PRIVACY = "privacy"  # DP sites: ConfigRecord {"ledger-row": JSON of the privacy ledger row}
 WEIGHT_PREFIX = "weight:"
 
 

@@ -13,13 +13,28 @@ from typing import Any
 
 from client.errors import SiteDataError
 from client.features.cache import EncoderConfig, build_site_features
+from client.privacy import DPSettings
 from client.sites import read_site_samples
 
 
 @dataclass(frozen=True)
 class SiteRuntime:
+    """A site's identity, features and its own DP settings (with where its budget is kept)."""
+
     site_id: str
     feature_dir: Path
+    dp: DPSettings = DPSettings()
+    privacy_dir: Path | None = None  # deployment: durable accountant + ledger; None: context
+
+
+def _simulated_dp(run_config: dict[str, Any], site: str) -> DPSettings:
+    """In simulation the run-config stands in for each hospital's own DP file:
+    ``dp.enabled`` applies to the sites listed in ``dp.sites`` ("all" or "site-0,site-2")."""
+    settings = DPSettings.from_mapping(run_config)
+    chosen = str(run_config.get("dp.sites", "all") or "all")
+    if settings.enabled and chosen != "all" and site not in chosen.split(","):
+        return DPSettings(enabled=False)
+    return settings
 
 
 def resolve_site(node_config: dict[str, Any], run_config: dict[str, Any]) -> SiteRuntime:
@@ -34,7 +49,8 @@ def resolve_site(node_config: dict[str, Any], run_config: dict[str, Any]) -> Sit
         cache = node_config.get("cache-dir")
         feature_dir = build_site_features(read_site_samples(data_dir), site, encoders,
                                           Path(cache) if cache else None, progress=False)
-        return SiteRuntime(site, feature_dir)
+        return SiteRuntime(site, feature_dir, DPSettings.from_mapping(node_config, prefix="dp-"),
+                           data_dir / "privacy")
     from simulation.prepare import FederationData, prepared_sites
 
     data = FederationData.from_run_config(run_config)
@@ -46,4 +62,4 @@ def resolve_site(node_config: dict[str, Any], run_config: dict[str, Any]) -> Sit
             f"-c 'data.num-sites={partitions}'")
     sites = prepared_sites(data)
     site = list(sites)[int(node_config["partition-id"])]
-    return SiteRuntime(site, sites[site])
+    return SiteRuntime(site, sites[site], _simulated_dp(run_config, site))

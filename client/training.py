@@ -60,9 +60,10 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     model.train()
     core = _core(model)
     total, count = 0.0, 0
+    dp = hasattr(optimizer, "noise_multiplier")  # Opacus DPOptimizer
     for *inputs, labels in loader:
-        if labels.numel() == 0:  # Poisson sampling can draw an empty batch
-            continue
+        if labels.numel() == 0 and not dp:
+            continue  # under DP an empty Poisson batch still takes a (noise-only) step
         inputs = [x.to(device) for x in inputs]
         labels = labels.to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -74,8 +75,9 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             loss = loss + 0.5 * config.proximal_mu * prox
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(labels)
-        count += len(labels)
+        if len(labels):
+            total += float(loss.detach()) * len(labels)
+            count += len(labels)
     return total / max(count, 1)
 
 

@@ -93,6 +93,26 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from client.audit import ledger_table, plot_epsilon, read_ledger, verify_ledger
+
+    rows = read_ledger(args.ledger)
+    if args.empirical:
+        from client.canary_audit import run_empirical_audit_cli
+
+        return run_empirical_audit_cli(args)
+    findings = verify_ledger(rows, args.tolerance) if args.verify else None
+    print(ledger_table(rows, findings), end="")
+    if args.plot:
+        print(f"plot: {plot_epsilon(rows, args.plot)}")
+    if findings is not None:
+        bad = [f for f in findings if f.problem]
+        print(f"verify: {len(findings) - len(bad)} of {len(findings)} rows consistent with "
+              "dp-accounting" + ("" if not bad else f"; {len(bad)} FAIL"))
+        return 1 if bad else 0
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -143,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("audit", help="privacy ledger: table, final budgets, --verify, plot")
+    p.add_argument("ledger", type=Path, help="a site's ledger.jsonl or a run's privacy_ledger.jsonl")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute every epsilon with dp-accounting; exit 1 on under-reporting")
+    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--plot", type=Path, help="write a PNG of epsilon per round per site")
+    p.add_argument("--empirical", action="store_true",
+                   help="one-run canary audit (Steinke et al. 2023) of a site's DP-SGD")
+    p.set_defaults(func=cmd_audit)
 
     from moehealth.cli_model import add_model_commands
 

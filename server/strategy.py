@@ -7,6 +7,7 @@ wrong shapes, unknown names) are rejected with a logged reason and the round goe
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.records import ARRAYS, METRICS, SITE, from_array_record, group_weights, to_array_record
+from client.records import ARRAYS, METRICS, PRIVACY, SITE, from_array_record, group_weights, to_array_record
 from server.aggregation import FedAdamState, SiteUpdate, aggregate_groups, validate_update
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
@@ -89,6 +90,10 @@ class ModalityAwareStrategy(FedAvg):
                         if METRICS in m.content.metric_records}
         bytes_in = {_site_of(m): m.content[ARRAYS].count_bytes() for m in valid
                     if ARRAYS in m.content.array_records}
+        for msg in valid:
+            privacy = msg.content.config_records.get(PRIVACY)
+            if privacy and "ledger-row" in privacy:
+                self.run.append("privacy_ledger.jsonl", json.loads(str(privacy["ledger-row"])))
         for site, metrics in site_metrics.items():
             self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "train",
                                                    **metrics})

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +56,7 @@ class LocalSimulation:
                "--federation-config", f"num-supernodes={num_supernodes}"]
         if overrides:
             cmd += ["--run-config", overrides]
+        cmd[0] = shutil.which("flwr", path=self.env["PATH"]) or "flwr"
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
         log = proc.stdout + proc.stderr
         run_id = next((int(w.strip("`.")) for line in log.splitlines() if "run_id" in line
@@ -63,8 +66,9 @@ class LocalSimulation:
         return RunOutcome(run_id, status, time.perf_counter() - started, log)
 
     def status(self, run_id: int) -> str:
-        out = subprocess.run(["flwr", "ls", self.connection, "--run-id", str(run_id), "--format",
-                              "json"], env=self.env, capture_output=True, text=True, timeout=60)
+        flwr = shutil.which("flwr", path=self.env["PATH"]) or "flwr"
+        out = subprocess.run([flwr, "ls", self.connection, "--run-id", str(run_id), "--format", "json"],
+                             env=self.env, capture_output=True, text=True, timeout=60)
         runs = json.loads(out.stdout).get("runs", [])
         return str(runs[0].get("status", "unknown")) if runs else "unknown"
 
@@ -78,10 +82,14 @@ def local_simulation(home: Path, env: dict[str, str] | None = None) -> Iterator[
         f'[superlink]\ndefault = "sim"\n\n[superlink.sim]\naddress = "127.0.0.1:{port}"\n'
         "insecure = true\n")
     run_env = {**os.environ, **(env or {}), "FLWR_HOME": str(home),
-               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+               # the venv's console scripts (flwr, flower-superlink, flwr-serverapp, ...) first
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                        os.environ.get("PATH", "")])}
     log = open(home / "superlink.log", "w")
     proc = subprocess.Popen(
-        ["flower-superlink", "--simulation", "--insecure", "--host", "127.0.0.1",
+        [shutil.which("flower-superlink", path=run_env["PATH"]) or "flower-superlink",
+         "--simulation", "--insecure", "--host", "127.0.0.1",
          "--port", str(port), "--control-api-address", f"127.0.0.1:{port}",
          "--disable-runtime-dependency-installation"],
         env=run_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

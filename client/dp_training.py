@@ -1,0 +1,75 @@
+"""One round of DP-SGD local training at a site: plan, budget check, Opacus, ledger row."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+
+from client.dataset import SiteData
+from client.privacy import ACCOUNTANT, DPSettings, PrivacyPlan, PrivacyStore, dp_model_config
+from client.training import make_loader, make_optimizer, resolve_device, train_epoch
+from shared_model import ModelConfig
+from shared_model.params import model_to_arrays, parameter_group
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DPRoundResult:
+    """What a DP round produced: updated arrays (empty when declined) and the ledger row."""
+
+    arrays: dict[str, np.ndarray]
+    weights: dict[str, int]
+    metrics: dict[str, float]
+    ledger_row: dict[str, Any]
+    declined: bool
+
+
+def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                   cfg, settings: DPSettings, store: PrivacyStore, site: str) -> DPRoundResult:
+    """Train the site's groups under DP-SGD with Poisson sampling, or decline over budget."""
+    from client.federated import prepare_model, trainable_groups
+
+    device = resolve_device()
+    torch.manual_seed(cfg.seed + cfg.round)
+    model = prepare_model(dp_model_config(model_config), global_arrays, device)
+    model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
+    weights = trainable_groups(data, model, cfg.phase)
+    for name, param in model.named_parameters():
+        param.requires_grad_(parameter_group(name) in weights)
+    train_cfg = cfg.train_config(data.task)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
+    loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
+    plan = PrivacyPlan.restore(settings, store.load(), data.size("train"), len(loader),
+                               cfg.local_epochs)
+    fits, eps_after = plan.fits(cfg.local_epochs * len(loader))
+    if not fits:
+        reason = (f"privacy budget: this round would bring epsilon to {eps_after:.3f} > "
+                  f"target {settings.target_epsilon}")
+        row = plan.ledger_row(site, cfg.round, 0, declined=True, reason=reason)
+        store.save(plan.state())
+        store.append_ledger(row)
+        log.warning("site %s declines round %d: %s", site, cfg.round, reason)
+        return DPRoundResult({}, {}, {}, row, True)
+
+    engine = PrivacyEngine(accountant=ACCOUNTANT)
+    engine.accountant.load_state_dict({"history": [tuple(h) for h in plan.history],
+                                       "mechanism": ACCOUNTANT})
+    dp_model, dp_optimizer, dp_loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader,
+        noise_multiplier=plan.noise_multiplier, max_grad_norm=settings.max_grad_norm,
+        poisson_sampling=True)
+    losses = [train_epoch(dp_model, dp_loader, dp_optimizer, train_cfg, device)
+              for _ in range(cfg.local_epochs)]
+    steps = plan.record(engine.accountant.history)
+    row = plan.ledger_row(site, cfg.round, steps, declined=False)
+    store.save(plan.state())
+    store.append_ledger(row)
+    arrays = model_to_arrays(model, groups=weights)  # raw module: canonical names
+    return DPRoundResult(arrays, weights, {"train-loss": losses[-1], "epsilon": row["epsilon"],
+                                           "train-examples": data.size("train")}, row, False)
