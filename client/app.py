@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.context_store import ContextPrivacyStore
+from client.context_store import ContextPrivacyStore, MirroredPrivacyStore
 from client.dataset import SiteData
 from client.dp_training import dp_local_train
 from client.federated import RoundConfig, local_evaluate, local_train
-from client.privacy import FilePrivacyStore
+from client.privacy import FilePrivacyStore, PrivacyStore
 from client.records import ARRAYS, CONFIG, METRICS, PRIVACY, SITE, from_array_record, train_reply
 from client.site_runtime import SiteRuntime, resolve_site
 from shared_model.config import model_config_from_run_config
@@ -25,6 +26,18 @@ def _load(context: Context) -> tuple[SiteRuntime, SiteData]:
     return site, SiteData.load(site.feature_dir, task, site.site_id)
 
 
+def _privacy_store(site: SiteRuntime, context: Context, config: dict) -> PrivacyStore:
+    """Deployment: the site's own durable files. Simulation: the node's context state, mirrored
+    under the run directory so that a resumed run continues the budget."""
+    if site.privacy_dir:
+        return FilePrivacyStore(site.privacy_dir)
+    store = ContextPrivacyStore(context.state)
+    run_dir = str(config.get("run-dir", ""))
+    if run_dir:
+        return MirroredPrivacyStore(store, FilePrivacyStore(Path(run_dir) / "sites" / site.site_id))
+    return store
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the groups this site can inform; reply with only those, plus sample counts."""
@@ -35,8 +48,7 @@ def train(msg: Message, context: Context) -> Message:
     if not site.dp.enabled:
         arrays, weights, metrics = local_train(data, model_config, global_arrays, cfg)
         return Message(content=train_reply(site.site_id, arrays, weights, metrics), reply_to=msg)
-    store = (FilePrivacyStore(site.privacy_dir) if site.privacy_dir
-             else ContextPrivacyStore(context.state))
+    store = _privacy_store(site, context, dict(msg.content[CONFIG]))
     res = dp_local_train(data, model_config, global_arrays, cfg, site.dp, store, site.site_id)
     content = train_reply(site.site_id, res.arrays, res.weights, res.metrics,
                           status="declined" if res.declined else "trained",

@@ -28,3 +28,21 @@ class ContextPrivacyStore:
         rows = json.loads(str(self.state[KEY]["ledger"]))
         rows.append(row)
         self.state[KEY]["ledger"] = json.dumps(rows)
+
+
+class MirroredPrivacyStore:
+    """Context state first, mirrored to a durable file store (a resumed simulation continues)."""
+
+    def __init__(self, primary: ContextPrivacyStore, durable) -> None:
+        self.primary, self.durable = primary, durable
+
+    def load(self) -> dict[str, Any]:
+        return self.primary.load() or self.durable.load()
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.primary.save(state)
+        self.durable.save(state)
+
+    def append_ledger(self, row: dict[str, Any]) -> None:
+        self.primary.append_ledger(row)
+        self.durable.append_ledger(row)

@@ -14,7 +14,7 @@ from client.dataset import SiteData
 from client.privacy import ACCOUNTANT, DPSettings, PrivacyPlan, PrivacyStore, dp_model_config
 from client.training import make_loader, make_optimizer, resolve_device, train_epoch
 from shared_model import ModelConfig
-from shared_model.params import model_to_arrays, parameter_group
+from shared_model.params import canonical_name, model_to_arrays, parameter_group
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class DPRoundResult:
     metrics: dict[str, float]
     ledger_row: dict[str, Any]
     declined: bool
+    dp_parameters: frozenset[str] = frozenset()  # canonical names the DP optimizer updated
 
 
 def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
@@ -71,5 +72,20 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     store.save(plan.state())
     store.append_ledger(row)
     arrays = model_to_arrays(model, groups=weights)  # raw module: canonical names
+    dp_names = _dp_trained_names(dp_model, dp_optimizer, dp_loader)
+    if not set(arrays) <= dp_names:
+        raise RuntimeError(f"refusing to send parameters not trained under DP-SGD: "
+                           f"{sorted(set(arrays) - dp_names)[:3]}")
     return DPRoundResult(arrays, weights, {"train-loss": losses[-1], "epsilon": row["epsilon"],
-                                           "train-examples": data.size("train")}, row, False)
+                                           "train-examples": data.size("train")}, row, False,
+                         frozenset(dp_names))
+
+
+def _dp_trained_names(dp_model, dp_optimizer, dp_loader) -> set[str]:
+    """Names of the parameters the DP optimizer updates, if the loader samples Poisson batches."""
+    from opacus.data_loader import DPDataLoader
+
+    if not isinstance(dp_loader, DPDataLoader):
+        return set()
+    in_optimizer = {id(p) for group in dp_optimizer.param_groups for p in group["params"]}
+    return {canonical_name(n) for n, p in dp_model.named_parameters() if id(p) in in_optimizer}

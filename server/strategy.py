@@ -49,7 +49,8 @@ class ModalityAwareStrategy(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         self.current = from_array_record(arrays)
         config = ConfigRecord({**dict(config),
-                               **self.settings.round_config(server_round + self.round_offset)})
+                               **self.settings.round_config(server_round + self.round_offset),
+                               "run-dir": str(self.run.path)})
         return super().configure_train(server_round, arrays, config, grid)
 
     def _collect(self, rnd: int, replies: list[Message]) -> tuple[list[SiteUpdate], dict, dict]:

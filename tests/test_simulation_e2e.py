@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from moehealth.cli import main
 from simulation.local_superlink import local_simulation
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,8 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = {"num-server-rounds": 2, "pretrain-rounds": 1, "data.num-sites": 3,
               "data.patients": 300, "data.scheme": "careunit", "data.dir": str(tmp_path / "data"),
-              "run-dir": str(run_dir)}
+              "run-dir": str(run_dir), "dp.enabled": True, "dp.sites": "site-0",
+              "dp.target-epsilon": 20.0, "dp.planned-rounds": 3}
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         first = sim.run(config, num_supernodes=3)
         assert first.ok, first.log[-3000:]
@@ -42,6 +44,12 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
         rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
         assert [r["round"] for r in rounds if r["kind"] == "train"] == [1, 2, 3]
         assert (run_dir / "checkpoints" / "round-003.safetensors").is_file()
+    ledger = [json.loads(x) for x in (run_dir / "privacy_ledger.jsonl").read_text().splitlines()]
+    assert [(r["site"], r["round"]) for r in ledger] == [("site-0", 1), ("site-0", 2), ("site-0", 3)]
+    eps = [r["epsilon"] for r in ledger]
+    assert eps[0] < eps[1] < eps[2] <= 20.0  # the resumed run continued the budget
+    assert ledger[2]["steps_total"] == 3 * ledger[0]["steps_round"]
+    assert main(["audit", str(run_dir / "privacy_ledger.jsonl"), "--verify"]) == 0
     assert _ray_processes() == 0
 
 
