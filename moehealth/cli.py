@@ -172,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="write a PNG of epsilon per round per site")
     p.add_argument("--empirical", action="store_true",
                    help="one-run canary audit (Steinke et al. 2023) of a site's DP-SGD")
+    p.add_argument("--features", type=Path, help="--empirical: the site's feature cache dir")
+    p.add_argument("--site", help="--empirical: which site of the ledger to audit")
+    p.add_argument("--task", default="mortality")
+    p.add_argument("--canaries", type=int, default=5000)
     p.set_defaults(func=cmd_audit)
 
     from moehealth.cli_model import add_model_commands

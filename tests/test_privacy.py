@@ -114,3 +114,20 @@ def test_bad_dp_settings_are_refused() -> None:
         DPSettings(enabled=True, delta=2.0)
     with pytest.raises(MoeHealthInputError, match="positive"):
         DPSettings(enabled=True, target_epsilon=0)
+
+
+@pytest.mark.parametrize("actual_sigma, caught", [(2.0, False), (0.2, True)])
+def test_canary_audit_catches_silently_smaller_noise(site, actual_sigma: float, caught: bool) -> None:
+    from opacus.accountants import create_accountant
+
+    from client.canary_audit import run_canary_audit
+
+    claimed_sigma, epochs = 2.0, 4
+    q = 1 / -(-site.size("train") // 32)
+    accountant = create_accountant("prv")
+    accountant.history = [(claimed_sigma, q, epochs * round(1 / q))]
+    ledger_eps = float(accountant.get_epsilon(1e-5))
+    result = run_canary_audit(site, ModelConfig(), noise_multiplier=actual_sigma,
+                              max_grad_norm=1.0, epochs=epochs, ledger_epsilon=ledger_eps,
+                              canaries=2000, seed=1)
+    assert result.consistent is not caught, result
