@@ -181,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     from moehealth.cli_model import add_model_commands
 
     add_model_commands(sub)
+    from moehealth.cli_experiments import add_experiment_commands
+
+    add_experiment_commands(sub)
+    from moehealth.cli_site import add_site_commands
+
+    add_site_commands(sub)
     return parser
 
 

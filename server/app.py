@@ -35,6 +35,19 @@ def _open_run(settings: FederationSettings, run_config: dict):
     return run, 0, None, optimizer
 
 
+def _recorded(evaluate_fn, run: RunDirectory, offset: int):
+    """Also write each centralized evaluation to rounds.jsonl (kind "centralized-eval")."""
+
+    def evaluate(server_round: int, arrays):
+        result = evaluate_fn(server_round, arrays)
+        if result is not None and server_round > 0:
+            run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
+                                        **dict(result)})
+        return result
+
+    return evaluate
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
@@ -55,7 +68,8 @@ def main(grid: Grid, context: Context) -> None:
 
         prepare_sites(FederationData.from_run_config(run_config))  # sites find their caches ready
         if settings.centralized_eval:
-            evaluate_fn = pooled_test_evaluator(run_config, settings.task, model_config)
+            evaluate_fn = _recorded(pooled_test_evaluator(run_config, settings.task, model_config),
+                                    run, start)
     strategy = ModalityAwareStrategy(settings, run, round_offset=start, server_optimizer=optimizer)
     result = strategy.start(grid, to_array_record(arrays), num_rounds=settings.num_rounds - start,
                             timeout=settings.round_timeout, evaluate_fn=evaluate_fn)

@@ -1,0 +1,170 @@
+"""A hospital site described by one YAML file, checked on load and turned into node config.
+
+Example (deploy/examples/hospital-a.yaml)::
+
+    site_id: hospital-a
+    work_dir: /var/lib/moehealth/hospital-a   # samples, feature cache, privacy ledger
+    data:                                     # MIMIC-format roots (or samples_dir)
+      mimic_iv: /data/mimic-iv
+      mimic_note: /data/mimic-iv-note
+      mimic_cxr: /data/mimic-cxr-jpg
+    modalities: [ehr, notes, cxr]
+    encoders: {text_model: /models/clinicalbert, image_weights: /models/densenet121.pt}
+    privacy: {enabled: true, target_epsilon: 8.0, max_grad_norm: 1.0, planned_rounds: 8}
+    superlink:
+      address: coordinator.example.org:9092
+      root_certificates: /etc/moehealth/ca.crt
+      auth_private_key: /etc/moehealth/hospital-a.key
+    runtime_port: 9094                        # the SuperNode's local API, loopback only
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from client.errors import MoeHealthInputError
+from client.privacy import DPSettings
+from shared_model.modalities import Modality
+
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _readable(path: str | None, what: str, source: Path, directory: bool = False) -> Path | None:
+    if not path:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    ok = p.is_dir() if directory else p.is_file()
+    if not ok or not os.access(p, os.R_OK):
+        kind = "directory" if directory else "file"
+        raise MoeHealthInputError(f"{source}: {what} '{p}' is not a readable {kind}")
+    return p
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Validated site configuration (see module docstring)."""
+
+    source: Path
+    site_id: str
+    work_dir: Path
+    mimic_iv: Path | None
+    mimic_note: Path | None
+    mimic_cxr: Path | None
+    samples_dir: Path | None
+    modalities: tuple[str, ...]
+    text_model: Path | None
+    image_weights: Path | None
+    privacy: DPSettings
+    superlink_address: str
+    root_certificates: Path
+    auth_private_key: Path
+    runtime_port: int
+
+    @property
+    def site_dir(self) -> Path:
+        """Where the SuperNode's ClientApp finds ``samples.parquet`` (prepared or given)."""
+        return self.samples_dir or self.work_dir / "site"
+
+    @classmethod
+    def load(cls, path: Path) -> SiteConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise MoeHealthInputError(f"{path}: cannot read site config ({err})") from None
+        except yaml.YAMLError as err:
+            raise MoeHealthInputError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise MoeHealthInputError(f"{path}: a site config must be a mapping")
+        return cls.from_mapping(raw, path)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], source: Path) -> SiteConfig:
+        site_id = str(raw.get("site_id", ""))
+        if not _SITE_ID.match(site_id):
+            raise MoeHealthInputError(f"{source}: site_id '{site_id}' must be 1-63 letters, digits, "
+                                      "'-', '_' or '.'")
+        data = raw.get("data") or {}
+        samples_dir = _readable(data.get("samples_dir"), "data.samples_dir", source, directory=True)
+        mimic_iv = _readable(data.get("mimic_iv"), "data.mimic_iv", source, directory=True)
+        if not (samples_dir or mimic_iv):
+            raise MoeHealthInputError(f"{source}: set data.mimic_iv (MIMIC-format root) or "
+                                      "data.samples_dir (prepared samples)")
+        modalities = tuple(Modality.parse(m).value for m in raw.get("modalities", ["ehr", "notes", "cxr"]))
+        if "ehr" not in modalities:
+            raise MoeHealthInputError(f"{source}: modalities must include 'ehr'")
+        privacy = {k.replace("_", "-"): v for k, v in (raw.get("privacy") or {}).items()}
+        try:
+            dp = DPSettings.from_mapping(privacy, prefix="")
+        except MoeHealthInputError as err:
+            raise MoeHealthInputError(f"{source}: privacy: {err}") from None
+        link = raw.get("superlink") or {}
+        address = str(link.get("address", ""))
+        if not re.match(r"^[^:\s]+:\d{1,5}$", address):
+            raise MoeHealthInputError(f"{source}: superlink.address must be HOST:PORT, got '{address}'")
+        work_dir = Path(os.path.expanduser(str(raw.get("work_dir", ""))))
+        if not str(raw.get("work_dir", "")):
+            raise MoeHealthInputError(f"{source}: work_dir is required")
+        return cls(
+            source=source, site_id=site_id, work_dir=work_dir, mimic_iv=mimic_iv,
+            mimic_note=_readable(data.get("mimic_note"), "data.mimic_note", source, True),
+            mimic_cxr=_readable(data.get("mimic_cxr"), "data.mimic_cxr", source, True),
+            samples_dir=samples_dir, modalities=modalities,
+            text_model=_readable((raw.get("encoders") or {}).get("text_model"),
+                                 "encoders.text_model", source, True),
+            image_weights=_readable((raw.get("encoders") or {}).get("image_weights"),
+                                    "encoders.image_weights", source),
+            privacy=dp, superlink_address=address,
+            root_certificates=_readable(link.get("root_certificates"), "superlink.root_certificates",
+                                        source) or _missing(source, "superlink.root_certificates"),
+            auth_private_key=_readable(link.get("auth_private_key"), "superlink.auth_private_key",
+                                       source) or _missing(source, "superlink.auth_private_key"),
+            runtime_port=int(raw.get("runtime_port", 9094)))
+
+    def node_config(self) -> dict[str, str | float | int | bool]:
+        """What the ClientApp reads from ``context.node_config``."""
+        out: dict[str, str | float | int | bool] = {
+            "site-id": self.site_id, "data-dir": str(self.site_dir),
+            "cache-dir": str(self.work_dir / "cache"),
+            "dp-enabled": self.privacy.enabled,
+            "dp-target-epsilon": self.privacy.target_epsilon,
+            "dp-max-grad-norm": self.privacy.max_grad_norm,
+            "dp-planned-rounds": self.privacy.planned_rounds,
+        }
+        if self.privacy.delta is not None:
+            out["dp-delta"] = self.privacy.delta
+        if self.privacy.noise_multiplier is not None:
+            out["dp-noise-multiplier"] = self.privacy.noise_multiplier
+        if self.text_model:
+            out["text-model"] = str(self.text_model)
+        if self.image_weights:
+            out["image-weights"] = str(self.image_weights)
+        return out
+
+    def node_config_toml(self) -> str:
+        """``--node-config`` argument of flower-supernode (TOML values)."""
+        def value(v):
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, int | float):
+                return repr(v)
+            return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return " ".join(f"{k}={value(v)}" for k, v in self.node_config().items())
+
+    def supernode_command(self, executable: str = "flower-supernode") -> list[str]:
+        """The SuperNode process: outbound TLS to the SuperLink, local API on loopback only."""
+        return [executable, "--superlink", self.superlink_address,
+                "--root-certificates", str(self.root_certificates),
+                "--auth-supernode-private-key", str(self.auth_private_key),
+                "--node-config", self.node_config_toml(),
+                "--host", "127.0.0.1", "--port", str(self.runtime_port)]
+
+
+def _missing(source: Path, key: str):
+    raise MoeHealthInputError(f"{source}: {key} is required")

@@ -1,0 +1,94 @@
+"""Prepare and check a hospital site from its YAML: cohort -> samples -> features -> SuperLink."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.errors import MoeHealthInputError
+from client.features.cache import EncoderConfig, build_site_features
+from client.mimic.cohort import MimicRoots, build_cohort
+from client.mimic.config import CohortConfig
+from client.site_config import SiteConfig
+from client.sites import (
+    SplitConfig,
+    assign_splits,
+    drop_modalities,
+    read_site_samples,
+    write_site_samples,
+)
+
+
+def prepare_site(config: SiteConfig, progress: bool = True) -> Path:
+    """Build the site's samples (when from MIMIC roots) and feature cache; return the cache dir."""
+    if config.samples_dir is None:
+        path = config.site_dir / "samples.parquet"
+        if not path.is_file():
+            cohort = build_cohort(MimicRoots(config.mimic_iv, config.mimic_note, config.mimic_cxr),
+                                  CohortConfig(progress=progress))
+            samples = assign_splits(cohort, SplitConfig(), site=config.site_id)
+            missing = [m for m in ("notes", "cxr") if m not in config.modalities]
+            samples = drop_modalities(samples, missing)
+            samples.attrs = cohort.attrs
+            write_site_samples(samples, config.site_dir)
+    encoders = EncoderConfig(text_model_path=str(config.text_model) if config.text_model else None,
+                             image_weights=str(config.image_weights) if config.image_weights else None)
+    return build_site_features(read_site_samples(config.site_dir), config.site_id, encoders,
+                               config.work_dir / "cache", progress=progress)
+
+
+def check_superlink(config: SiteConfig, timeout: float = 5.0) -> str:
+    """Open a TLS connection to the SuperLink, verifying its certificate with the site's CA."""
+    host, port = config.superlink_address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(config.root_certificates))
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return f"TLS {tls.version()} to {config.superlink_address}, certificate verified"
+    except ssl.SSLError as err:
+        raise MoeHealthInputError(f"{config.source}: TLS to {config.superlink_address} failed: "
+                                  f"{err.reason or err}") from None
+    except OSError as err:
+        raise MoeHealthInputError(f"{config.source}: cannot reach SuperLink "
+                                  f"{config.superlink_address}: {err}") from None
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_site(path: Path, connect: bool = True) -> list[CheckResult]:
+    """Every check of ``moehealth site check``, stopping at the first failure."""
+    results: list[CheckResult] = []
+
+    def step(name: str, fn: Callable[[], str]) -> bool:
+        try:
+            results.append(CheckResult(name, True, fn()))
+            return True
+        except MoeHealthInputError as err:
+            results.append(CheckResult(name, False, str(err)))
+            return False
+
+    holder: dict[str, SiteConfig] = {}
+
+    def load() -> str:
+        holder["config"] = SiteConfig.load(path)
+        c = holder["config"]
+        dp = "on" if c.privacy.enabled else "off"
+        return f"site {c.site_id}, modalities {'+'.join(c.modalities)}, DP {dp}"
+
+    def features() -> str:
+        cache = prepare_site(holder["config"], progress=False)
+        samples = read_site_samples(holder["config"].site_dir)
+        splits = ", ".join(f"{k} {v}" for k, v in samples["split"].value_counts().items())
+        return f"{len(samples)} samples ({splits}); features in {cache}"
+
+    if step("config", load) and step("data, cohort and features", features) and connect:
+        step("SuperLink connection", lambda: check_superlink(holder["config"]))
+    return results

@@ -1,0 +1,35 @@
+"""``moehealth site prepare|check|run SITE.yaml``: what a hospital's IT team runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from client.site_config import SiteConfig
+    from client.site_setup import check_site, prepare_site
+
+    if args.action == "check":
+        results = check_site(args.config, connect=not args.offline)
+        for r in results:
+            print(f"[{'ok' if r.ok else 'FAIL'}] {r.name}: {r.detail}")
+        return 0 if results and all(r.ok for r in results) else 1
+    config = SiteConfig.load(args.config)
+    print(f"features: {prepare_site(config, progress=not args.quiet)}")
+    if args.action == "prepare":
+        return 0
+    command = config.supernode_command(shutil.which("flower-supernode") or "flower-supernode")
+    print("starting:", " ".join(command[:-6]), "...", flush=True)
+    os.execvp(command[0], command)  # the SuperNode replaces this process (for service managers)
+
+
+def add_site_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("site", help="hospital site: prepare data, check, run the SuperNode")
+    p.add_argument("action", choices=["prepare", "check", "run"])
+    p.add_argument("config", type=Path, help="the site's YAML file")
+    p.add_argument("--offline", action="store_true", help="check: skip the SuperLink connection")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_site)

@@ -1,0 +1,198 @@
+"""Experiment drivers: federated vs pooled vs local-only, ablations, modality heterogeneity and
+privacy-utility. Each writes ``results.csv``, ``results.md`` and a PNG into its output folder.
+
+Federated runs go through a private simulation SuperLink (the real `flwr run` path); pooled and
+local-only baselines train the same model on the same sites' data with the same epoch budget
+(pre-training epochs = pre-training rounds, joint epochs = joint rounds x local epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from client.dataset import SiteData, concat_sites
+from client.evaluation import evaluate_predictions
+from client.training import TrainConfig, predict, resolve_device
+from shared_model import ModelConfig
+from simulation.centralized import train_centralized
+from simulation.local_superlink import local_simulation
+from simulation.oracle import oracle_auroc
+from simulation.prepare import FederationData, prepare_sites
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Rounds of the federation; the baselines get the same number of epochs."""
+
+    rounds: int = 8
+    pretrain_rounds: int = 2
+    local_epochs: int = 1
+    lr: float = 1e-3
+
+    def run_config(self) -> dict[str, object]:
+        return {"num-server-rounds": self.rounds, "pretrain-rounds": self.pretrain_rounds,
+                "local-epochs": self.local_epochs, "lr": self.lr}
+
+    def train_config(self, task: str, seed: int) -> TrainConfig:
+        joint = (self.rounds - self.pretrain_rounds) * self.local_epochs
+        return TrainConfig(task=task, lr=self.lr, max_epochs=joint, patience=joint + 1,
+                           pretrain_epochs=self.pretrain_rounds * self.local_epochs, seed=seed)
+
+
+def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: dict[str, object],
+                   name: str) -> dict:
+    """One `flwr run` of the app; returns final pooled and per-site test metrics and timings."""
+    run_dir = workdir / "runs" / name
+    config = {**budget.run_config(), "data.num-sites": data.num_sites,
+              "data.patients": data.patients, "data.seed": data.seed, "data.scheme": data.scheme,
+              "data.dir": str(data.data_dir), "run-dir": str(run_dir), **extra}
+    with local_simulation(workdir / "flwr" / name) as sim:
+        outcome = sim.run(config, num_supernodes=data.num_sites, timeout=3600)
+    if not outcome.ok:
+        raise RuntimeError(f"federated run {name} failed ({outcome.status}):\n{outcome.log[-3000:]}")
+    rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    sites = [json.loads(x) for x in (run_dir / "site_metrics.jsonl").read_text().splitlines()]
+    last = max(r["round"] for r in rounds)
+    per_site = {s["site"]: s for s in sites if s["kind"] == "evaluate" and s["round"] == last}
+    bytes_in = [sum(r["bytes_received"].values()) / max(len(r["bytes_received"]), 1)
+                for r in rounds if r["kind"] == "train" and r["bytes_received"]]
+    return {"seconds": outcome.seconds, "run_dir": str(run_dir), "per_site": per_site,
+            "pooled_auroc": next((r["pooled.auroc"] for r in reversed(rounds)
+                                  if r["kind"] == "centralized-eval"), math.nan),
+            "mean_bytes_per_site_round":
+            float(np.mean(bytes_in)) if bytes_in else math.nan}
+
+
+def _sites(data: FederationData, task: str) -> dict[str, SiteData]:
+    return {s: SiteData.load(d, task, s) for s, d in prepare_sites(data).items()}
+
+
+def _auroc(model, data: SiteData) -> float:
+    return float(evaluate_predictions(predict(model, data.subset("test"), resolve_device()))["auroc"])
+
+
+def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: Iterable[int],
+                  budget: Budget = Budget()) -> pd.DataFrame:
+    """Experiment 1: federated vs pooled (centralized) vs local-only, per task and seed."""
+    rows = []
+    for task in tasks:
+        sites = _sites(data, task)
+        pooled = concat_sites(list(sites.values()))
+        test_mask = pooled.split == "test"
+        oracle = oracle_auroc(data.oracle_csv(), pooled.stay_id[test_mask],
+                              pooled.labels.numpy()[test_mask], task)
+        for seed in seeds:
+            started = time.perf_counter()
+            fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"{task}-seed{seed}")
+            rows.append({"task": task, "seed": seed, "setting": "federated",
+                         "pooled_test_auroc": fl["pooled_auroc"],
+                         "mean_site_test_auroc": _mean(m.get("test.auroc") for m in fl["per_site"].values()),
+                         "seconds": fl["seconds"], "oracle_auroc": oracle})
+            started = time.perf_counter()
+            central = train_centralized(pooled, ModelConfig(), budget.train_config(task, seed))
+            per_site = [_auroc(central.model, s) for s in sites.values()]
+            rows.append({"task": task, "seed": seed, "setting": "pooled (centralized)",
+                         "pooled_test_auroc": central.test["auroc"],
+                         "mean_site_test_auroc": _mean(per_site),
+                         "seconds": time.perf_counter() - started, "oracle_auroc": oracle})
+            started = time.perf_counter()
+            local_own, local_pooled = [], []
+            for site in sites.values():
+                local = train_centralized(site, ModelConfig(), budget.train_config(task, seed))
+                local_own.append(local.test["auroc"])
+                local_pooled.append(_auroc(local.model, pooled))
+            rows.append({"task": task, "seed": seed, "setting": "local-only (mean over sites)",
+                         "pooled_test_auroc": _mean(local_pooled),
+                         "mean_site_test_auroc": _mean(local_own),
+                         "seconds": time.perf_counter() - started, "oracle_auroc": oracle})
+            log.info("%s seed %d done", task, seed)
+    frame = pd.DataFrame(rows)
+    write_results(out, frame, ["task", "setting"], "pooled_test_auroc",
+                  "Federated vs pooled vs local-only (pooled test AUROC)")
+    return frame
+
+
+def _mean(values: Iterable) -> float:
+    vals = [float(v) for v in values if v is not None and np.isfinite(float(v))]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, title: str) -> None:
+    """results.csv (all rows), results.md (mean ± sd over seeds) and results.png (bar chart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "results.csv", index=False)
+    numeric = [c for c in frame.columns if c not in by and c != "seed"
+               and pd.api.types.is_numeric_dtype(frame[c])]
+    summary = frame.groupby(by, sort=False)[numeric].agg(["mean", "std"])
+    lines = [f"# {title}", "", "| " + " | ".join(by + numeric) + " |",
+             "|" + "---|" * (len(by) + len(numeric))]
+    for key, row in summary.iterrows():
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [f"{row[(c, 'mean')]:.3f} ± {0 if pd.isna(row[(c, 'std')]) else row[(c, 'std')]:.3f}"
+                 for c in numeric]
+        lines.append("| " + " | ".join([str(k) for k in key] + cells) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    means = summary[(metric, "mean")]
+    errs = summary[(metric, "std")].fillna(0)
+    labels = [" / ".join(map(str, k if isinstance(k, tuple) else (k,))) for k in means.index]
+    ax.barh(labels, means.to_numpy(), xerr=errs.to_numpy(), color="tab:blue")
+    if "oracle_auroc" in frame.columns and frame["oracle_auroc"].notna().any():
+        ax.axvline(float(frame["oracle_auroc"].mean()), color="black", linestyle="--",
+                   label="oracle (mean over tasks)")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(metric)
+    ax.set_xlim(0.4, 1.0)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=120)
+    plt.close(fig)
+
+
+def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float],
+                    seeds: Iterable[int], task: str = "mortality",
+                    budget: Budget = Budget()) -> pd.DataFrame:
+    """Experiment 4: AUROC vs per-site epsilon (every site runs DP-SGD; inf = no DP)."""
+    rows = []
+    for eps in epsilons:
+        for seed in seeds:
+            extra: dict[str, object] = {"task": task, "seed": seed}
+            if math.isfinite(eps):
+                extra |= {"dp.enabled": True, "dp.target-epsilon": float(eps),
+                          "dp.planned-rounds": budget.rounds}
+            fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}")
+            spent = _final_epsilons(Path(fl["run_dir"]))
+            rows.append({"target_epsilon": eps, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
+                         "mean_site_test_auroc": _mean(m.get("test.auroc")
+                                                       for m in fl["per_site"].values()),
+                         "max_site_epsilon_spent": max(spent.values(), default=0.0),
+                         "seconds": fl["seconds"]})
+    frame = pd.DataFrame(rows)
+    frame["setting"] = [f"epsilon {e:g}" if math.isfinite(e) else "no DP" for e in frame.target_epsilon]
+    write_results(out, frame.drop(columns=["target_epsilon"]), ["setting"], "pooled_test_auroc",
+                  f"Privacy-utility ({task}): pooled test AUROC per target epsilon")
+    return frame
+
+
+def _final_epsilons(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "privacy_ledger.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return {r["site"]: float(r["epsilon"]) for r in sorted(rows, key=lambda r: r["round"])}
