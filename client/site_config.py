@@ -127,11 +127,13 @@ class SiteConfig:
                                        source) or _missing(source, "superlink.auth_private_key"),
             runtime_port=int(raw.get("runtime_port", 9094)))
 
-    def node_config(self) -> dict[str, str | float | int | bool]:
-        """What the ClientApp reads from ``context.node_config``."""
+    def node_config(self, feature_dir: Path | None = None) -> dict[str, str | float | int | bool]:
+        """What the ClientApp reads from ``context.node_config`` (``feature-dir``: the cache that
+        ``moehealth site run`` prepared, so each round skips re-validating it)."""
         out: dict[str, str | float | int | bool] = {
             "site-id": self.site_id, "data-dir": str(self.site_dir),
             "cache-dir": str(self.work_dir / "cache"),
+            "privacy-dir": str(self.work_dir / "privacy"),
             "dp-enabled": self.privacy.enabled,
             "dp-target-epsilon": self.privacy.target_epsilon,
             "dp-max-grad-norm": self.privacy.max_grad_norm,
@@ -141,13 +143,15 @@ class SiteConfig:
             out["dp-delta"] = self.privacy.delta
         if self.privacy.noise_multiplier is not None:
             out["dp-noise-multiplier"] = self.privacy.noise_multiplier
+        if feature_dir:
+            out["feature-dir"] = str(feature_dir)
         if self.text_model:
             out["text-model"] = str(self.text_model)
         if self.image_weights:
             out["image-weights"] = str(self.image_weights)
         return out
 
-    def node_config_toml(self) -> str:
+    def node_config_toml(self, feature_dir: Path | None = None) -> str:
         """``--node-config`` argument of flower-supernode (TOML values)."""
         def value(v):
             if isinstance(v, bool):
@@ -155,14 +159,15 @@ class SiteConfig:
             if isinstance(v, int | float):
                 return repr(v)
             return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return " ".join(f"{k}={value(v)}" for k, v in self.node_config().items())
+        return " ".join(f"{k}={value(v)}" for k, v in self.node_config(feature_dir).items())
 
-    def supernode_command(self, executable: str = "flower-supernode") -> list[str]:
+    def supernode_command(self, executable: str = "flower-supernode",
+                          feature_dir: Path | None = None) -> list[str]:
         """The SuperNode process: outbound TLS to the SuperLink, local API on loopback only."""
         return [executable, "--superlink", self.superlink_address,
                 "--root-certificates", str(self.root_certificates),
                 "--auth-supernode-private-key", str(self.auth_private_key),
-                "--node-config", self.node_config_toml(),
+                "--node-config", self.node_config_toml(feature_dir),
                 "--host", "127.0.0.1", "--port", str(self.runtime_port)]
 
 

@@ -44,13 +44,18 @@ def resolve_site(node_config: dict[str, Any], run_config: dict[str, Any]) -> Sit
         data_dir = Path(str(node_config.get("data-dir", "")))
         if not data_dir.is_dir():
             raise SiteDataError(f"site '{site}': data-dir '{data_dir}' is not a directory")
-        encoders = EncoderConfig(text_model_path=node_config.get("text-model") or None,
-                                 image_weights=node_config.get("image-weights") or None)
-        cache = node_config.get("cache-dir")
-        feature_dir = build_site_features(read_site_samples(data_dir), site, encoders,
-                                          Path(cache) if cache else None, progress=False)
+        prepared = Path(str(node_config.get("feature-dir", "")))
+        if node_config.get("feature-dir") and (prepared / "manifest.json").is_file():
+            feature_dir = prepared  # validated by `moehealth site run` when the node started
+        else:
+            encoders = EncoderConfig(text_model_path=node_config.get("text-model") or None,
+                                     image_weights=node_config.get("image-weights") or None)
+            cache = node_config.get("cache-dir")
+            feature_dir = build_site_features(read_site_samples(data_dir), site, encoders,
+                                              Path(cache) if cache else None, progress=False)
+        privacy_dir = Path(str(node_config.get("privacy-dir") or data_dir / "privacy"))
         return SiteRuntime(site, feature_dir, DPSettings.from_mapping(node_config, prefix="dp-"),
-                           data_dir / "privacy")
+                           privacy_dir)
     from simulation.prepare import FederationData, prepared_sites
 
     data = FederationData.from_run_config(run_config)

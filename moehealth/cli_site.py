@@ -18,10 +18,12 @@ def cmd_site(args: argparse.Namespace) -> int:
             print(f"[{'ok' if r.ok else 'FAIL'}] {r.name}: {r.detail}")
         return 0 if results and all(r.ok for r in results) else 1
     config = SiteConfig.load(args.config)
-    print(f"features: {prepare_site(config, progress=not args.quiet)}")
+    features = prepare_site(config, progress=not args.quiet)
+    print(f"features: {features}")
     if args.action == "prepare":
         return 0
-    command = config.supernode_command(shutil.which("flower-supernode") or "flower-supernode")
+    command = config.supernode_command(shutil.which("flower-supernode") or "flower-supernode",
+                                       features)
     print("starting:", " ".join(command[:-6]), "...", flush=True)
     os.execvp(command[0], command)  # the SuperNode replaces this process (for service managers)
 

@@ -1,0 +1,194 @@
+"""Dress rehearsal of a real deployment on one machine, with plain processes (no containers).
+
+Coordinator: private CA + SuperLink certificate, `flower-superlink` with TLS and SuperNode
+authentication. Hospitals: one key pair each (registered with the SuperLink), one YAML each,
+`moehealth site run` -> `flower-supernode` connecting outward over TLS. Then `flwr run` of the app
+with `simulation=false`, and every process is stopped at the end (also on failure).
+
+    python deploy/rehearsal.py --workdir /tmp/moehealth-rehearsal --sites 3 --rounds 2
+
+Site data: a synthetic MIMIC set split into the sites (each hospital gets its own folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "deploy" / "scripts"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Rehearsal:
+    """Paths and processes of one rehearsal; ``stop()`` ends every process group it started."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FLWR_HOME": str(self.workdir / "flwr-home"),
+                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def sh(self, *cmd: str) -> str:
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+        return out.stdout
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / "logs" / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self.procs[name]
+
+    def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for s in (sig, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, s)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired, ChildProcessError):
+                pass
+
+    def stop(self) -> None:
+        """SuperNodes first, then the SuperLink."""
+        for name in [n for n in self.procs if n != "superlink"] + ["superlink"]:
+            self.kill(name)
+
+    def coordinator(self) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.sh(str(SCRIPTS / "make-ca.sh"), str(self.workdir / "certs"), "DNS:localhost",
+                "IP:127.0.0.1")
+        home = self.workdir / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "coordinator"\n\n[superlink.coordinator]\n'
+            f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{self.workdir}/certs/ca.crt"\n')
+        self.start("superlink", [str(SCRIPTS / "start-superlink.sh"), str(self.workdir / "certs"),
+                                 str(self.workdir / "superlink-state"), "127.0.0.1", str(self.port)])
+        wait_for_port(self.port, self.procs["superlink"], 60)
+
+    def hospital(self, site: str, samples_dir: Path, register: bool = True,
+                 privacy: dict | None = None) -> Path:
+        """Key pair (+ registration by the coordinator) and the site's YAML file."""
+        keys = self.workdir / "hospitals" / site
+        self.sh(str(SCRIPTS / "make-node-key.sh"), str(keys), site)
+        if register:
+            self.sh("flwr", "supernode", "register", str(keys / f"{site}.key.pub"), "coordinator")
+        config = {
+            "site_id": site, "work_dir": str(keys / "work"),
+            "data": {"samples_dir": str(samples_dir)}, "modalities": ["ehr", "notes", "cxr"],
+            "privacy": privacy or {"enabled": False},
+            "superlink": {"address": f"127.0.0.1:{self.port}",
+                          "root_certificates": str(self.workdir / "certs" / "ca.crt"),
+                          "auth_private_key": str(keys / f"{site}.key")},
+            "runtime_port": free_port()}
+        path = keys / f"{site}.yaml"
+        path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+        return path
+
+    def supernode(self, site: str, config: Path) -> subprocess.Popen:
+        return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", str(config)])
+
+    def run_app(self, run_config: dict[str, object], timeout: float = 900) -> tuple[str, str]:
+        """`flwr run` on the coordinator connection; returns (status, log)."""
+        overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in
+                             {"simulation": False, "centralized-eval": False, **run_config}.items())
+        out = subprocess.run(["flwr", "run", str(REPO), "coordinator", "--stream", "--run-config",
+                              overrides], env=self.env, capture_output=True, text=True, timeout=timeout)
+        log = out.stdout + out.stderr
+        run_id = next((w for line in log.splitlines() if "Successfully started run" in line
+                       for w in line.split() if w.isdigit()), None)
+        if run_id is None:
+            return f"not started (exit {out.returncode})", log
+        listing = json.loads(self.sh("flwr", "ls", "coordinator", "--run-id", run_id, "--format",
+                                     "json"))
+        return str(listing["runs"][0]["status"]), log
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"port {port} not open after {timeout} s")
+
+
+def synthetic_sites(workdir: Path, sites: int, patients: int) -> list[Path]:
+    """A synthetic MIMIC set, cohort and one samples folder per hospital."""
+    sys.path.insert(0, str(REPO))
+    from client.mimic.cohort import read_cohort
+    from simulation.partition import PartitionConfig, partition_cohort
+    from simulation.prepare import FederationData, prepare_sites
+
+    data = FederationData(data_dir=workdir / "data", patients=patients, num_sites=sites,
+                          scheme="iid", profile=None)
+    prepare_sites(data)
+    cohort = read_cohort(next((workdir / "data").glob("federation-*/cohort.parquet")))
+    out = workdir / "hospital-data"
+    if not out.is_dir():
+        partition_cohort(cohort, out, PartitionConfig(num_sites=sites, scheme="iid"))
+    return [out / f"site-{i}" for i in range(sites)]
+
+
+@contextmanager
+def rehearsal(workdir: Path):
+    r = Rehearsal(Path(workdir))
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/moehealth-rehearsal"))
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--patients", type=int, default=600)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    samples = synthetic_sites(args.workdir, args.sites, args.patients)
+    with rehearsal(args.workdir) as r:
+        r.coordinator()
+        for i, folder in enumerate(samples):
+            r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", folder))
+        up = time.perf_counter() - started
+        status, log = r.run_app({"num-server-rounds": args.rounds, "pretrain-rounds": 1,
+                                 "min-sites": args.sites, "data.num-sites": args.sites,
+                                 "run-dir": str(args.workdir / "run")})
+        print(log[-2500:])
+    print(f"status: {status}; start-up {up:.0f} s, total {time.perf_counter() - started:.0f} s; "
+          f"run directory {args.workdir / 'run'}; logs in {args.workdir / 'logs'}")
+    return 0 if status == "finished:completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
