@@ -112,6 +112,18 @@ class Rehearsal:
     def supernode(self, site: str, config: Path) -> subprocess.Popen:
         return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", str(config)])
 
+    def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
+        """Until ``count`` SuperNodes are online at the SuperLink."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listing = json.loads(self.sh("flwr", "supernode", "list", "coordinator", "--format",
+                                         "json"))
+            online = [n for n in listing.get("nodes", []) if n.get("status") == "online"]
+            if len(online) >= count:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"fewer than {count} SuperNodes online after {timeout} s")
+
     def run_app(self, run_config: dict[str, object], timeout: float = 900) -> tuple[str, str]:
         """`flwr run` on the coordinator connection; returns (status, log)."""
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in
@@ -180,6 +192,7 @@ def main() -> int:
         r.coordinator()
         for i, folder in enumerate(samples):
             r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", folder))
+        r.wait_for_nodes(args.sites)
         up = time.perf_counter() - started
         status, log = r.run_app({"num-server-rounds": args.rounds, "pretrain-rounds": 1,
                                  "min-sites": args.sites, "data.num-sites": args.sites,

@@ -1,0 +1,96 @@
+"""Real deployment processes on loopback: TLS SuperLink, authenticated SuperNodes, the app."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_rehearsal():
+    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "deploy" / "rehearsal.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rehearsal"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+reh = _load_rehearsal()
+
+
+@pytest.fixture(scope="module")
+def hospital_data(tmp_path_factory) -> list[Path]:
+    return reh.synthetic_sites(tmp_path_factory.mktemp("deploydata"), sites=3, patients=300)
+
+
+def _leftovers(workdir: Path) -> int:
+    out = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
+    return len(out.stdout.split())
+
+
+def test_tls_federation_of_authenticated_hospitals(tmp_path: Path, hospital_data) -> None:
+    with reh.rehearsal(tmp_path) as r:
+        r.coordinator()
+        for i in range(2):
+            r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", hospital_data[i],
+                                                    privacy={"enabled": i == 0,
+                                                             "target_epsilon": 10.0,
+                                                             "planned_rounds": 2}))
+        r.wait_for_nodes(2)
+        status, log = r.run_app({"num-server-rounds": 2, "pretrain-rounds": 1, "min-sites": 2,
+                                 "run-dir": str(tmp_path / "run")})
+        assert status == "finished:completed", log[-3000:]
+    rounds = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    trained = [r for r in rounds if r["kind"] == "train"]
+    assert [set(r["bytes_received"]) for r in trained] == [{"hospital-0", "hospital-1"}] * 2
+    ledger = tmp_path / "hospitals" / "hospital-0" / "work" / "privacy" / "ledger.jsonl"
+    assert len(ledger.read_text().splitlines()) == 2  # the hospital's own ledger
+    assert len((tmp_path / "run" / "privacy_ledger.jsonl").read_text().splitlines()) == 2
+    time.sleep(1)
+    assert _leftovers(tmp_path) == 0
+
+
+def test_unregistered_supernode_is_refused(tmp_path: Path, hospital_data) -> None:
+    with reh.rehearsal(tmp_path) as r:
+        r.coordinator()
+        intruder = r.supernode("intruder", r.hospital("intruder", hospital_data[0], register=False))
+        code = intruder.wait(timeout=120)
+        log = (tmp_path / "logs" / "intruder.log").read_text()
+    assert code != 0 and "305" in log, log[-2000:]
+
+
+def test_supernode_killed_mid_run_the_others_go_on(tmp_path: Path, hospital_data) -> None:
+    with reh.rehearsal(tmp_path) as r:
+        r.coordinator()
+        for i in range(3):
+            r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", hospital_data[i]))
+        r.wait_for_nodes(3)
+        rounds_file = tmp_path / "run" / "rounds.jsonl"
+
+        def kill_after_first_round() -> None:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if rounds_file.is_file() and '"kind": "evaluate"' in rounds_file.read_text():
+                    r.kill("hospital-2")
+                    return
+                time.sleep(1)
+
+        killer = threading.Thread(target=kill_after_first_round, daemon=True)
+        killer.start()
+        status, log = r.run_app({"num-server-rounds": 3, "pretrain-rounds": 1, "min-sites": 2,
+                                 "round-timeout": 45.0, "run-dir": str(tmp_path / "run")})
+        killer.join(timeout=5)
+        assert status == "finished:completed", log[-3000:]
+    trained = [json.loads(x) for x in rounds_file.read_text().splitlines()
+               if json.loads(x)["kind"] == "train"]
+    assert len(trained[0]["bytes_received"]) == 3
+    assert set(trained[-1]["bytes_received"]) == {"hospital-0", "hospital-1"}
