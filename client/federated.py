@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from client.dataset import SiteData
-from client.evaluation import evaluate_predictions
+from client.evaluation import best_f1_threshold, evaluate_predictions, routing_table
 from client.training import TrainConfig, make_loader, make_optimizer, predict, resolve_device, train_epoch
 from shared_model import ModelConfig, build_model
 from shared_model.moe import MoEHealth
@@ -105,14 +105,21 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
     device = resolve_device()
     model = prepare_model(model_config, global_arrays, device)
     out: dict[str, float] = {"num-examples": data.size("test")}
+    threshold = 0.5
     for split in ("val", "test"):
         if data.size(split) == 0:
             continue
-        result = evaluate_predictions(predict(model, data.subset(split), device))
+        pred = predict(model, data.subset(split), device)
+        if split == "val":  # F1 threshold chosen on validation, applied to test
+            threshold = best_f1_threshold(pred.labels, pred.probs)
+        result = evaluate_predictions(pred, threshold)
         for key in ("auroc", "auprc", "f1", "loss"):
             out[f"{split}.{key}"] = result[key]
         if split == "test":
+            out["test.threshold"] = threshold
             for combo, res in result["by_combination"].items():
                 out[f"test.{combo}.auroc"] = res["auroc"]
                 out[f"test.{combo}.n"] = res["n"]
+            for combo, experts in routing_table(pred).items():  # mean weights: aggregates only
+                out.update({f"route.{combo}.{e}": w for e, w in experts.items()})
     return out

@@ -113,6 +113,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from server.run_report import build_report
+
+    try:
+        path = build_report(args.run_dir, args.out)
+    except ValueError as err:
+        raise MoeHealthInputError(str(err)) from None
+    print(f"report: {path} (and report.html, PNGs beside it)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -177,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="mortality")
     p.add_argument("--canaries", type=int, default=5000)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("report", help="Markdown/HTML report with plots of a run directory")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/report")
+    p.set_defaults(func=cmd_report)
 
     from moehealth.cli_model import add_model_commands
 

@@ -29,10 +29,10 @@ def _federation_data(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from client.dataset import SiteData, concat_sites
     from client.training import TrainConfig
+    from server.plots import routing_heatmap
     from simulation.baselines import VARIANTS, variant_model_config
     from simulation.centralized import train_centralized
     from simulation.oracle import oracle_auroc
-    from simulation.plots import routing_heatmap
     from simulation.prepare import prepare_sites
 
     data = _federation_data(args)

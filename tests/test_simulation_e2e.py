@@ -50,6 +50,11 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     assert eps[0] < eps[1] < eps[2] <= 20.0  # the resumed run continued the budget
     assert ledger[2]["steps_total"] == 3 * ledger[0]["steps_round"]
     assert main(["audit", str(run_dir / "privacy_ledger.jsonl"), "--verify"]) == 0
+    assert main(["report", str(run_dir)]) == 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "Privacy budget per site" in report and "Cross-site evaluation" in report
+    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-0.png"):
+        assert (run_dir / "report" / png).stat().st_size > 1000, png
     assert _ray_processes() == 0
 
 
