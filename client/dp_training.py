@@ -40,7 +40,7 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     torch.manual_seed(cfg.seed + cfg.round)
     model = prepare_model(dp_model_config(model_config), global_arrays, device)
     model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
-    weights = trainable_groups(data, model, cfg.phase)
+    weights = trainable_groups(data, model, cfg.phase, cfg.aggregation_rule)
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = cfg.train_config(data.task)

@@ -34,6 +34,7 @@ class RoundConfig:
     alpha: float = 0.01
     proximal_mu: float = 0.0
     seed: int = 0
+    aggregation_rule: str = "modality-aware"  # or "fedavg-all": send everything, weight by n
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RoundConfig:
@@ -42,16 +43,23 @@ class RoundConfig:
                    batch_size=int(record.get("batch-size", 32)),
                    alpha=float(record.get("alpha", 0.01)),
                    proximal_mu=float(record.get("proximal-mu", 0.0)),
-                   seed=int(record.get("seed", 0)))
+                   seed=int(record.get("seed", 0)),
+                   aggregation_rule=str(record.get("aggregation-rule", "modality-aware")))
 
     def train_config(self, task: str) -> TrainConfig:
         return TrainConfig(task=task, lr=self.lr, batch_size=self.batch_size, alpha=self.alpha,
                            proximal_mu=self.proximal_mu, seed=self.seed + self.round)
 
 
-def trainable_groups(data: SiteData, model: MoEHealth, phase: str) -> dict[str, int]:
-    """Groups this site can train in ``phase``, with the number of training samples behind each."""
+def trainable_groups(data: SiteData, model: MoEHealth, phase: str,
+                     rule: str = "modality-aware") -> dict[str, int]:
+    """Groups this site can train in ``phase``, with the number of training samples behind each.
+
+    ``rule="fedavg-all"`` is the plain-FedAvg baseline: every group, weighted by the site's size.
+    """
     idx = np.flatnonzero(data.split == "train")
+    if rule == "fedavg-all":
+        return dict.fromkeys(group_names(model), len(idx))
     available = data.inputs["available"][idx].numpy() > 0.5
     combos = data.combination_counts("train")
     counts: dict[str, int] = {}
@@ -84,7 +92,7 @@ def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     torch.manual_seed(cfg.seed + cfg.round)
     model = prepare_model(model_config, global_arrays, device)
     model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
-    weights = trainable_groups(data, model, cfg.phase)
+    weights = trainable_groups(data, model, cfg.phase, cfg.aggregation_rule)
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = cfg.train_config(data.task)

@@ -26,6 +26,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         eps = [math.inf if e == "inf" else float(e) for e in args.epsilons.split(",")]
         frame = ex.privacy_utility(args.out, data, eps, args.seeds, (args.task or ["mortality"])[0],
                                    budget)
+    elif args.name == "ablations":
+        frame = ex.federated_ablations(args.out, data, args.seeds, (args.task or ["mortality"])[0],
+                                       budget)
+    elif args.name == "heterogeneity":
+        frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
+                                 (args.task or ["mortality"])[0], budget)
     else:
         raise ValueError(f"unknown experiment {args.name}")
     print((args.out / "results.md").read_text())
@@ -35,13 +41,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
-    p.add_argument("name", choices=["fl-vs-central", "privacy-utility"])
+    p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
+                                    "privacy-utility"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--task", action="append", choices=["mortality", "los", "readmission"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--pretrain-rounds", type=int, default=2)
     p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
+    p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
+                   help="heterogeneity: numbers of sites lacking CXR (and notes)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--patients", type=int, default=2000)
     p.add_argument("--sites", type=int, default=5)

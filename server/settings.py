@@ -33,6 +33,7 @@ class FederationSettings:
     resume_from: str = ""
     centralized_eval: bool = True
     round_timeout: float = 3600.0
+    aggregation_rule: str = "modality-aware"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aggregation", Aggregation(self.aggregation))
@@ -43,6 +44,8 @@ class FederationSettings:
             raise ValueError(f"server-optimizer must be one of {SERVER_OPTIMIZERS}")
         if not 0 <= self.trim_fraction < 0.5:
             raise ValueError("trim-fraction must be in [0, 0.5)")
+        if self.aggregation_rule not in ("modality-aware", "fedavg-all"):
+            raise ValueError("aggregation-rule must be 'modality-aware' or 'fedavg-all'")
         if self.min_sites < 1 or self.local_epochs < 1:
             raise ValueError("min-sites and local-epochs must be at least 1")
 
@@ -56,7 +59,7 @@ class FederationSettings:
             "server-lr": "server_lr", "proximal-mu": "proximal_mu", "min-sites": "min_sites",
             "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
             "resume-from": "resume_from", "centralized-eval": "centralized_eval",
-            "round-timeout": "round_timeout",
+            "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
         }
         return cls(**{attr: run_config[key] for key, attr in keys.items() if key in run_config})
 
@@ -67,4 +70,5 @@ class FederationSettings:
         """Per-round values sent to the sites in the train message's ConfigRecord."""
         return {"round": server_round, "phase": self.phase(server_round),
                 "local-epochs": self.local_epochs, "lr": self.lr, "batch-size": self.batch_size,
-                "alpha": self.alpha, "proximal-mu": self.proximal_mu, "seed": self.seed}
+                "alpha": self.alpha, "proximal-mu": self.proximal_mu, "seed": self.seed,
+                "aggregation-rule": self.aggregation_rule}

@@ -1,0 +1,154 @@
+"""Performance benchmarks, each printing ratios measured in one run (never asserted in tests).
+
+    python bench/benchmarks.py cohort-scaling   # cohort build time + peak RSS, 1k/5k/20k patients
+    python bench/benchmarks.py feature-cache    # encoder seconds per 1,000 samples (notes, images)
+    python bench/benchmarks.py site-scaling     # rounds/s and peak memory for 2/5/10/20 sites
+    python bench/benchmarks.py bytes RUN_DIR    # bytes uploaded per site per round vs full model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+
+
+def cohort_scaling(sizes: list[int]) -> None:
+    """Synthetic set of N patients -> `moehealth cohort` in a fresh process (peak RSS of it)."""
+    print("| patients | ICU stays in cohort | synth s | cohort s | cohort peak RSS MB |")
+    print("|---|---|---|---|---|")
+    base = None
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            subprocess.run([BIN / "moehealth", "synth", "--out", tmp, "--patients", str(n)],
+                           check=True, capture_output=True)
+            synth_s = time.perf_counter() - started
+            out = subprocess.run(
+                [BIN / "moehealth", "cohort", "--quiet", "--mimic-iv", f"{tmp}/mimic-iv",
+                 "--mimic-note", f"{tmp}/mimic-iv-note", "--mimic-cxr", f"{tmp}/mimic-cxr-jpg",
+                 "--out", f"{tmp}/cohort.parquet"], check=True, capture_output=True, text=True)
+            result = json.loads(out.stdout)
+            base = base or result["seconds"] / n
+            print(f"| {n} | {result['stays']} | {synth_s:.1f} | {result['seconds']:.1f} "
+                  f"(x{result['seconds'] / n / base:.2f} per patient vs {sizes[0]}) | "
+                  f"{result['peak_rss_mb']:.0f} |")
+
+
+def feature_cache(patients: int) -> None:
+    """Encode one synthetic site from scratch; seconds per 1,000 samples for each encoder."""
+    from client.features.cache import EncoderConfig, build_site_features
+    from client.mimic.cohort import MimicRoots, build_cohort
+    from client.mimic.config import CohortConfig
+    from client.sites import SplitConfig, assign_splits
+    from simulation.synth import generate_synthetic_mimic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_synthetic_mimic(Path(tmp), patients=patients)
+        cohort = build_cohort(MimicRoots(Path(tmp) / "mimic-iv", Path(tmp) / "mimic-iv-note",
+                                         Path(tmp) / "mimic-cxr-jpg"), CohortConfig(progress=False))
+        samples = assign_splits(cohort, SplitConfig())
+        cache = build_site_features(samples, "bench", EncoderConfig(), Path(tmp) / "cache",
+                                    progress=False)
+        manifest = json.loads((cache / "manifest.json").read_text())
+    notes = manifest["seconds_notes"] / manifest["notes_encoded"] * 1000
+    images = manifest["seconds_images"] / manifest["images_encoded"] * 1000
+    print(f"notes (MiniLM-L6, 256 tokens): {manifest['notes_encoded']} encoded, "
+          f"{notes:.1f} s per 1,000 notes")
+    print(f"images (DenseNet-121, 224 px): {manifest['images_encoded']} encoded, "
+          f"{images:.1f} s per 1,000 images (ratio images/notes {images / notes:.1f}x)")
+
+
+def _peak_tree_rss(root_pid: int, stop: threading.Event, out: list[float]) -> None:
+    import psutil
+
+    peak = 0.0
+    while not stop.is_set():
+        try:
+            procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20)
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
+    out.append(peak)
+
+
+def site_scaling(counts: list[int], rounds: int) -> None:
+    """Federations of N sites over the same 2,000 patients (IID split): rounds/s, peak memory."""
+    import psutil
+
+    from simulation.local_superlink import local_simulation
+
+    print("| sites | rounds | wall s | rounds/s | peak memory of SuperLink tree MB |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            with local_simulation(Path(tmp) / f"flwr{n}") as sim:
+                superlink = max(psutil.Process().children(), key=lambda p: p.create_time())
+                stop, peak = threading.Event(), []
+                watcher = threading.Thread(target=_peak_tree_rss, args=(superlink.pid, stop, peak))
+                watcher.start()
+                outcome = sim.run({"num-server-rounds": rounds, "pretrain-rounds": 1,
+                                   "data.num-sites": n, "data.scheme": "iid", "data.profile": "none",
+                                   "centralized-eval": False, "min-sites": n,
+                                   "run-dir": f"{tmp}/run{n}"}, num_supernodes=n, timeout=3600)
+                stop.set()
+                watcher.join()
+            if not outcome.ok:
+                print(f"| {n} | failed: {outcome.status} | | | |")
+                continue
+            print(f"| {n} | {rounds} | {outcome.seconds:.0f} | {rounds / outcome.seconds:.3f} | "
+                  f"{peak[0]:.0f} |", flush=True)
+
+
+def bytes_per_round(run_dir: Path) -> None:
+    """Mean bytes each site uploaded per round, relative to the full model's parameters."""
+    from shared_model import build_model
+    from shared_model.config import model_config_from_run_config
+    from shared_model.params import count_bytes, model_to_arrays
+
+    config = json.loads((run_dir / "config.json").read_text())
+    full = count_bytes(model_to_arrays(build_model(model_config_from_run_config(config))))
+    per_site: dict[str, list[int]] = {}
+    for line in (run_dir / "rounds.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for site, n in row.get("bytes_received", {}).items():
+            per_site.setdefault(site, []).append(n)
+    print(f"full model: {full} bytes of parameters")
+    print("| site | mean bytes per round | ratio to full model |\n|---|---|---|")
+    for site, values in sorted(per_site.items()):
+        mean = sum(values) / len(values)
+        print(f"| {site} | {mean:.0f} | {mean / full:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "site-scaling", "bytes"])
+    parser.add_argument("run_dir", nargs="?", type=Path)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--patients", type=int, default=1000)
+    args = parser.parse_args()
+    if args.name == "cohort-scaling":
+        cohort_scaling(args.sizes)
+    elif args.name == "feature-cache":
+        feature_cache(args.patients)
+    elif args.name == "site-scaling":
+        site_scaling(args.sites, args.rounds)
+    else:
+        bytes_per_round(args.run_dir)
+
+
+if __name__ == "__main__":
+    main()
