@@ -1,0 +1,79 @@
+"""Site YAML: validation with clear errors, node config for the SuperNode, offline site check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from client.errors import MoeHealthInputError
+from client.site_config import SiteConfig
+from moehealth.cli import main
+
+
+@pytest.fixture()
+def site_yaml(tmp_path: Path, synth_cohort) -> Path:
+    from client.sites import SplitConfig, assign_splits, write_site_samples
+
+    samples = assign_splits(synth_cohort.head(80), SplitConfig(seed=0), site="h")
+    samples.attrs = synth_cohort.attrs
+    write_site_samples(samples, tmp_path / "samples")
+    (tmp_path / "ca.crt").write_text("cert")
+    (tmp_path / "h.key").write_text("key")
+    config = {"site_id": "hospital-a", "work_dir": str(tmp_path / "work"),
+              "data": {"samples_dir": str(tmp_path / "samples")},
+              "modalities": ["ehr", "notes"],
+              "privacy": {"enabled": True, "target_epsilon": 3.0, "planned_rounds": 5},
+              "superlink": {"address": "127.0.0.1:9092", "root_certificates": str(tmp_path / "ca.crt"),
+                            "auth_private_key": str(tmp_path / "h.key")}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _edit(path: Path, **changes) -> Path:
+    config = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        target = config
+        *parents, leaf = key.split("__")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_node_config_carries_identity_data_and_privacy(site_yaml: Path) -> None:
+    from flwr.common.config import parse_config_args
+
+    config = SiteConfig.load(site_yaml)
+    node = parse_config_args([config.node_config_toml()])  # how flower-supernode reads it
+    assert node == config.node_config()
+    assert node["site-id"] == "hospital-a" and node["dp-enabled"] is True
+    assert node["dp-target-epsilon"] == 3.0 and node["dp-planned-rounds"] == 5
+    command = config.supernode_command()
+    assert command[command.index("--host") + 1] == "127.0.0.1"  # nothing listens beyond loopback
+    assert "--insecure" not in command and "--root-certificates" in command
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"superlink__address": "no-port"}, "superlink.address must be HOST:PORT"),
+    ({"data__samples_dir": "/nonexistent"}, "data.samples_dir '/nonexistent' is not a readable"),
+    ({"privacy__target_epsilon": -1}, "privacy: DP: target epsilon"),
+    ({"superlink__root_certificates": "/nope.crt"}, "superlink.root_certificates '/nope.crt'"),
+    ({"site_id": "bad id!"}, "site_id 'bad id!'"),
+    ({"modalities": ["notes"]}, "modalities must include 'ehr'"),
+])
+def test_bad_site_configs_name_the_problem(site_yaml: Path, change: dict, message: str) -> None:
+    with pytest.raises(MoeHealthInputError, match="site.yaml: " + message.replace("(", r"\(")):
+        SiteConfig.load(_edit(site_yaml, **change))
+
+
+def test_site_check_offline(site_yaml: Path, capsys) -> None:
+    assert main(["site", "check", "--offline", str(site_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] config: site hospital-a" in out and "[ok] data, cohort and features" in out
+    bad = _edit(site_yaml, superlink__address="nothing")
+    assert main(["site", "check", "--offline", str(bad)]) == 1
+    assert "[FAIL] config" in capsys.readouterr().out
