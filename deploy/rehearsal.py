@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,12 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "deploy" / "scripts"
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from simulation.local_superlink import free_port, wait_for_port  # noqa: E402
 
 
 @dataclass
@@ -140,21 +136,8 @@ class Rehearsal:
         return str(listing["runs"][0]["status"]), log
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"port {port} not open after {timeout} s")
-
-
 def synthetic_sites(workdir: Path, sites: int, patients: int) -> list[Path]:
     """A synthetic MIMIC set, cohort and one samples folder per hospital."""
-    sys.path.insert(0, str(REPO))
     from client.mimic.cohort import read_cohort
     from simulation.partition import PartitionConfig, partition_cohort
     from simulation.prepare import FederationData, prepare_sites

@@ -94,23 +94,23 @@ def local_simulation(home: Path, env: dict[str, str] | None = None) -> Iterator[
          "--disable-runtime-dependency-installation"],
         env=run_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for_port(port, proc, timeout=60)
+        wait_for_port(port, proc, timeout=60)
         yield LocalSimulation(run_env, "sim")
     finally:
         _stop_group(proc)
         log.close()
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with {proc.returncode}")
+            raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"flower-superlink did not open port {port} in {timeout} s")
+    raise TimeoutError(f"port {port} not open after {timeout} s")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
