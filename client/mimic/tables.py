@@ -185,7 +185,7 @@ def iter_table_chunks(
     spec: TableSpec,
     *,
     usecols: Sequence[str] | None = None,
-    chunksize: int = 1_000_000,
+    chunksize: int = 250_000,
 ) -> Iterator[pd.DataFrame]:
     """Stream a (possibly huge) table in chunks of ``chunksize`` rows, dates parsed.
 
