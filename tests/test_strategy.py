@@ -135,3 +135,31 @@ def test_record_round_trip() -> None:
     arrays = {"experts.ehr+cxr.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
     back = from_array_record(to_array_record(arrays))
     assert np.array_equal(back["experts.ehr+cxr.0.weight"], arrays["experts.ehr+cxr.0.weight"])
+
+
+def test_fedadam_moves_only_updated_parameters_and_restores_state() -> None:
+    from server.aggregation import FedAdamState
+
+    current = {"gate.0.bias": np.zeros(3, dtype=np.float32), "head.0.bias": np.ones(2, dtype=np.float32)}
+    averaged = {"gate.0.bias": np.full(3, 0.5, dtype=np.float32), "head.0.bias": current["head.0.bias"]}
+    adam = FedAdamState(lr=0.1)
+    new = adam.step(current, averaged, {"gate.0.bias"})
+    assert np.all(new["gate.0.bias"] > 0) and np.array_equal(new["head.0.bias"], current["head.0.bias"])
+    restored = FedAdamState(lr=0.1)
+    restored.load_state_arrays(adam.state_arrays())
+    assert np.array_equal(restored.step(new, averaged, {"gate.0.bias"})["gate.0.bias"],
+                          adam.step(new, averaged, {"gate.0.bias"})["gate.0.bias"])
+
+
+def test_plain_fedavg_rule_sends_every_group(synth_features) -> None:
+    from client.dataset import SiteData
+    from client.federated import trainable_groups
+
+    data = SiteData.load(synth_features, "mortality", "s")
+    model = build_model()
+    aware = trainable_groups(data, model, "joint")
+    plain = trainable_groups(data, model, "joint", "fedavg-all")
+    n = data.size("train")
+    assert set(plain) == {parameter_group(name) for name, _ in model.named_parameters()}
+    assert set(plain.values()) == {n} and set(aware) < set(plain)
+    assert aware["encoders.cxr"] == int(data.inputs["available"][data.split == "train", 2].sum())
