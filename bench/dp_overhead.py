@@ -30,7 +30,8 @@ def main() -> None:
     arrays = model_to_arrays(build_model())
     timings = {"non-DP (nn.LSTM)": [], "DP-SGD (DPLSTM, Opacus hooks)": []}
     store = FilePrivacyStore(Path(tempfile.mkdtemp()))
-    settings = DPSettings(enabled=True, target_epsilon=1e6, planned_rounds=args.rounds)
+    settings = DPSettings(enabled=True, noise_multiplier=1.0, target_epsilon=1000.0,
+                          planned_rounds=args.rounds)
     for rnd in range(1, args.rounds + 1):
         cfg = RoundConfig(round=rnd)
         started = time.perf_counter()
