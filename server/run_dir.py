@@ -75,8 +75,9 @@ class RunDirectory:
         return run
 
     def append(self, name: str, record: dict[str, Any]) -> None:
+        """Append one JSON line (with the wall-clock ``time`` it was written) and fsync it."""
         with open(self.path / name, "a") as fh:
-            fh.write(json.dumps(_clean(record)) + "\n")
+            fh.write(json.dumps(_clean({**record, "time": round(time.time(), 3)})) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
