@@ -38,7 +38,8 @@ class MoEOutput:
 
 def combination_index(available: torch.Tensor) -> torch.Tensor:
     """Index in :data:`COMBINATIONS` of each sample's available-modality set ([B, 3] -> [B])."""
-    bits = (available > 0.5).long() @ torch.tensor([1, 2, 4], device=available.device)
+    # elementwise, not a matmul: CUDA has no integer matmul
+    bits = ((available > 0.5).long() * torch.tensor([1, 2, 4], device=available.device)).sum(-1)
     return torch.tensor(_BITS_TO_COMBO, device=available.device)[bits]
 
 
