@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from opacus import PrivacyEngine
 
 from client.dataset import SiteData
 from client.privacy import ACCOUNTANT, DPSettings, PrivacyPlan, PrivacyStore, dp_model_config
-from client.training import make_loader, make_optimizer, resolve_device, train_epoch
+from client.training import train_epoch
 from shared_model import ModelConfig
-from shared_model.params import canonical_name, model_to_arrays, parameter_group
+from shared_model.params import canonical_name, model_to_arrays
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +33,11 @@ class DPRoundResult:
 def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
                    cfg, settings: DPSettings, store: PrivacyStore, site: str) -> DPRoundResult:
     """Train the site's groups under DP-SGD with Poisson sampling, or decline over budget."""
-    from client.federated import prepare_model, trainable_groups
+    from client.federated import setup_round
 
-    device = resolve_device()
-    torch.manual_seed(cfg.seed + cfg.round)
-    model = prepare_model(dp_model_config(model_config), global_arrays, device)
-    model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
-    weights = trainable_groups(data, model, cfg.phase, cfg.aggregation_rule)
-    for name, param in model.named_parameters():
-        param.requires_grad_(parameter_group(name) in weights)
-    train_cfg = cfg.train_config(data.task)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
-    loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
+    setup = setup_round(data, dp_model_config(model_config), global_arrays, cfg)
+    model, weights, train_cfg, device = setup.model, setup.weights, setup.train_cfg, setup.device
+    optimizer, loader = setup.optimizer, setup.loader
     plan = PrivacyPlan.restore(settings, store.load(), data.size("train"), len(loader),
                                cfg.local_epochs)
     fits, eps_after = plan.fits(cfg.local_epochs * len(loader))

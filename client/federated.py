@@ -13,10 +13,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from client.dataset import SiteData
 from client.evaluation import best_f1_threshold, evaluate_predictions, routing_table
-from client.training import TrainConfig, make_loader, make_optimizer, predict, resolve_device, train_epoch
+from client.training import (
+    TrainConfig,
+    make_loader,
+    make_optimizer,
+    predict,
+    resolve_device,
+    train_epoch,
+)
 from shared_model import ModelConfig, build_model
 from shared_model.moe import MoEHealth
 from shared_model.params import group_names, load_arrays, model_to_arrays, parameter_group
@@ -85,9 +93,21 @@ def prepare_model(model_config: ModelConfig, global_arrays: dict[str, np.ndarray
     return model.to(device)
 
 
-def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                cfg: RoundConfig) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, float]]:
-    """Train the site's groups for ``cfg.local_epochs``; return (updated arrays, weights, metrics)."""
+@dataclass
+class RoundSetup:
+    """A site's model for one round: global weights loaded, only its trainable groups unfrozen."""
+
+    model: MoEHealth
+    weights: dict[str, int]
+    train_cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    device: torch.device
+
+
+def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                cfg: RoundConfig) -> RoundSetup:
+    """Shared by non-DP and DP local training."""
     device = resolve_device()
     torch.manual_seed(cfg.seed + cfg.round)
     model = prepare_model(model_config, global_arrays, device)
@@ -96,9 +116,17 @@ def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = cfg.train_config(data.task)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, train_cfg)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
     loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
+    return RoundSetup(model, weights, train_cfg, optimizer, loader, device)
+
+
+def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                cfg: RoundConfig) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, float]]:
+    """Train the site's groups for ``cfg.local_epochs``; return (updated arrays, weights, metrics)."""
+    setup = setup_round(data, model_config, global_arrays, cfg)
+    model, weights, train_cfg, device = setup.model, setup.weights, setup.train_cfg, setup.device
+    optimizer, loader = setup.optimizer, setup.loader
     anchor = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
               if cfg.proximal_mu > 0 else None)
     losses = [train_epoch(model, loader, optimizer, train_cfg, device, anchor)
