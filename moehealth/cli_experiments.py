@@ -7,19 +7,12 @@ import math
 from pathlib import Path
 
 
-def _data(args: argparse.Namespace):
-    from simulation.prepare import FederationData
-
-    where = {"data_dir": args.data_dir} if args.data_dir else {}
-    return FederationData(**where, patients=args.patients, seed=args.data_seed,
-                          num_sites=args.sites, scheme=args.scheme)
-
-
 def cmd_experiment(args: argparse.Namespace) -> int:
+    from moehealth.cli_model import federation_data
     from simulation import experiments as ex
 
     budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds)
-    data = _data(args)
+    data = federation_data(args)
     if args.name == "fl-vs-central":
         frame = ex.fl_vs_central(args.out, data, args.task or ["mortality"], args.seeds, budget)
     elif args.name == "privacy-utility":

@@ -18,7 +18,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=int, default=0)
 
 
-def _federation_data(args: argparse.Namespace):
+def federation_data(args: argparse.Namespace):
+    """The synthetic federation named by the shared --data-dir/--patients/--sites/... options."""
     from simulation.prepare import FederationData
 
     where = {"data_dir": args.data_dir} if args.data_dir else {}
@@ -35,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from simulation.oracle import oracle_auroc
     from simulation.prepare import prepare_sites
 
-    data = _federation_data(args)
+    data = federation_data(args)
     feature_dirs = prepare_sites(data)
     if args.site and args.site not in feature_dirs:
         raise MoeHealthInputError(f"unknown site '{args.site}' (have: {', '.join(feature_dirs)})")

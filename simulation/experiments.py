@@ -93,11 +93,10 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
         oracle = oracle_auroc(data.oracle_csv(), pooled.stay_id[test_mask],
                               pooled.labels.numpy()[test_mask], task)
         for seed in seeds:
-            started = time.perf_counter()
             fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"{task}-seed{seed}")
             rows.append({"task": task, "seed": seed, "setting": "federated",
                          "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean(m.get("test.auroc") for m in fl["per_site"].values()),
+                         "mean_site_test_auroc": _mean_site_auroc(fl),
                          "seconds": fl["seconds"], "oracle_auroc": oracle})
             started = time.perf_counter()
             central = train_centralized(pooled, ModelConfig(), budget.train_config(task, seed))
@@ -121,6 +120,11 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
     write_results(out, frame, ["task", "setting"], "pooled_test_auroc",
                   "Federated vs pooled vs local-only (pooled test AUROC)")
     return frame
+
+
+def _mean_site_auroc(fl: dict) -> float:
+    """Mean over sites of the final global model's test AUROC in a federated run."""
+    return _mean(m.get("test.auroc") for m in fl["per_site"].values())
 
 
 def _mean(values: Iterable) -> float:
@@ -179,8 +183,7 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float],
             fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}")
             spent = _final_epsilons(Path(fl["run_dir"]))
             rows.append({"target_epsilon": eps, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean(m.get("test.auroc")
-                                                       for m in fl["per_site"].values()),
+                         "mean_site_test_auroc": _mean_site_auroc(fl),
                          "max_site_epsilon_spent": max(spent.values(), default=0.0),
                          "seconds": fl["seconds"]})
     frame = pd.DataFrame(rows)
@@ -218,8 +221,7 @@ def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
             fl = run_federation(out, data, budget, {"task": task, "seed": seed, **extra},
                                 f"{name.split()[0]}-seed{seed}")
             rows.append({"variant": name, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean(m.get("test.auroc")
-                                                       for m in fl["per_site"].values()),
+                         "mean_site_test_auroc": _mean_site_auroc(fl),
                          "seconds": fl["seconds"]})
     frame = pd.DataFrame(rows)
     write_results(out, frame, ["variant"], "pooled_test_auroc",
@@ -254,8 +256,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
                                      "data.profile": str(profile)}, f"k{k}-{rule}-seed{seed}")
                 rows.append({"sites_missing_each": k, "aggregation": rule, "seed": seed,
                              "pooled_test_auroc": fl["pooled_auroc"],
-                             "mean_site_test_auroc": _mean(m.get("test.auroc")
-                                                           for m in fl["per_site"].values()),
+                             "mean_site_test_auroc": _mean_site_auroc(fl),
                              "mean_bytes_per_site_round": fl["mean_bytes_per_site_round"],
                              "seconds": fl["seconds"]})
     frame = pd.DataFrame(rows)
