@@ -46,10 +46,10 @@ def cohort_scaling(sizes: list[int]) -> None:
 
 def feature_cache(patients: int) -> None:
     """Encode one synthetic site from scratch; seconds per 1,000 samples for each encoder."""
+    from client.data.sites import SplitConfig, assign_splits
     from client.features.cache import EncoderConfig, build_site_features
     from client.mimic.cohort import MimicRoots, build_cohort
     from client.mimic.config import CohortConfig
-    from client.sites import SplitConfig, assign_splits
     from simulation.synth import generate_synthetic_mimic
 
     with tempfile.TemporaryDirectory() as tmp:

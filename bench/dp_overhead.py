@@ -11,10 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from client.dataset import SiteData
-from client.dp_training import dp_local_train
-from client.federated import RoundConfig, local_train
-from client.privacy import DPSettings, FilePrivacyStore
+from client.data.dataset import SiteData
+from client.privacy.dp_round import dp_local_train
+from client.privacy.settings import DPSettings, FilePrivacyStore
+from client.rounds.federated import local_train
+from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.params import model_to_arrays
 from simulation.prepare import FederationData, prepare_sites
@@ -33,9 +34,9 @@ def main() -> None:
     settings = DPSettings(enabled=True, noise_multiplier=1.0, target_epsilon=1000.0,
                           planned_rounds=args.rounds)
     for rnd in range(1, args.rounds + 1):
-        cfg = RoundConfig(round=rnd)
+        cfg = FederationSettings(pretrain_rounds=0).round_config(rnd)
         started = time.perf_counter()
-        local_train(data, ModelConfig(), arrays, cfg)
+        local_train(data, ModelConfig(), arrays, cfg, args.site)
         timings["non-DP (nn.LSTM)"].append(time.perf_counter() - started)
         started = time.perf_counter()
         dp_local_train(data, ModelConfig(), arrays, cfg, settings, store, args.site)

@@ -1,8 +1,8 @@
 """Errors a site operator can act on: each names the file, column or site at fault."""
 
+from shared_model.errors import MoeHealthInputError
 
-class MoeHealthInputError(Exception):
-    """Bad input data or configuration; the message is meant to be shown to the user as one line."""
+__all__ = ["MimicFileError", "MoeHealthInputError", "SiteDataError"]
 
 
 class MimicFileError(MoeHealthInputError):

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from client.errors import MoeHealthInputError
+from moehealth.cli_options import DEFAULTS, add_data_args, federation_data
+from shared_model.errors import MoeHealthInputError
+from shared_model.run_config import Scheme
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,8 +52,8 @@ def cmd_cohort(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
+    from client.data.sites import SplitConfig
     from client.mimic.cohort import read_cohort
-    from client.sites import SplitConfig
     from simulation.partition import PartitionConfig, load_site_profiles, partition_cohort
 
     config = PartitionConfig(num_sites=args.sites, scheme=args.scheme, alpha=args.alpha,
@@ -63,8 +65,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from client.data.sites import read_site_samples
     from client.features.cache import EncoderConfig, build_site_features
-    from client.sites import read_site_samples
 
     config = EncoderConfig(text_model_path=args.text_model, image_weights=args.image_weights,
                            device=args.device)
@@ -81,11 +83,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from client.features.cache import EncoderConfig
-    from simulation.prepare import FederationData, prepare_sites
+    from simulation.prepare import prepare_sites
 
-    where = {"data_dir": args.data_dir} if args.data_dir else {}
-    data = FederationData(**where, patients=args.patients, seed=args.seed, num_sites=args.sites,
-                          scheme=args.scheme)
+    data = federation_data(args)
     started = time.perf_counter()
     sites = prepare_sites(data, EncoderConfig(), args.cache_dir, progress=not args.quiet)
     print(json.dumps({"sites": {k: str(v) for k, v in sites.items()},
@@ -94,11 +94,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from client.audit import ledger_table, plot_epsilon, read_ledger, verify_ledger
+    from shared_model.ledger import ledger_table, plot_epsilon, read_ledger, verify_ledger
 
     rows = read_ledger(args.ledger)
     if args.empirical:
-        from client.canary_audit import run_empirical_audit_cli
+        from client.privacy.canary_audit import run_empirical_audit_cli
 
         return run_empirical_audit_cli(args)
     findings = verify_ledger(rows, args.tolerance) if args.verify else None
@@ -114,7 +114,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from server.run_report import build_report
+    from server.report import build_report
 
     try:
         path = build_report(args.run_dir, args.out)
@@ -131,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic MIMIC-IV / Note / CXR-JPG set")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--patients", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patients", type=int, default=DEFAULTS["data.patients"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"])
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("cohort", help="build the prediction cohort (parquet) from MIMIC roots")
@@ -148,11 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("partition", help="split a cohort into virtual sites (patient level)")
     p.add_argument("--cohort", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--sites", type=int, default=5)
-    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
-    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    p.add_argument("--sites", type=int, default=DEFAULTS["data.num-sites"])
+    p.add_argument("--scheme", choices=[s.value for s in Scheme], default=DEFAULTS["data.scheme"])
+    p.add_argument("--alpha", type=float, default=DEFAULTS["data.alpha"],
+                   help="Dirichlet concentration")
     p.add_argument("--profile", type=Path, help="site profile YAML (modalities to remove)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"])
     p.set_defaults(func=cmd_partition)
 
     p = sub.add_parser("encode", help="run frozen encoders once per sample, cache per site")
@@ -166,11 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("prepare", help="synth -> cohort -> partition -> encode, cached")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--patients", type=int, default=2000)
-    p.add_argument("--sites", type=int, default=5)
-    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
-    p.add_argument("--seed", type=int, default=0)
+    add_data_args(p, seed_flag="--seed")
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare)

@@ -6,25 +6,26 @@ import argparse
 import math
 from pathlib import Path
 
+from moehealth.cli_options import DEFAULTS, add_data_args, add_task_arg, federation_data, tasks
+
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from moehealth.cli_model import federation_data
     from simulation import experiments as ex
 
     budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds)
     data = federation_data(args)
     if args.name == "fl-vs-central":
-        frame = ex.fl_vs_central(args.out, data, args.task or ["mortality"], args.seeds, budget)
+        frame = ex.fl_vs_central(args.out, data, tasks(args), args.seeds, budget)
     elif args.name == "privacy-utility":
         eps = [math.inf if e == "inf" else float(e) for e in args.epsilons.split(",")]
-        frame = ex.privacy_utility(args.out, data, eps, args.seeds, (args.task or ["mortality"])[0],
+        frame = ex.privacy_utility(args.out, data, eps, args.seeds, tasks(args)[0],
                                    budget)
     elif args.name == "ablations":
-        frame = ex.federated_ablations(args.out, data, args.seeds, (args.task or ["mortality"])[0],
+        frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
                                        budget)
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
-                                 (args.task or ["mortality"])[0], budget)
+                                 tasks(args)[0], budget)
     else:
         raise ValueError(f"unknown experiment {args.name}")
     print((args.out / "results.md").read_text())
@@ -37,16 +38,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
                                     "privacy-utility"])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--task", action="append", choices=["mortality", "los", "readmission"])
+    add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--pretrain-rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=DEFAULTS["num-server-rounds"])
+    p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"])
     p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--patients", type=int, default=2000)
-    p.add_argument("--sites", type=int, default=5)
-    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
-    p.add_argument("--data-seed", type=int, default=0)
+    add_data_args(p)
     p.set_defaults(func=cmd_experiment)

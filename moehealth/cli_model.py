@@ -7,29 +7,13 @@ import json
 import math
 from pathlib import Path
 
-from client.errors import MoeHealthInputError
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, help="where synthetic data and sites are cached")
-    p.add_argument("--patients", type=int, default=2000)
-    p.add_argument("--sites", type=int, default=5)
-    p.add_argument("--scheme", choices=["careunit", "dirichlet", "iid"], default="careunit")
-    p.add_argument("--data-seed", type=int, default=0)
-
-
-def federation_data(args: argparse.Namespace):
-    """The synthetic federation named by the shared --data-dir/--patients/--sites/... options."""
-    from simulation.prepare import FederationData
-
-    where = {"data_dir": args.data_dir} if args.data_dir else {}
-    return FederationData(**where, patients=args.patients, seed=args.data_seed,
-                          num_sites=args.sites, scheme=args.scheme)
+from moehealth.cli_options import add_data_args, add_task_arg, federation_data, tasks
+from shared_model.errors import MoeHealthInputError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from client.dataset import SiteData, concat_sites
-    from client.training import TrainConfig
+    from client.data.dataset import SiteData, concat_sites
+    from client.rounds.training import TrainConfig
     from server.plots import routing_heatmap
     from simulation.baselines import VARIANTS, variant_model_config
     from simulation.centralized import train_centralized
@@ -89,8 +73,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     from simulation.baselines import VARIANTS
 
     p = sub.add_parser("train", help="centralized training: pooled sites or one site, baselines")
-    _add_data_args(p)
-    p.add_argument("--task", action="append", choices=["mortality", "los", "readmission"])
+    add_data_args(p)
+    add_task_arg(p)
     p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"])
     p.add_argument("--site", help="train on this site only (default: all sites pooled)")
     p.add_argument("--epochs", type=int, default=50)
@@ -103,6 +87,6 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _with_defaults(args: argparse.Namespace) -> int:
-    args.task = args.task or ["mortality"]
+    args.task = tasks(args)
     args.variant = args.variant or ["moe-health"]
     return cmd_train(args)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from client.site_config import SiteConfig
-    from client.site_setup import check_site, prepare_site
+    from client.site.config import SiteConfig
+    from client.site.setup import check_site, prepare_site
 
     if args.action == "check":
         results = check_site(args.config, connect=not args.offline)

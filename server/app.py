@@ -1,24 +1,50 @@
-"""Flower ServerApp (``server.app:app``): set up the run, hand the rounds to the strategy."""
+"""Flower ServerApp: set up the run, hand the rounds to the strategy.
+
+``server.app:app`` is the coordinator of a deployment (sites own their data). A simulation also
+needs its virtual sites prepared and, optionally, an evaluation on the pooled test split; those
+come from a :data:`SimulationHook` that the composition root (``moehealth/serverapp.py``, the app
+pyproject.toml registers) passes to :func:`create_server_app`, so server/ never imports
+simulation/.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from flwr.app import Context
+import numpy as np
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from client.records import to_array_record
 from server.aggregation import FedAdamState
+from server.flower_io import from_array_record, to_array_record
 from server.report import cross_site_table
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from server.strategy import ModalityAwareStrategy
 from shared_model import build_model
 from shared_model.config import model_config_from_run_config
+from shared_model.errors import MoeHealthInputError
 from shared_model.params import model_to_arrays
+from shared_model.run_config import SIMULATION
 
-app = ServerApp()
 log = logging.getLogger(__name__)
+PooledEvaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class SimulatedSites:
+    """What a simulation environment hands the server: where the ClientApps find their site
+    (the sites manifest) and, optionally, an evaluation of the global model on pooled test data."""
+
+    sites_manifest: str
+    pooled_evaluate: PooledEvaluate | None = None
+
+
+SimulationHook = Callable[[dict[str, Any], Path], SimulatedSites]
 
 
 def _open_run(settings: FederationSettings, run_config: dict):
@@ -35,24 +61,31 @@ def _open_run(settings: FederationSettings, run_config: dict):
     return run, 0, None, optimizer
 
 
-def _recorded(evaluate_fn, run: RunDirectory, offset: int):
-    """Also write each centralized evaluation to rounds.jsonl (kind "centralized-eval")."""
+def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int):
+    """Flower's ``evaluate_fn``: the pooled evaluation of each round, also written to rounds.jsonl
+    (kind "centralized-eval"); the initial model (round 0) is not evaluated."""
 
-    def evaluate(server_round: int, arrays):
-        result = evaluate_fn(server_round, arrays)
-        if result is not None and server_round > 0:
-            run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
-                                        **dict(result)})
-        return result
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        result = evaluate(from_array_record(arrays))
+        run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
+                                    **result})
+        return MetricRecord(result)
 
-    return evaluate
+    return evaluate_fn
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    run_config = dict(context.run_config)
+def run_federation(grid: Grid, run_config: dict[str, Any],
+                   simulation: SimulationHook | None) -> RunDirectory:
+    """Validate the settings, open (or resume) the run directory, run the rounds, write tables."""
     settings = FederationSettings.from_run_config(run_config)
     model_config = model_config_from_run_config(run_config)
+    simulated = bool(run_config.get(SIMULATION, False))
+    if simulated and simulation is None:
+        raise MoeHealthInputError("simulation = true, but this ServerApp has no simulation "
+                                  "environment: run the app pyproject.toml registers "
+                                  "(moehealth.serverapp:app)")
     run, start, arrays, optimizer = _open_run(settings, run_config)
     print(f"moehealth: run directory {run.path} (rounds {start + 1}..{settings.num_rounds})",
           flush=True)
@@ -61,16 +94,12 @@ def main(grid: Grid, context: Context) -> None:
 
         torch.manual_seed(settings.seed)
         arrays = model_to_arrays(build_model(model_config))
+    sites = simulation(run_config, run.path) if simulated and simulation else None
     evaluate_fn = None
-    if run_config.get("simulation", True):
-        from simulation.central_eval import pooled_test_evaluator
-        from simulation.prepare import FederationData, prepare_sites
-
-        prepare_sites(FederationData.from_run_config(run_config))  # sites find their caches ready
-        if settings.centralized_eval:
-            evaluate_fn = _recorded(pooled_test_evaluator(run_config, settings.task, model_config),
-                                    run, start)
-    strategy = ModalityAwareStrategy(settings, run, round_offset=start, server_optimizer=optimizer)
+    if sites is not None and sites.pooled_evaluate is not None and settings.centralized_eval:
+        evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start)
+    strategy = ModalityAwareStrategy(settings, run, round_offset=start, server_optimizer=optimizer,
+                                     sites_manifest=sites.sites_manifest if sites else "")
     result = strategy.start(grid, to_array_record(arrays), num_rounds=settings.num_rounds - start,
                             timeout=settings.round_timeout, evaluate_fn=evaluate_fn)
     pooled = result.evaluate_metrics_serverapp.get(settings.num_rounds - start)
@@ -78,3 +107,18 @@ def main(grid: Grid, context: Context) -> None:
     (run.path / "cross_site.md").write_text(table)
     print(table, flush=True)
     print(f"moehealth: finished; outputs in {run.path}", flush=True)
+    return run
+
+
+def create_server_app(simulation: SimulationHook | None = None) -> ServerApp:
+    """The ServerApp, with the simulation environment when one is given."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, dict(context.run_config), simulation)
+
+    return server_app
+
+
+app = create_server_app()

@@ -1,23 +1,136 @@
-"""End-of-run tables (Markdown) from the per-site evaluation metrics."""
+"""Reports of a federated run: the end-of-run cross-site table, and ``moehealth report RUN_DIR``
+(Markdown + HTML with PNG plots)."""
 
 from __future__ import annotations
 
+import html
+import json
 import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from server.plots import routing_heatmap  # noqa: E402
+from shared_model.modalities import COMBINATIONS  # noqa: E402
+from shared_model.protocol import EvaluateReply, pooled_key, split_key  # noqa: E402
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return rows
+
+
+def _line_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in sorted(series.items()):
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _routing(site: str, metrics: dict) -> dict[str, dict[str, float]]:
+    table = EvaluateReply.parse(site, metrics).routing
+    return {c: {e: t.get(e, 0.0) for e in COMBINATIONS} for c, t in table.items()}
 
 
 def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def cross_site_table(per_site: dict[str, dict[str, float]], pooled: dict[str, float] | None) -> str:
+def cross_site_table(per_site: dict[str, EvaluateReply], pooled: dict[str, float] | None) -> str:
     """Global model on each site's test split, plus the pooled test set when evaluated."""
     lines = ["| site | test n | AUROC | AUPRC | F1 | loss |", "|---|---|---|---|---|---|"]
-    for site, m in sorted(per_site.items()):
-        lines.append(f"| {site} | {int(m.get('num-examples', 0))} | {_fmt(m.get('test.auroc'))} | "
-                     f"{_fmt(m.get('test.auprc'))} | {_fmt(m.get('test.f1'))} | "
-                     f"{_fmt(m.get('test.loss'))} |")
+    for site, reply in sorted(per_site.items()):
+        cells = " | ".join(_fmt(reply.get("test", m)) for m in ("auroc", "auprc", "f1", "loss"))
+        lines.append(f"| {site} | {reply.num_examples} | {cells} |")
     if pooled:
-        lines.append(f"| pooled (centralized eval) | {int(pooled.get('pooled.n', 0))} | "
-                     f"{_fmt(pooled.get('pooled.auroc'))} | {_fmt(pooled.get('pooled.auprc'))} | "
-                     f"{_fmt(pooled.get('pooled.f1'))} | {_fmt(pooled.get('pooled.loss'))} |")
+        cells = " | ".join(_fmt(pooled.get(pooled_key(m))) for m in ("auroc", "auprc", "f1", "loss"))
+        lines.append(f"| pooled (centralized eval) | {int(pooled.get(pooled_key('n'), 0))} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and PNGs into ``out`` (default RUN_DIR/report)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "rounds.jsonl").is_file():
+        raise ValueError(f"{run_dir}: not a run directory (no rounds.jsonl)")
+    out = Path(out or run_dir / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    rounds, sites = _jsonl(run_dir / "rounds.jsonl"), _jsonl(run_dir / "site_metrics.jsonl")
+    evals = [s for s in sites if s.get("kind") == "evaluate"]
+    sections: list[tuple[str, str | None, str]] = []
+
+    auroc = {s: [(r["round"], r.get(split_key("test", "auroc"))) for r in evals if r["site"] == s]
+             for s in {r["site"] for r in evals}}
+    pooled = [(r["round"], r.get(pooled_key("auroc"))) for r in rounds
+              if r["kind"] == "centralized-eval"]
+    if pooled:
+        auroc["pooled test (centralized eval)"] = pooled
+    sections.append(("Test AUROC per round", str(_line_plot(auroc, "test AUROC",
+                     "Global model: test AUROC per site", out / "auroc.png").name), ""))
+    loss = {"train loss (sample-weighted)": [(r["round"], r.get("train_loss")) for r in rounds
+                                             if r["kind"] == "train"],
+            "test loss (sample-weighted)": [(r["round"], r.get(split_key("test", "loss"))) for r in rounds
+                                            if r["kind"] == "evaluate"]}
+    sections.append(("Loss per round", _line_plot(loss, "BCE (+ balance)", "Loss per round",
+                                                  out / "loss.png").name, ""))
+    ledger = _jsonl(run_dir / "privacy_ledger.jsonl")
+    if ledger:
+        from shared_model.ledger import ledger_table, plot_epsilon
+
+        plot_epsilon(ledger, out / "epsilon.png")
+        sections.append(("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
+    last = max((r["round"] for r in evals), default=None)
+    for site in sorted({r["site"] for r in evals}):
+        final = next(r for r in evals if r["site"] == site and r["round"] == last)
+        table = _routing(site, final)
+        if table:
+            png = routing_heatmap(table, out / f"routing-{site}.png",
+                                  f"{site}: mean routing weight (round {last})")
+            sections.append((f"Expert routing at {site}", png.name, ""))
+    cross = run_dir / "cross_site.md"
+    sections.append(("Cross-site evaluation (final global model)", None,
+                     cross.read_text() if cross.is_file() else "(run not finished)"))
+    contrib = next((r for r in reversed(rounds) if r["kind"] == "train"), None)
+    if contrib:
+        lines = ["| group | contributing sites (training samples) |", "|---|---|"]
+        lines += [f"| {g} | {', '.join(f'{s} ({n})' for s, n in sites_.items())} |"
+                  for g, sites_ in contrib["contributors"].items()]
+        sections.append((f"Who trained what (round {contrib['round']})", None, "\n".join(lines) + "\n"))
+    return _write(out, run_dir, sections)
+
+
+def _write(out: Path, run_dir: Path, sections: list[tuple[str, str | None, str]]) -> Path:
+    md = [f"# moehealth run report\n\nRun directory: `{run_dir}`\n"]
+    body = [f"<h1>moehealth run report</h1><p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
+    for title, image, text in sections:
+        md.append(f"## {title}\n")
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        if image:
+            md.append(f"![{title}]({image})\n")
+            body.append(f'<img src="{image}" style="max-width:900px">')
+        if text:
+            md.append(text + "\n")
+            body.append(f"<pre>{html.escape(text)}</pre>")
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text("<html><body>" + "\n".join(body) + "</body></html>\n")
+    return out / "report.md"

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from client.features.cache import default_cache_dir
+from shared_model.paths import default_cache_dir
 
 OPT_PREFIX = "server_optimizer/"
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from server.aggregation import Aggregation
+from shared_model.protocol import AggregationRule, Phase, RoundConfig
+from shared_model.run_config import TASKS
 
 SERVER_OPTIMIZERS = ("avg", "fedadam")
 
 
 @dataclass(frozen=True)
 class FederationSettings:
-    """Rounds, phases, local training, aggregation and outputs of one federated run."""
+    """Rounds, phases, local training, aggregation and outputs of one federated run.
 
-    num_rounds: int = 6
+    The defaults equal pyproject.toml's ``[tool.flwr.app.config]`` (tested), where Flower takes
+    them from; they are here for code that builds settings without a run.
+    """
+
+    num_rounds: int = 8
     pretrain_rounds: int = 2
     local_epochs: int = 1
     lr: float = 1e-3
@@ -33,10 +39,16 @@ class FederationSettings:
     resume_from: str = ""
     centralized_eval: bool = True
     round_timeout: float = 3600.0
-    aggregation_rule: str = "modality-aware"
+    aggregation_rule: AggregationRule = AggregationRule.MODALITY_AWARE
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "aggregation", Aggregation(self.aggregation))
+        for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"{name.replace('_', '-')} must be one of "
+                                 f"{', '.join(m.value for m in kind)}, got {getattr(self, name)!r}"
+                                 ) from None
         if not 0 <= self.pretrain_rounds <= self.num_rounds:
             raise ValueError(f"pretrain-rounds ({self.pretrain_rounds}) must be within "
                              f"0..num-server-rounds ({self.num_rounds})")
@@ -44,31 +56,32 @@ class FederationSettings:
             raise ValueError(f"server-optimizer must be one of {SERVER_OPTIMIZERS}")
         if not 0 <= self.trim_fraction < 0.5:
             raise ValueError("trim-fraction must be in [0, 0.5)")
-        if self.aggregation_rule not in ("modality-aware", "fedavg-all"):
-            raise ValueError("aggregation-rule must be 'modality-aware' or 'fedavg-all'")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.min_sites < 1 or self.local_epochs < 1:
             raise ValueError("min-sites and local-epochs must be at least 1")
 
+    KEYS: ClassVar[dict[str, str]] = {
+        "num-server-rounds": "num_rounds", "pretrain-rounds": "pretrain_rounds",
+        "local-epochs": "local_epochs", "lr": "lr", "batch-size": "batch_size",
+        "alpha": "alpha", "task": "task", "aggregation": "aggregation",
+        "trim-fraction": "trim_fraction", "server-optimizer": "server_optimizer",
+        "server-lr": "server_lr", "proximal-mu": "proximal_mu", "min-sites": "min_sites",
+        "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
+        "resume-from": "resume_from", "centralized-eval": "centralized_eval",
+        "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
+    }  # run-config key -> field
+
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FederationSettings:
-        keys = {
-            "num-server-rounds": "num_rounds", "pretrain-rounds": "pretrain_rounds",
-            "local-epochs": "local_epochs", "lr": "lr", "batch-size": "batch_size",
-            "alpha": "alpha", "task": "task", "aggregation": "aggregation",
-            "trim-fraction": "trim_fraction", "server-optimizer": "server_optimizer",
-            "server-lr": "server_lr", "proximal-mu": "proximal_mu", "min-sites": "min_sites",
-            "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
-            "resume-from": "resume_from", "centralized-eval": "centralized_eval",
-            "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
-        }
-        return cls(**{attr: run_config[key] for key, attr in keys.items() if key in run_config})
+        return cls(**{attr: run_config[key] for key, attr in cls.KEYS.items() if key in run_config})
 
-    def phase(self, server_round: int) -> str:
-        return "pretrain" if server_round <= self.pretrain_rounds else "joint"
+    def phase(self, server_round: int) -> Phase:
+        return Phase.PRETRAIN if server_round <= self.pretrain_rounds else Phase.JOINT
 
-    def round_config(self, server_round: int) -> dict[str, Any]:
+    def round_config(self, server_round: int, sites_manifest: str = "") -> RoundConfig:
         """Per-round values sent to the sites in the train message's ConfigRecord."""
-        return {"round": server_round, "phase": self.phase(server_round),
-                "local-epochs": self.local_epochs, "lr": self.lr, "batch-size": self.batch_size,
-                "alpha": self.alpha, "proximal-mu": self.proximal_mu, "seed": self.seed,
-                "aggregation-rule": self.aggregation_rule}
+        return RoundConfig(server_round=server_round, phase=self.phase(server_round),
+                           local_epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size,
+                           alpha=self.alpha, proximal_mu=self.proximal_mu, seed=self.seed,
+                           aggregation_rule=self.aggregation_rule, sites_manifest=sites_manifest)

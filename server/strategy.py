@@ -2,14 +2,15 @@
 
 Each parameter group is averaged only over the sites that sent it, weighted by the samples behind
 it (see server/aggregation.py); groups nobody updated keep their value. Invalid replies (NaN/Inf,
-wrong shapes, unknown names) are rejected with a logged reason and the round goes on.
+wrong shapes, unknown names, malformed records) are rejected with a logged reason and the round
+goes on. A train round is four named steps: collect, aggregate, record, checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,24 +18,49 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.records import ARRAYS, METRICS, PRIVACY, SITE, from_array_record, group_weights, to_array_record
 from server.aggregation import FedAdamState, SiteUpdate, aggregate_groups, validate_update
+from server.flower_io import (
+    declared_site,
+    from_array_record,
+    parse_evaluate_reply,
+    parse_train_reply,
+    to_array_record,
+)
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
+from shared_model.errors import ProtocolError
+from shared_model.protocol import (
+    ROUND,
+    SPLIT_METRICS,
+    EvaluateConfig,
+    EvaluateReply,
+    Record,
+    SiteStatus,
+    TrainReply,
+    split_key,
+)
 
 log = logging.getLogger(__name__)
+SUMMARY_KEYS = tuple(split_key("test", m) for m in SPLIT_METRICS) + (split_key("val", "auroc"),)
 
 
-def _site_of(msg: Message) -> str:
-    site = msg.content.config_records.get(SITE)
-    return str(site["site-id"]) if site and "site-id" in site else f"node-{msg.metadata.src_node_id}"
+@dataclass
+class CollectedRound:
+    """A train round's replies sorted into accepted updates, rejections and declines."""
+
+    updates: list[SiteUpdate] = field(default_factory=list)
+    replies: dict[str, TrainReply] = field(default_factory=dict)  # accepted, by site
+    rejected: dict[str, str] = field(default_factory=dict)  # site -> reason
+    declined: dict[str, str] = field(default_factory=dict)  # site -> reason
+    ledger_rows: list[dict[str, Any]] = field(default_factory=list)
+    bytes_received: dict[str, int] = field(default_factory=dict)
 
 
 class ModalityAwareStrategy(FedAvg):
     """FedAvg with modality-aware, per-group aggregation, phases, run records and resume."""
 
     def __init__(self, settings: FederationSettings, run: RunDirectory, *, round_offset: int = 0,
-                 server_optimizer: FedAdamState | None = None) -> None:
+                 server_optimizer: FedAdamState | None = None, sites_manifest: str = "") -> None:
         super().__init__(fraction_train=settings.fraction_train, fraction_evaluate=1.0,
                          min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
                          min_available_nodes=settings.min_sites)
@@ -42,93 +68,119 @@ class ModalityAwareStrategy(FedAvg):
         self.run = run
         self.round_offset = round_offset
         self.server_optimizer = server_optimizer
+        self.sites_manifest = sites_manifest
         self.current: dict[str, np.ndarray] = {}
-        self.last_site_eval: dict[str, dict[str, float]] = {}
+        self.last_site_eval: dict[str, EvaluateReply] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.current = from_array_record(arrays)
-        config = ConfigRecord({**dict(config),
-                               **self.settings.round_config(server_round + self.round_offset),
-                               "run-dir": str(self.run.path)})
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def _collect(self, rnd: int, replies: list[Message]) -> tuple[list[SiteUpdate], dict, dict]:
-        updates, rejected, declined = [], {}, {}
-        for msg in replies:
-            site = _site_of(msg)
-            status = msg.content.config_records.get(SITE, {}).get("status", "trained")
-            if status == "declined":
-                declined[site] = str(msg.content[SITE].get("reason", ""))
-                log.warning("round %d: site %s declined: %s", rnd, site, declined[site])
-                continue
-            if ARRAYS not in msg.content.array_records or METRICS not in msg.content.metric_records:
-                rejected[site] = "reply lacks arrays or metrics"
-            else:
-                update = SiteUpdate(site, from_array_record(msg.content[ARRAYS]),
-                                    group_weights(msg.content[METRICS]))
-                reason = validate_update(update, self.current)
-                if reason is None:
-                    updates.append(update)
-                    continue
-                rejected[site] = reason
-            log.warning("round %d: rejected update of site %s: %s", rnd, site, rejected[site])
-        return updates, rejected, declined
+        rnd = server_round + self.round_offset
+        record = self.settings.round_config(rnd, self.sites_manifest).to_record()
+        return _with_round(super().configure_train(server_round, arrays, ConfigRecord(record), grid),
+                           rnd)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = server_round + self.round_offset
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        updates, rejected, declined = self._collect(rnd, valid)
-        for msg in errors:
-            rejected[f"node-{msg.metadata.src_node_id}"] = f"error reply: {msg.error.reason}"
-        new, contributors = aggregate_groups(self.current, updates, self.settings.aggregation,
-                                             self.settings.trim_fraction)
-        if self.server_optimizer is not None and updates:
-            touched = {n for u in updates for n in u.arrays}
-            new = self.server_optimizer.step(self.current, new, touched)
-        site_metrics = {_site_of(m): dict(m.content[METRICS]) for m in valid
-                        if METRICS in m.content.metric_records}
-        bytes_in = {_site_of(m): m.content[ARRAYS].count_bytes() for m in valid
-                    if ARRAYS in m.content.array_records}
-        for msg in valid:
-            privacy = msg.content.config_records.get(PRIVACY)
-            if privacy and "ledger-row" in privacy:
-                self.run.append("privacy_ledger.jsonl", json.loads(str(privacy["ledger-row"])))
-        for site, metrics in site_metrics.items():
-            self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "train",
-                                                   **metrics})
-        loss = _weighted([(m.get("train-loss"), m.get("num-examples", 0))
-                          for m in site_metrics.values()])
-        self.run.append("rounds.jsonl", {
-            "round": rnd, "kind": "train", "phase": self.settings.phase(rnd),
-            "contributors": contributors, "rejected": rejected, "declined": declined,
-            "bytes_received": bytes_in, "train_loss": loss})
-        state = ({"optimizer": "fedadam"} if self.server_optimizer else {"optimizer": "avg"})
-        self.run.save_checkpoint(rnd, new, self.server_optimizer.state_arrays()
-                                 if self.server_optimizer else {}, state)
+        collected = self.collect(rnd, replies)
+        new, contributors = self.aggregate(collected)
+        loss = self.record_train_round(rnd, collected, contributors)
+        self.checkpoint(rnd, new)
         self.current = new
-        return to_array_record(new), MetricRecord({"train-loss": loss, "sites": len(updates)})
+        return to_array_record(new), MetricRecord({"train-loss": loss, "sites": len(collected.updates)})
+
+    def collect(self, rnd: int, replies: Iterable[Message]) -> CollectedRound:
+        """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""
+        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        out = CollectedRound()
+        for msg in errors:
+            out.rejected[f"node-{msg.metadata.src_node_id}"] = f"error reply: {msg.error.reason}"
+        for msg in valid:
+            site = declared_site(msg)
+            try:
+                reply = parse_train_reply(msg)
+            except ProtocolError as err:
+                out.rejected[site] = str(err)
+                continue
+            if reply.ledger_row is not None:
+                out.ledger_rows.append(reply.ledger_row)
+            if reply.status is SiteStatus.DECLINED:
+                out.declined[site] = reply.reason
+                continue
+            out.bytes_received[site] = msg.content[Record.ARRAYS].count_bytes() if reply.arrays else 0
+            update = SiteUpdate(site, reply.arrays, reply.group_weights)
+            reason = validate_update(update, self.current) if reply.arrays else "reply lacks arrays"
+            if reason is None:
+                out.updates.append(update)
+                out.replies[site] = reply
+            else:
+                out.rejected[site] = reason
+        for site, reason in out.declined.items():
+            log.warning("round %d: site %s declined: %s", rnd, site, reason)
+        for site, reason in out.rejected.items():
+            log.warning("round %d: rejected update of site %s: %s", rnd, site, reason)
+        return out
+
+    def aggregate(self, collected: CollectedRound
+                  ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+        """Per-group aggregation of the accepted updates, then the server optimizer if any."""
+        new, contributors = aggregate_groups(self.current, collected.updates,
+                                             self.settings.aggregation, self.settings.trim_fraction)
+        if self.server_optimizer is not None and collected.updates:
+            touched = {n for u in collected.updates for n in u.arrays}
+            new = self.server_optimizer.step(self.current, new, touched)
+        return new, contributors
+
+    def record_train_round(self, rnd: int, collected: CollectedRound,
+                           contributors: dict[str, dict[str, int]]) -> float:
+        """Ledger rows, per-site training metrics and the round's line in rounds.jsonl."""
+        for row in collected.ledger_rows:
+            self.run.append("privacy_ledger.jsonl", row)
+        for site, reply in collected.replies.items():
+            self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "train",
+                                                   **reply.metrics()})
+        loss = _weighted([(r.train_loss, r.num_examples) for r in collected.replies.values()])
+        self.run.append("rounds.jsonl", {
+            "round": rnd, "kind": "train", "phase": str(self.settings.phase(rnd)),
+            "contributors": contributors, "rejected": collected.rejected,
+            "declined": collected.declined, "bytes_received": collected.bytes_received,
+            "train_loss": loss})
+        return loss
+
+    def checkpoint(self, rnd: int, arrays: dict[str, np.ndarray]) -> None:
+        optimizer = self.server_optimizer
+        self.run.save_checkpoint(rnd, arrays, optimizer.state_arrays() if optimizer else {},
+                                 {"optimizer": "fedadam" if optimizer else "avg"})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        config = ConfigRecord({**dict(config), "round": server_round + self.round_offset})
-        return super().configure_evaluate(server_round, arrays, config, grid)
+        rnd = server_round + self.round_offset
+        record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
+        return _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         rnd = server_round + self.round_offset
         valid, _ = self._check_and_log_replies(list(replies), is_train=False, validate=False)
-        per_site = {_site_of(m): dict(m.content[METRICS]) for m in valid
-                    if METRICS in m.content.metric_records}
-        for site, metrics in sorted(per_site.items()):
+        per_site = {r.site_id: r for r in map(parse_evaluate_reply, valid) if r is not None}
+        for site, reply in sorted(per_site.items()):
             self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "evaluate",
-                                                   **metrics})
-        summary = {key: _weighted([(m.get(key), m.get("num-examples", 0)) for m in per_site.values()])
-                   for key in ("test.auroc", "test.auprc", "test.f1", "test.loss", "val.auroc")}
+                                                   **reply.metrics()})
+        summary = {key: _weighted([(r.get(*key.split(".")), r.num_examples)
+                                   for r in per_site.values()]) for key in SUMMARY_KEYS}
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary})
         self.last_site_eval = per_site
         return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
+
+
+def _with_round(messages: Iterable[Message], rnd: int) -> list[Message]:
+    """Flower writes its own round count into ``server-round``; after a resume that count starts
+    again at 1, so set the run's absolute round instead (the one round number on the wire)."""
+    out = list(messages)
+    for msg in out:
+        msg.content[Record.CONFIG][ROUND] = rnd
+    return out
 
 
 def _weighted(pairs: list[tuple[Any, Any]]) -> float:
@@ -137,3 +189,4 @@ def _weighted(pairs: list[tuple[Any, Any]]) -> float:
              if v is not None and np.isfinite(float(v)) and w]
     total = sum(w for _, w in pairs)
     return sum(v * w for v, w in pairs) / total if total else float("nan")
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared_model.config import ModelConfig
+from shared_model.run_config import MODEL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,15 @@ class Variant:
     description: str
     model: dict = field(default_factory=dict)
     pretrain_experts: bool = True
+
+    def run_config(self) -> dict[str, object]:
+        """The same variant as run-config overrides of a federated run."""
+        out: dict[str, object] = {
+            MODEL_PREFIX + k.replace("_", "-"): ",".join(v) if isinstance(v, tuple) else v
+            for k, v in self.model.items()}
+        if not self.pretrain_experts:
+            out["pretrain-rounds"] = 0
+        return out
 
 
 VARIANTS: dict[str, Variant] = {
@@ -30,6 +40,10 @@ VARIANTS: dict[str, Variant] = {
     "top-1": Variant("top-1 routing", {"top_k": 1}),
     "no-pretrain": Variant("generic experts: no expert pre-training", {}, False),
 }
+
+
+FEDERATED_ABLATIONS: tuple[str, ...] = ("moe-health", "no-missing-indicator", "static-gate", "top-1",
+                                        "no-pretrain", "mlp-fusion", "unimodal-ehr")
 
 
 def variant_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:

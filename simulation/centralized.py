@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from client.dataset import SiteData
-from client.evaluation import best_f1_threshold, evaluate_predictions, routing_table
-from client.training import (
+from client.data.dataset import SiteData
+from client.rounds.evaluation import best_f1_threshold, evaluate_predictions, routing_table
+from client.rounds.training import (
     TrainConfig,
     make_loader,
     make_optimizer,

@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from client.dataset import SiteData, concat_sites
-from client.evaluation import evaluate_predictions
-from client.training import TrainConfig, predict, resolve_device
+from client.data.dataset import SiteData, concat_sites
+from client.rounds.evaluation import evaluate_predictions
+from client.rounds.training import TrainConfig, predict, resolve_device
+from server.settings import FederationSettings
 from shared_model import ModelConfig
+from shared_model.protocol import pooled_key, split_key
+from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS
 from simulation.centralized import train_centralized
 from simulation.local_superlink import local_simulation
 from simulation.oracle import oracle_auroc
@@ -35,10 +38,10 @@ log = logging.getLogger(__name__)
 class Budget:
     """Rounds of the federation; the baselines get the same number of epochs."""
 
-    rounds: int = 8
-    pretrain_rounds: int = 2
-    local_epochs: int = 1
-    lr: float = 1e-3
+    rounds: int = FederationSettings.num_rounds
+    pretrain_rounds: int = FederationSettings.pretrain_rounds
+    local_epochs: int = FederationSettings.local_epochs
+    lr: float = FederationSettings.lr
 
     def run_config(self) -> dict[str, object]:
         return {"num-server-rounds": self.rounds, "pretrain-rounds": self.pretrain_rounds,
@@ -68,7 +71,7 @@ def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: d
     bytes_in = [sum(r["bytes_received"].values()) / max(len(r["bytes_received"]), 1)
                 for r in rounds if r["kind"] == "train" and r["bytes_received"]]
     return {"seconds": outcome.seconds, "run_dir": str(run_dir), "per_site": per_site,
-            "pooled_auroc": next((r["pooled.auroc"] for r in reversed(rounds)
+            "pooled_auroc": next((r[pooled_key("auroc")] for r in reversed(rounds)
                                   if r["kind"] == "centralized-eval"), math.nan),
             "mean_bytes_per_site_round":
             float(np.mean(bytes_in)) if bytes_in else math.nan}
@@ -124,7 +127,7 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
 
 def _mean_site_auroc(fl: dict) -> float:
     """Mean over sites of the final global model's test AUROC in a federated run."""
-    return _mean(m.get("test.auroc") for m in fl["per_site"].values())
+    return _mean(m.get(split_key("test", "auroc")) for m in fl["per_site"].values())
 
 
 def _mean(values: Iterable) -> float:
@@ -201,25 +204,15 @@ def _final_epsilons(run_dir: Path) -> dict[str, float]:
     return {r["site"]: float(r["epsilon"]) for r in sorted(rows, key=lambda r: r["round"])}
 
 
-ABLATIONS: dict[str, dict[str, object]] = {
-    "moe-health": {},
-    "no-missing-indicator": {"model.missing": "zero"},
-    "static-gate": {"model.gate": "uniform"},
-    "top-1": {"model.top-k": 1},
-    "no-expert-pretraining": {"pretrain-rounds": 0},
-    "single-mlp-fusion (FedAvg)": {"model.fusion": "mlp", "pretrain-rounds": 0},
-    "unimodal-ehr": {"model.fusion": "mlp", "model.modalities": "ehr", "pretrain-rounds": 0},
-}
-
-
 def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
                         task: str = "mortality", budget: Budget = Budget()) -> pd.DataFrame:
     """Experiment 2: the paper's ablations, trained federatedly."""
     rows = []
-    for name, extra in ABLATIONS.items():
+    for name in FEDERATED_ABLATIONS:
         for seed in seeds:
-            fl = run_federation(out, data, budget, {"task": task, "seed": seed, **extra},
-                                f"{name.split()[0]}-seed{seed}")
+            fl = run_federation(out, data, budget,
+                                {"task": task, "seed": seed, **VARIANTS[name].run_config()},
+                                f"{name}-seed{seed}")
             rows.append({"variant": name, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
                          "mean_site_test_auroc": _mean_site_auroc(fl),
                          "seconds": fl["seconds"]})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,15 @@ import yaml
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
 
+from client.data.sites import SplitConfig, assign_splits, drop_modalities, write_site_samples
 from client.errors import MoeHealthInputError, SiteDataError
-from client.sites import SplitConfig, assign_splits, drop_modalities, write_site_samples
+from shared_model.run_config import Scheme
 
 __all__ = ["DEFAULT_PROFILE", "Scheme", "PartitionConfig", "SiteProfile", "load_site_profiles",
            "partition_patients", "partition_cohort"]
 
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "default.yaml"
-
-
-class Scheme(StrEnum):
-    CAREUNIT = "careunit"
-    DIRICHLET = "dirichlet"
-    IID = "iid"
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ def cxr_smoke() -> Path:
 @pytest.fixture(scope="session")
 def synth_features(synth_cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Feature cache of the whole synthetic cohort as one site (train/val/test by patient)."""
+    from client.data.sites import SplitConfig, assign_splits
     from client.features.cache import EncoderConfig, build_site_features
-    from client.sites import SplitConfig, assign_splits
 
     samples = assign_splits(synth_cohort, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0))
     return build_site_features(samples, "pooled", EncoderConfig(),

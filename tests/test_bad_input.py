@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from client.data.sites import SplitConfig, assign_splits
 from client.errors import SiteDataError
-from client.sites import SplitConfig, assign_splits
 from moehealth.cli import main
 
 

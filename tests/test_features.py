@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.data.sites import SplitConfig, assign_splits
 from client.features.cache import FEATURES_FILE, EncoderConfig, build_site_features
 from client.features.image import ImageEncoder
-from client.sites import SplitConfig, assign_splits
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""The four top-level packages resolve to this repo, and shared_model stays free of flwr/client/server."""
+"""The top-level packages resolve to this repo, layers import downward only, and the hospital
+image ships only what a hospital runs."""
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("server", "client", "shared_model", "simulation", "moehealth")
+# What each layer may import from this repo (besides itself). shared_model is what both sides
+# agree on; client is what a hospital runs; server is the coordinator; simulation and the
+# moehealth CLI / composition root sit on top and may use everything.
+ALLOWED = {
+    "shared_model": set(),
+    "client": {"shared_model"},
+    "server": {"shared_model"},
+    "simulation": {"shared_model", "client", "server"},
+    "moehealth": {"shared_model", "client", "server", "simulation"},
+}
+
+
+def _repo_imports(file: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import of this repo's packages, lazy ones included."""
+    found = []
+    for node in ast.walk(ast.parse(file.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        found += [(node.lineno, n.split(".")[0]) for n in names if n.split(".")[0] in PACKAGES]
+    return found
 
 
 @pytest.mark.parametrize("name", ["server", "client", "shared_model", "simulation"])
@@ -17,20 +43,19 @@ def test_package_resolves_to_this_repo(name: str) -> None:
     assert Path(module.__file__).resolve().parent == REPO / name
 
 
-def test_shared_model_source_imports_nothing_forbidden() -> None:
-    forbidden = {"flwr", "client", "server", "simulation"}
-    for file in (REPO / "shared_model").rglob("*.py"):
-        for node in ast.walk(ast.parse(file.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{file} imports {name}"
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    upward = [f"{file.relative_to(REPO)}:{line} imports {target}"
+              for file in (REPO / layer).rglob("*.py")
+              for line, target in _repo_imports(file)
+              if target != layer and target not in ALLOWED[layer]]
+    assert not upward, "\n".join(upward)
 
 
-def test_importing_shared_model_loads_no_flwr() -> None:
+def test_shared_model_imports_no_flwr() -> None:
+    offenders = [str(f.relative_to(REPO)) for f in (REPO / "shared_model").rglob("*.py")
+                 if re.search(r"^\s*(from|import) flwr\b", f.read_text(), re.MULTILINE)]
+    assert not offenders
     code = ("import pkgutil, importlib, sys, shared_model\n"
             "for m in pkgutil.walk_packages(shared_model.__path__, 'shared_model.'):\n"
             "    importlib.import_module(m.name)\n"
@@ -39,11 +64,19 @@ def test_importing_shared_model_loads_no_flwr() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_hospital_image_holds_no_server_or_simulation_code() -> None:
+    dockerfile = (REPO / "deploy" / "docker" / "Dockerfile.supernode").read_text()
+    copied = re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+\s*$", dockerfile, re.MULTILINE)
+    sources = {s for line in copied for s in line.split()}
+    assert {"client", "shared_model"} <= {s.rstrip("/") for s in sources}, sources
+    assert not {"server", "simulation", "."} & {s.rstrip("/") for s in sources}, sources
+
+
 def test_pyproject_is_a_flower_app() -> None:
     import tomllib
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert data["tool"]["flwr"]["app"]["components"] == {"serverapp": "server.app:app",
+    assert data["tool"]["flwr"]["app"]["components"] == {"serverapp": "moehealth.serverapp:app",
                                                          "clientapp": "client.app:app"}
     assert data["project"]["scripts"]["moehealth"] == "moehealth.cli:main"
     assert "federations" not in data["tool"]["flwr"]

@@ -123,9 +123,9 @@ def test_variants_change_the_parameter_groups() -> None:
 
 
 def test_training_on_synthetic_data_beats_chance(synth_features) -> None:
-    from client.dataset import SiteData
-    from client.evaluation import binary_metrics
-    from client.training import TrainConfig, predict, resolve_device
+    from client.data.dataset import SiteData
+    from client.rounds.evaluation import binary_metrics
+    from client.rounds.training import TrainConfig, predict, resolve_device
     from simulation.centralized import train_centralized
 
     data = SiteData.load(synth_features, "los")

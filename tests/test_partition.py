@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from client.data.sites import read_site_samples
 from client.errors import MoeHealthInputError
-from client.sites import read_site_samples
 from simulation.partition import (
     DEFAULT_PROFILE,
     PartitionConfig,

@@ -11,15 +11,16 @@ import pytest
 import torch
 from opacus import GradSampleModule
 
-from client.audit import read_ledger, verify_ledger
-from client.dataset import SiteData
-from client.dp_training import dp_local_train
-from client.federated import RoundConfig
-from client.privacy import DPSettings, FilePrivacyStore, dp_model_config
+from client.data.dataset import SiteData
+from client.privacy.dp_round import dp_local_train
+from client.privacy.settings import DPSettings, FilePrivacyStore, dp_model_config
 from moehealth.cli import main
+from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
+from shared_model.ledger import read_ledger, verify_ledger
 from shared_model.losses import moe_loss
 from shared_model.params import model_to_arrays, parameter_group
+from shared_model.protocol import SiteStatus
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,8 @@ def site(synth_features) -> SiteData:
 
 def _round(site, store, settings, rnd, phase="joint"):
     g = model_to_arrays(build_model())
-    return dp_local_train(site, ModelConfig(), g, RoundConfig(round=rnd, phase=phase), settings,
-                          store, "site-a")
+    cfg = FederationSettings(pretrain_rounds=rnd if phase == "pretrain" else 0).round_config(rnd)
+    return dp_local_train(site, ModelConfig(), g, cfg, settings, store, "site-a")
 
 
 def test_budget_survives_a_restart_and_rounds_decline_over_budget(site, tmp_path: Path) -> None:
@@ -38,25 +39,26 @@ def test_budget_survives_a_restart_and_rounds_decline_over_budget(site, tmp_path
     first = _round(site, FilePrivacyStore(tmp_path), settings, 1)
     restarted = FilePrivacyStore(tmp_path)  # a new site process reads the same files
     second = _round(site, restarted, settings, 2)
-    assert second.ledger_row["epsilon"] > first.ledger_row["epsilon"] > 0
-    assert second.ledger_row["steps_total"] == 2 * first.ledger_row["steps_round"]
-    assert second.ledger_row["noise_multiplier"] == first.ledger_row["noise_multiplier"]
-    assert second.ledger_row["epsilon"] <= 2.0
+    assert second.reply.ledger_row["epsilon"] > first.reply.ledger_row["epsilon"] > 0
+    assert second.reply.ledger_row["steps_total"] == 2 * first.reply.ledger_row["steps_round"]
+    assert second.reply.ledger_row["noise_multiplier"] == first.reply.ledger_row["noise_multiplier"]
+    assert second.reply.ledger_row["epsilon"] <= 2.0
     third = _round(site, FilePrivacyStore(tmp_path), settings, 3)
-    assert third.declined and not third.arrays and "privacy budget" in third.ledger_row["reason"]
-    assert third.ledger_row["epsilon"] == second.ledger_row["epsilon"]
+    assert third.reply.status is SiteStatus.DECLINED and not third.reply.arrays
+    assert "privacy budget" in third.reply.ledger_row["reason"]
+    assert third.reply.ledger_row["epsilon"] == second.reply.ledger_row["epsilon"]
     rows = read_ledger(tmp_path / "ledger.jsonl")
     assert [r["declined"] for r in rows] == [False, False, True]
 
 
 def test_every_sent_parameter_is_trained_under_dp(site, tmp_path: Path) -> None:
     result = _round(site, FilePrivacyStore(tmp_path), DPSettings(enabled=True), 1)
-    assert result.arrays and set(result.arrays) == set(result.dp_parameters)
-    groups = {parameter_group(n) for n in result.arrays}
-    assert groups == set(result.weights)
+    assert result.reply.arrays and set(result.reply.arrays) == set(result.dp_parameters)
+    groups = {parameter_group(n) for n in result.reply.arrays}
+    assert groups == set(result.reply.group_weights)
     pre = _round(site, FilePrivacyStore(tmp_path / "p"), DPSettings(enabled=True), 1, "pretrain")
-    assert "gate" not in {parameter_group(n) for n in pre.arrays}
-    assert set(pre.arrays) == set(pre.dp_parameters)
+    assert "gate" not in {parameter_group(n) for n in pre.reply.arrays}
+    assert set(pre.reply.arrays) == set(pre.dp_parameters)
 
 
 def _clipped_sum_without(model, inputs, labels, drop: int | None, keep: list[int], clip: float,
@@ -120,7 +122,7 @@ def test_bad_dp_settings_are_refused() -> None:
 def test_canary_audit_catches_silently_smaller_noise(site, actual_sigma: float, caught: bool) -> None:
     from opacus.accountants import create_accountant
 
-    from client.canary_audit import run_canary_audit
+    from client.privacy.canary_audit import run_canary_audit
 
     claimed_sigma, epochs = 2.0, 4
     q = 1 / -(-site.size("train") // 32)

@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from client.errors import MoeHealthInputError
-from client.site_config import SiteConfig
+from client.site.config import SiteConfig
 from moehealth.cli import main
 
 
 @pytest.fixture()
 def site_yaml(tmp_path: Path, synth_cohort) -> Path:
-    from client.sites import SplitConfig, assign_splits, write_site_samples
+    from client.data.sites import SplitConfig, assign_splits, write_site_samples
 
     samples = assign_splits(synth_cohort.head(80), SplitConfig(seed=0), site="h")
     samples.attrs = synth_cohort.attrs

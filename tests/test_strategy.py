@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from flwr.app import Message, Metadata
 
-from client.records import from_array_record, to_array_record, train_reply
+from client.flower_io import from_array_record, to_array_record, train_reply_content
 from server.aggregation import Aggregation, SiteUpdate, aggregate_groups
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from server.strategy import ModalityAwareStrategy
 from shared_model import build_model
 from shared_model.params import model_to_arrays, parameter_group
+from shared_model.protocol import TrainReply
 
 
 def _reply(node: int, content) -> Message:
@@ -23,6 +24,12 @@ def _reply(node: int, content) -> Message:
                     reply_to_message_id="i", group_id="1", created_at=0.0, ttl=60.0,
                     message_type="train")
     return Message(content, metadata=meta)
+
+
+def train_reply(site: str, arrays: dict, weights: dict, metrics: dict):
+    """A site's train reply content, built by the site's own code."""
+    return train_reply_content(TrainReply(site, arrays, weights,
+                                          train_loss=metrics.get("train-loss")))
 
 
 def _site_arrays(global_arrays: dict, groups: set[str], value: float) -> dict:
@@ -152,8 +159,8 @@ def test_fedadam_moves_only_updated_parameters_and_restores_state() -> None:
 
 
 def test_plain_fedavg_rule_sends_every_group(synth_features) -> None:
-    from client.dataset import SiteData
-    from client.federated import trainable_groups
+    from client.data.dataset import SiteData
+    from client.rounds.federated import trainable_groups
 
     data = SiteData.load(synth_features, "mortality", "s")
     model = build_model()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from client.errors import SiteDataError
 from client.mimic.cohort import TASKS, ehr_array
+from shared_model.paths import default_cache_dir
 
 __all__ = ["EncoderConfig", "default_cache_dir", "site_cache_key", "build_site_features",
            "FEATURES_FILE"]
@@ -49,11 +49,6 @@ class EncoderConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
-
-
-def default_cache_dir() -> Path:
-    """``$MOEHEALTH_CACHE`` or ``~/.cache/moehealth``."""
-    return Path(os.environ.get("MOEHEALTH_CACHE", Path.home() / ".cache" / "moehealth"))
 
 
 def _data_fingerprint(samples: pd.DataFrame) -> str:

@@ -24,13 +24,13 @@ from client.mimic.linkage import link_chest_xrays, link_radiology_notes
 from client.mimic.tables import TABLES, read_table
 from client.mimic.timeseries import hourly_series
 from client.mimic.variables import VARIABLE_NAMES
+from shared_model.run_config import TASKS
 
 __all__ = ["MimicRoots", "TASKS", "select_stays", "build_cohort", "write_cohort", "read_cohort",
            "cohort_metadata",
            "ehr_array"]
 
 log = logging.getLogger(__name__)
-TASKS: tuple[str, ...] = ("mortality", "los", "readmission")
 
 
 @dataclass(frozen=True)

@@ -12,91 +12,16 @@ Under DP the model uses DPLSTM (same parameter names as nn.LSTM) and the per-sam
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-from client.errors import MoeHealthInputError
-from shared_model import ModelConfig
+from client.privacy.settings import DPSettings
 
 ACCOUNTANT = "prv"
-
-
-@dataclass(frozen=True)
-class DPSettings:
-    """A site's own DP configuration (see the module docstring)."""
-
-    enabled: bool = False
-    target_epsilon: float = 8.0
-    delta: float | None = None  # default min(1/n, 1e-5), n = the site's training samples
-    max_grad_norm: float = 1.0
-    noise_multiplier: float | None = None  # None: calibrate once for planned_rounds
-    planned_rounds: int = 8
-
-    def __post_init__(self) -> None:
-        if not self.enabled:
-            return
-        if self.target_epsilon <= 0 or self.max_grad_norm <= 0 or self.planned_rounds < 1:
-            raise MoeHealthInputError("DP: target epsilon, max grad norm and planned rounds must "
-                                      "be positive")
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise MoeHealthInputError(f"DP: delta must be in (0, 1), got {self.delta}")
-        if self.noise_multiplier is not None and self.noise_multiplier <= 0:
-            raise MoeHealthInputError("DP: noise multiplier must be positive")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any], prefix: str = "dp.") -> DPSettings:
-        """``dp.enabled``, ``dp.target-epsilon``, ``dp.delta``, ``dp.max-grad-norm``,
-        ``dp.noise-multiplier``, ``dp.planned-rounds`` (0 or "" = unset)."""
-        get = lambda k: values.get(prefix + k)  # noqa: E731
-        num = lambda k: float(get(k)) if get(k) not in (None, "", 0, 0.0) else None  # noqa: E731
-        return cls(enabled=bool(get("enabled") or False),
-                   target_epsilon=num("target-epsilon") or 8.0, delta=num("delta"),
-                   max_grad_norm=num("max-grad-norm") or 1.0,
-                   noise_multiplier=num("noise-multiplier"),
-                   planned_rounds=int(num("planned-rounds") or 8))
-
-    def delta_for(self, n_train: int) -> float:
-        return self.delta if self.delta is not None else min(1.0 / max(n_train, 1), 1e-5)
-
-
-def dp_model_config(config: ModelConfig) -> ModelConfig:
-    """The model a DP site trains: DPLSTM and the per-sample balance regularizer."""
-    return replace(config, lstm="dp", balance="kl")
-
-
-class PrivacyStore(Protocol):
-    """Where a site keeps its accountant state and its append-only ledger."""
-
-    def load(self) -> dict[str, Any]: ...
-    def save(self, state: dict[str, Any]) -> None: ...
-    def append_ledger(self, row: dict[str, Any]) -> None: ...
-
-
-class FilePrivacyStore:
-    """Deployment: ``<site dir>/privacy/{accountant.json, ledger.jsonl}``, durable across restarts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict[str, Any]:
-        path = self.directory / "accountant.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    def save(self, state: dict[str, Any]) -> None:
-        tmp = self.directory / ".accountant.json.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.directory / "accountant.json")
-
-    def append_ledger(self, row: dict[str, Any]) -> None:
-        with open(self.directory / "ledger.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
 
 
 @dataclass

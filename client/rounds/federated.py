@@ -9,15 +9,14 @@ phase) or the fusion head. Everything else is frozen and not sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from client.dataset import SiteData
-from client.evaluation import best_f1_threshold, evaluate_predictions, routing_table
-from client.training import (
+from client.data.dataset import SiteData
+from client.rounds.evaluation import best_f1_threshold, evaluate_predictions, routing_table
+from client.rounds.training import (
     TrainConfig,
     make_loader,
     make_optimizer,
@@ -26,47 +25,34 @@ from client.training import (
     train_epoch,
 )
 from shared_model import ModelConfig, build_model
+from shared_model.modalities import MODALITIES, Modality
 from shared_model.moe import MoEHealth
 from shared_model.params import group_names, load_arrays, model_to_arrays, parameter_group
+from shared_model.protocol import (
+    SPLIT_METRICS,
+    SPLITS,
+    AggregationRule,
+    EvaluateReply,
+    Phase,
+    RoundConfig,
+    TrainReply,
+)
 
 
-@dataclass(frozen=True)
-class RoundConfig:
-    """Per-round values the server sends in the message's ConfigRecord."""
-
-    round: int
-    phase: str = "joint"
-    local_epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 32
-    alpha: float = 0.01
-    proximal_mu: float = 0.0
-    seed: int = 0
-    aggregation_rule: str = "modality-aware"  # or "fedavg-all": send everything, weight by n
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RoundConfig:
-        return cls(round=int(record["round"]), phase=str(record.get("phase", "joint")),
-                   local_epochs=int(record.get("local-epochs", 1)), lr=float(record.get("lr", 1e-3)),
-                   batch_size=int(record.get("batch-size", 32)),
-                   alpha=float(record.get("alpha", 0.01)),
-                   proximal_mu=float(record.get("proximal-mu", 0.0)),
-                   seed=int(record.get("seed", 0)),
-                   aggregation_rule=str(record.get("aggregation-rule", "modality-aware")))
-
-    def train_config(self, task: str) -> TrainConfig:
-        return TrainConfig(task=task, lr=self.lr, batch_size=self.batch_size, alpha=self.alpha,
-                           proximal_mu=self.proximal_mu, seed=self.seed + self.round)
+def train_config(cfg: RoundConfig, task: str) -> TrainConfig:
+    """Local optimization settings of a round (the seed varies by round, for non-DP sites)."""
+    return TrainConfig(task=task, lr=cfg.lr, batch_size=cfg.batch_size, alpha=cfg.alpha,
+                       proximal_mu=cfg.proximal_mu, seed=cfg.seed + cfg.server_round)
 
 
-def trainable_groups(data: SiteData, model: MoEHealth, phase: str,
-                     rule: str = "modality-aware") -> dict[str, int]:
+def trainable_groups(data: SiteData, model: MoEHealth, phase: Phase,
+                     rule: AggregationRule = AggregationRule.MODALITY_AWARE) -> dict[str, int]:
     """Groups this site can train in ``phase``, with the number of training samples behind each.
 
     ``rule="fedavg-all"`` is the plain-FedAvg baseline: every group, weighted by the site's size.
     """
     idx = np.flatnonzero(data.split == "train")
-    if rule == "fedavg-all":
+    if rule == AggregationRule.FEDAVG_ALL:
         return dict.fromkeys(group_names(model), len(idx))
     available = data.inputs["available"][idx].numpy() > 0.5
     combos = data.combination_counts("train")
@@ -74,13 +60,13 @@ def trainable_groups(data: SiteData, model: MoEHealth, phase: str,
     for group in group_names(model):
         kind, _, name = group.partition(".")
         if kind == "encoders":
-            counts[group] = int(available[:, ["ehr", "notes", "cxr"].index(name)].sum())
+            counts[group] = int(available[:, MODALITIES.index(Modality(name))].sum())
         elif kind == "missing":
-            counts[group] = int((~available[:, ["ehr", "notes", "cxr"].index(name)]).sum())
+            counts[group] = int((~available[:, MODALITIES.index(Modality(name))]).sum())
         elif kind == "experts":
             counts[group] = combos.get(name, 0)
         elif kind == "gate":
-            counts[group] = len(idx) if phase == "joint" else 0
+            counts[group] = len(idx) if phase == Phase.JOINT else 0
         else:  # head
             counts[group] = len(idx)
     return {g: n for g, n in counts.items() if n > 0}
@@ -109,21 +95,21 @@ def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
                 cfg: RoundConfig) -> RoundSetup:
     """Shared by non-DP and DP local training."""
     device = resolve_device()
-    torch.manual_seed(cfg.seed + cfg.round)
+    torch.manual_seed(cfg.seed + cfg.server_round)
     model = prepare_model(model_config, global_arrays, device)
-    model.set_phase("pretrain" if cfg.phase == "pretrain" else "joint")
+    model.set_phase(str(cfg.phase))
     weights = trainable_groups(data, model, cfg.phase, cfg.aggregation_rule)
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
-    train_cfg = cfg.train_config(data.task)
+    train_cfg = train_config(cfg, data.task)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
     loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
     return RoundSetup(model, weights, train_cfg, optimizer, loader, device)
 
 
 def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                cfg: RoundConfig) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, float]]:
-    """Train the site's groups for ``cfg.local_epochs``; return (updated arrays, weights, metrics)."""
+                cfg: RoundConfig, site_id: str) -> TrainReply:
+    """Train the site's groups for ``cfg.local_epochs``; the reply carries only those groups."""
     setup = setup_round(data, model_config, global_arrays, cfg)
     model, weights, train_cfg, device = setup.model, setup.weights, setup.train_cfg, setup.device
     optimizer, loader = setup.optimizer, setup.loader
@@ -131,31 +117,29 @@ def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
               if cfg.proximal_mu > 0 else None)
     losses = [train_epoch(model, loader, optimizer, train_cfg, device, anchor)
               for _ in range(cfg.local_epochs)]
-    arrays = model_to_arrays(model, groups=weights)
-    return arrays, weights, {"train-loss": losses[-1], "train-examples": data.size("train")}
+    return TrainReply(site_id, model_to_arrays(model, groups=weights), weights,
+                      train_loss=losses[-1], train_examples=data.size("train"))
 
 
-def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray]
-                   ) -> dict[str, float]:
+def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
+                   site_id: str) -> EvaluateReply:
     """Metrics of the global model on this site's validation and test splits (aggregates only)."""
     device = resolve_device()
     model = prepare_model(model_config, global_arrays, device)
-    out: dict[str, float] = {"num-examples": data.size("test")}
+    splits: dict[str, dict[str, float]] = {}
     threshold = 0.5
-    for split in ("val", "test"):
+    by_combination: dict[str, dict[str, float]] = {}
+    routing: dict[str, dict[str, float]] = {}
+    for split in SPLITS:
         if data.size(split) == 0:
             continue
         pred = predict(model, data.subset(split), device)
         if split == "val":  # F1 threshold chosen on validation, applied to test
             threshold = best_f1_threshold(pred.labels, pred.probs)
         result = evaluate_predictions(pred, threshold)
-        for key in ("auroc", "auprc", "f1", "loss"):
-            out[f"{split}.{key}"] = result[key]
+        splits[split] = {key: result[key] for key in SPLIT_METRICS}
         if split == "test":
-            out["test.threshold"] = threshold
-            for combo, res in result["by_combination"].items():
-                out[f"test.{combo}.auroc"] = res["auroc"]
-                out[f"test.{combo}.n"] = res["n"]
-            for combo, experts in routing_table(pred).items():  # mean weights: aggregates only
-                out.update({f"route.{combo}.{e}": w for e, w in experts.items()})
-    return out
+            by_combination = {combo: {"auroc": res["auroc"], "n": res["n"]}
+                              for combo, res in result["by_combination"].items()}
+            routing = routing_table(pred)  # mean weights: aggregates only
+    return EvaluateReply(site_id, data.size("test"), splits, threshold, by_combination, routing)

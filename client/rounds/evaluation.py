@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from client.training import Predictions
+from client.rounds.training import Predictions
 from shared_model.modalities import COMBINATIONS
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.errors import MoeHealthInputError
+from shared_model.errors import MoeHealthInputError
 
 REQUIRED = ("round", "site", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps_round",
             "steps_total", "max_grad_norm", "accountant", "declined")

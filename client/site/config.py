@@ -29,8 +29,10 @@ from typing import Any
 import yaml
 
 from client.errors import MoeHealthInputError
-from client.privacy import DPSettings
+from client.privacy.settings import DPSettings
 from shared_model.modalities import Modality
+from shared_model.protocol import ConfigValue
+from shared_model.protocol import NodeConfigKey as K
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -127,28 +129,21 @@ class SiteConfig:
                                        source) or _missing(source, "superlink.auth_private_key"),
             runtime_port=int(raw.get("runtime_port", 9094)))
 
-    def node_config(self, feature_dir: Path | None = None) -> dict[str, str | float | int | bool]:
+    def node_config(self, feature_dir: Path | None = None) -> dict[str, ConfigValue]:
         """What the ClientApp reads from ``context.node_config`` (``feature-dir``: the cache that
         ``moehealth site run`` prepared, so each round skips re-validating it)."""
-        out: dict[str, str | float | int | bool] = {
-            "site-id": self.site_id, "data-dir": str(self.site_dir),
-            "cache-dir": str(self.work_dir / "cache"),
-            "privacy-dir": str(self.work_dir / "privacy"),
-            "dp-enabled": self.privacy.enabled,
-            "dp-target-epsilon": self.privacy.target_epsilon,
-            "dp-max-grad-norm": self.privacy.max_grad_norm,
-            "dp-planned-rounds": self.privacy.planned_rounds,
+        out: dict[str, ConfigValue] = {
+            K.SITE_ID: self.site_id, K.DATA_DIR: str(self.site_dir),
+            K.CACHE_DIR: str(self.work_dir / "cache"),
+            K.PRIVACY_DIR: str(self.work_dir / "privacy"),
+            **self.privacy.node_config(),
         }
-        if self.privacy.delta is not None:
-            out["dp-delta"] = self.privacy.delta
-        if self.privacy.noise_multiplier is not None:
-            out["dp-noise-multiplier"] = self.privacy.noise_multiplier
         if feature_dir:
-            out["feature-dir"] = str(feature_dir)
+            out[K.FEATURE_DIR] = str(feature_dir)
         if self.text_model:
-            out["text-model"] = str(self.text_model)
+            out[K.TEXT_MODEL] = str(self.text_model)
         if self.image_weights:
-            out["image-weights"] = str(self.image_weights)
+            out[K.IMAGE_WEIGHTS] = str(self.image_weights)
         return out
 
     def node_config_toml(self, feature_dir: Path | None = None) -> str:

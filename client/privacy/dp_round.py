@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from opacus import PrivacyEngine
 
-from client.dataset import SiteData
-from client.privacy import ACCOUNTANT, DPSettings, PrivacyPlan, PrivacyStore, dp_model_config
-from client.training import train_epoch
+from client.data.dataset import SiteData
+from client.privacy.budget import ACCOUNTANT, PrivacyPlan
+from client.privacy.settings import DPSettings, PrivacyStore, dp_model_config
+from client.rounds.federated import setup_round
+from client.rounds.training import train_epoch
 from shared_model import ModelConfig
 from shared_model.params import canonical_name, model_to_arrays
+from shared_model.protocol import RoundConfig, SiteStatus, TrainReply
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DPRoundResult:
-    """What a DP round produced: updated arrays (empty when declined) and the ledger row."""
+    """What a DP round produced: the reply (no arrays when declined, always the ledger row) and
+    the canonical names of the parameters the DP optimizer updated."""
 
-    arrays: dict[str, np.ndarray]
-    weights: dict[str, int]
-    metrics: dict[str, float]
-    ledger_row: dict[str, Any]
-    declined: bool
-    dp_parameters: frozenset[str] = frozenset()  # canonical names the DP optimizer updated
+    reply: TrainReply
+    dp_parameters: frozenset[str] = frozenset()
 
 
 def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                   cfg, settings: DPSettings, store: PrivacyStore, site: str) -> DPRoundResult:
+                   cfg: RoundConfig, settings: DPSettings, store: PrivacyStore, site: str
+                   ) -> DPRoundResult:
     """Train the site's groups under DP-SGD with Poisson sampling, or decline over budget."""
-    from client.federated import setup_round
 
     setup = setup_round(data, dp_model_config(model_config), global_arrays, cfg)
     model, weights, train_cfg, device = setup.model, setup.weights, setup.train_cfg, setup.device
@@ -44,11 +43,12 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     if not fits:
         reason = (f"privacy budget: this round would bring epsilon to {eps_after:.3f} > "
                   f"target {settings.target_epsilon}")
-        row = plan.ledger_row(site, cfg.round, 0, declined=True, reason=reason)
+        row = plan.ledger_row(site, cfg.server_round, 0, declined=True, reason=reason)
         store.save(plan.state())
         store.append_ledger(row)
-        log.warning("site %s declines round %d: %s", site, cfg.round, reason)
-        return DPRoundResult({}, {}, {}, row, True)
+        log.warning("site %s declines round %d: %s", site, cfg.server_round, reason)
+        return DPRoundResult(TrainReply(site, {}, {}, SiteStatus.DECLINED, reason,
+                                        epsilon=row["epsilon"], ledger_row=row))
 
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     engine.accountant.load_state_dict({"history": [tuple(h) for h in plan.history],
@@ -60,7 +60,7 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     losses = [train_epoch(dp_model, dp_loader, dp_optimizer, train_cfg, device)
               for _ in range(cfg.local_epochs)]
     steps = plan.record(engine.accountant.history)
-    row = plan.ledger_row(site, cfg.round, steps, declined=False)
+    row = plan.ledger_row(site, cfg.server_round, steps, declined=False)
     store.save(plan.state())
     store.append_ledger(row)
     arrays = model_to_arrays(model, groups=weights)  # raw module: canonical names
@@ -68,9 +68,9 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     if not set(arrays) <= dp_names:
         raise RuntimeError(f"refusing to send parameters not trained under DP-SGD: "
                            f"{sorted(set(arrays) - dp_names)[:3]}")
-    return DPRoundResult(arrays, weights, {"train-loss": losses[-1], "epsilon": row["epsilon"],
-                                           "train-examples": data.size("train")}, row, False,
-                         frozenset(dp_names))
+    reply = TrainReply(site, arrays, weights, train_loss=losses[-1],
+                       train_examples=data.size("train"), epsilon=row["epsilon"], ledger_row=row)
+    return DPRoundResult(reply, frozenset(dp_names))
 
 
 def _dp_trained_names(dp_model, dp_optimizer, dp_loader) -> set[str]:

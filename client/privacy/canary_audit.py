@@ -22,9 +22,10 @@ import torch
 from opacus import PrivacyEngine
 from scipy.stats import binom
 
-from client.dataset import SiteData
-from client.privacy import ACCOUNTANT, dp_model_config
-from client.training import TrainConfig, make_loader, make_optimizer, resolve_device, train_epoch
+from client.data.dataset import SiteData
+from client.privacy.budget import ACCOUNTANT
+from client.privacy.settings import dp_model_config
+from client.rounds.training import TrainConfig, make_loader, make_optimizer, resolve_device, train_epoch
 from shared_model import ModelConfig, build_model
 
 
@@ -129,8 +130,8 @@ def run_canary_audit(data: SiteData, model_config: ModelConfig, *, noise_multipl
 
 def run_empirical_audit_cli(args) -> int:
     """``moehealth audit LEDGER --empirical --features DIR --site S``: audit that site's settings."""
-    from client.audit import read_ledger
     from client.errors import MoeHealthInputError
+    from shared_model.ledger import read_ledger
 
     if not args.features or not args.site:
         raise MoeHealthInputError("--empirical needs --features (the site's feature cache) and --site")

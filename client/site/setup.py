@@ -8,18 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import MoeHealthInputError
-from client.features.cache import EncoderConfig, build_site_features
-from client.mimic.cohort import MimicRoots, build_cohort
-from client.mimic.config import CohortConfig
-from client.site_config import SiteConfig
-from client.sites import (
+from client.data.sites import (
     SplitConfig,
     assign_splits,
     drop_modalities,
     read_site_samples,
     write_site_samples,
 )
+from client.errors import MoeHealthInputError
+from client.features.cache import EncoderConfig, build_site_features
+from client.mimic.cohort import MimicRoots, build_cohort
+from client.mimic.config import CohortConfig
+from client.site.config import SiteConfig
 
 
 def prepare_site(config: SiteConfig, progress: bool = True) -> Path:

@@ -1,0 +1,1 @@
+"""The site dataset and its patient-level splits."""

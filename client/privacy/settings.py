@@ -1,0 +1,106 @@
+"""A site's own DP settings and where it keeps its budget; imports no Opacus (a non-DP site never
+loads it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from client.errors import MoeHealthInputError
+from shared_model import ModelConfig
+from shared_model.protocol import DP_NODE_PREFIX
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"enabled must be true or false, got {value!r}")
+        return value.lower() == "true"
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """A site's own DP configuration (see the module docstring)."""
+
+    enabled: bool = False
+    target_epsilon: float = 8.0
+    delta: float | None = None  # default min(1/n, 1e-5), n = the site's training samples
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None  # None: calibrate once for planned_rounds
+    planned_rounds: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        if self.target_epsilon <= 0 or self.max_grad_norm <= 0 or self.planned_rounds < 1:
+            raise MoeHealthInputError("DP: target epsilon, max grad norm and planned rounds must "
+                                      "be positive")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise MoeHealthInputError(f"DP: delta must be in (0, 1), got {self.delta}")
+        if self.noise_multiplier is not None and self.noise_multiplier <= 0:
+            raise MoeHealthInputError("DP: noise multiplier must be positive")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], prefix: str = "dp.") -> DPSettings:
+        """``dp.enabled``, ``dp.target-epsilon``, ``dp.delta``, ``dp.max-grad-norm``,
+        ``dp.noise-multiplier``, ``dp.planned-rounds``; an absent key takes the default, and
+        ``delta`` / ``noise-multiplier`` of 0 or "" mean "derive it" (see the fields)."""
+        given = {f.name: values[prefix + f.name.replace("_", "-")] for f in fields(cls)
+                 if prefix + f.name.replace("_", "-") in values}
+        for derived in ("delta", "noise_multiplier"):
+            if given.get(derived) in ("", 0, 0.0):
+                given[derived] = None
+        try:
+            return cls(**{k: _KINDS[k](v) if v is not None else None for k, v in given.items()})
+        except (TypeError, ValueError) as err:
+            raise MoeHealthInputError(f"DP settings ({prefix}*): {err}") from None
+
+    def node_config(self) -> dict[str, bool | float | int]:
+        """The same settings as a SuperNode's ``dp-*`` node-config keys (unset ones left out)."""
+        return {f"{DP_NODE_PREFIX}{f.name.replace('_', '-')}": getattr(self, f.name)
+                for f in fields(self) if getattr(self, f.name) is not None}
+
+    def delta_for(self, n_train: int) -> float:
+        return self.delta if self.delta is not None else min(1.0 / max(n_train, 1), 1e-5)
+
+
+_KINDS = {"enabled": _flag, "target_epsilon": float, "delta": float, "max_grad_norm": float,
+          "noise_multiplier": float, "planned_rounds": int}
+
+
+def dp_model_config(config: ModelConfig) -> ModelConfig:
+    """The model a DP site trains: DPLSTM and the per-sample balance regularizer."""
+    return replace(config, lstm="dp", balance="kl")
+
+
+class PrivacyStore(Protocol):
+    """Where a site keeps its accountant state and its append-only ledger."""
+
+    def load(self) -> dict[str, Any]: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+    def append_ledger(self, row: dict[str, Any]) -> None: ...
+
+
+class FilePrivacyStore:
+    """Deployment: ``<site dir>/privacy/{accountant.json, ledger.jsonl}``, durable across restarts."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[str, Any]:
+        path = self.directory / "accountant.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def save(self, state: dict[str, Any]) -> None:
+        tmp = self.directory / ".accountant.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.directory / "accountant.json")
+
+    def append_ledger(self, row: dict[str, Any]) -> None:
+        with open(self.directory / "ledger.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")

@@ -1,0 +1,1 @@
+"""One federated round at a site: local training, prediction, aggregate metrics."""

@@ -1,0 +1,1 @@
+"""A hospital site: its YAML config, data preparation and checks, runtime identity."""

@@ -1,0 +1,58 @@
+"""Who this site is and where its features are, from the node config only.
+
+Deployment: node config ``site-id`` and ``data-dir`` (a folder with the site's
+``samples.parquet``), optional ``feature-dir``, ``cache-dir``, ``privacy-dir``, ``text-model``,
+``image-weights`` and the site's own ``dp-*`` settings (keys: :class:`NodeConfigKey`).
+Simulation: ``partition-id`` picks the site's entry of the sites manifest, which has the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.errors import SiteDataError
+from client.features.cache import EncoderConfig, build_site_features
+from client.privacy.settings import DPSettings
+from client.site.manifest import simulated_node_config
+from shared_model.protocol import DP_NODE_PREFIX, ConfigValue, NodeConfigKey
+
+
+@dataclass(frozen=True)
+class SiteRuntime:
+    """A site's identity, features and its own DP settings (with where its budget is kept)."""
+
+    site_id: str
+    feature_dir: Path
+    privacy_dir: Path
+    dp: DPSettings = DPSettings()
+
+
+def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "") -> SiteRuntime:
+    """Identify the site and make sure its feature cache exists."""
+    if NodeConfigKey.PARTITION_ID in node_config:
+        node_config = simulated_node_config(node_config, sites_manifest)
+    if NodeConfigKey.SITE_ID not in node_config:
+        raise SiteDataError(f"node config lacks '{NodeConfigKey.SITE_ID}' (keys: "
+                            f"{', '.join(sorted(node_config)) or 'none'})")
+    site = str(node_config[NodeConfigKey.SITE_ID])
+    data_dir = Path(str(node_config.get(NodeConfigKey.DATA_DIR, "")))
+    if not data_dir.is_dir():
+        raise SiteDataError(f"site '{site}': {NodeConfigKey.DATA_DIR} '{data_dir}' is not a directory")
+    return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
+                       Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
+                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX))
+
+
+def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
+    prepared = Path(str(node_config.get(NodeConfigKey.FEATURE_DIR, "")))
+    if node_config.get(NodeConfigKey.FEATURE_DIR) and (prepared / "manifest.json").is_file():
+        return prepared  # validated when the site was prepared
+    from client.data.sites import read_site_samples
+
+    encoders = EncoderConfig(text_model_path=node_config.get(NodeConfigKey.TEXT_MODEL) or None,
+                             image_weights=node_config.get(NodeConfigKey.IMAGE_WEIGHTS) or None)
+    cache = node_config.get(NodeConfigKey.CACHE_DIR)
+    return build_site_features(read_site_samples(data_dir), site, encoders,
+                               Path(str(cache)) if cache else None, progress=False)

@@ -1,0 +1,18 @@
+"""The ServerApp that pyproject.toml registers: the coordinator (server/) composed with the
+simulation environment (simulation/), which is imported only when a run simulates its sites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from server.app import SimulatedSites, create_server_app
+
+
+def _simulated_sites(run_config: dict[str, Any], run_dir: Path) -> SimulatedSites:
+    from simulation.environment import simulated_sites
+
+    return simulated_sites(run_config, run_dir)
+
+
+app = create_server_app(_simulated_sites)

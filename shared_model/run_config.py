@@ -1,0 +1,57 @@
+"""Run-config keys both apps read (``context.run_config``); the defaults live in pyproject.toml's
+``[tool.flwr.app.config]``, the one source, which the settings dataclasses are tested against."""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from shared_model.errors import MoeHealthInputError
+
+
+class Task(StrEnum):
+    """Prediction tasks (labels in the cohort, see client/mimic/cohort.py)."""
+
+    MORTALITY = "mortality"  # in-hospital death
+    LOS = "los"  # ICU stay longer than the threshold (7 days)
+    READMISSION = "readmission"  # another admission within 30 days of discharge
+
+
+TASKS: tuple[str, ...] = tuple(t.value for t in Task)
+
+
+class Scheme(StrEnum):
+    """How a simulation cuts the cohort into virtual sites (``data.scheme``)."""
+
+    CAREUNIT = "careunit"  # natural: each patient's first care unit
+    DIRICHLET = "dirichlet"  # label skew
+    IID = "iid"
+
+TASK = "task"
+SIMULATION = "simulation"
+DATA_PREFIX = "data."
+DP_PREFIX = "dp."
+MODEL_PREFIX = "model."
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables -> Flower's dotted run-config keys."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def pyproject_defaults(path: Path = PYPROJECT) -> dict[str, Any]:
+    """``[tool.flwr.app.config]`` of the app as flat run-config keys and default values."""
+    if not path.is_file():
+        raise MoeHealthInputError(f"{path}: not found; moehealth runs from its source tree or app "
+                                  "bundle (install it with `pip install -e .`)")
+    data = tomllib.loads(path.read_text())
+    return flatten(data["tool"]["flwr"]["app"]["config"])
