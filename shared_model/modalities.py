@@ -34,11 +34,3 @@ def combo_name(present: tuple[Modality, ...] | list[Modality]) -> str:
 COMBINATIONS: tuple[str, ...] = tuple(
     combo_name(c) for k in range(1, len(MODALITIES) + 1) for c in combinations(MODALITIES, k)
 )
-
-
-def combo_index(has_ehr: bool, has_notes: bool, has_cxr: bool) -> int:
-    """Index into :data:`COMBINATIONS` of the combination with exactly these modalities present."""
-    present = [m for m, h in zip(MODALITIES, (has_ehr, has_notes, has_cxr), strict=True) if h]
-    if not present:
-        raise ValueError("a sample needs at least one modality")
-    return COMBINATIONS.index(combo_name(present))

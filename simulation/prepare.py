@@ -14,9 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from client.data.sites import SplitConfig, read_site_samples
+from client.features.cache import EncoderConfig, build_site_features
+from client.mimic.cohort import MimicRoots, build_cohort, read_cohort, write_cohort
+from client.mimic.config import CohortConfig
 from shared_model.paths import default_cache_dir
 from shared_model.run_config import DATA_PREFIX, Scheme
-from simulation.partition import DEFAULT_PROFILE
+from simulation.partition import DEFAULT_PROFILE, PartitionConfig, load_site_profiles, partition_cohort
+from simulation.synth import generate_synthetic_mimic
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +88,38 @@ class FederationData:
         kwargs["profile"] = (None if profile == "none" else DEFAULT_PROFILE if profile == "default"
                              else Path(profile))
         return cls(**kwargs)
+
+
+def _roots(data: FederationData) -> MimicRoots:
+    synth = data.synth_dir()
+    if synth is None:
+        return MimicRoots(Path(data.mimic_iv), data.mimic_note and Path(data.mimic_note),
+                          data.mimic_cxr and Path(data.mimic_cxr))
+    if not (synth / "synth.json").is_file():
+        log.info("generating synthetic MIMIC (%d patients) in %s", data.patients, synth)
+        generate_synthetic_mimic(synth, patients=data.patients, seed=data.seed)
+    return MimicRoots(synth / "mimic-iv", synth / "mimic-iv-note", synth / "mimic-cxr-jpg")
+
+
+def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
+                  cache_dir: Path | None = None, progress: bool = False) -> dict[str, Path]:
+    """Return ``site id -> feature cache dir`` for every site, building what is missing."""
+    cohort_path = data.federation_dir() / "cohort.parquet"
+    if not cohort_path.is_file():
+        cohort = build_cohort(_roots(data), CohortConfig(progress=progress))
+        write_cohort(cohort, cohort_path)
+    sites_dir = data.sites_dir()
+    if not (sites_dir / "sites.yaml").is_file():
+        config = PartitionConfig(num_sites=data.num_sites, scheme=data.scheme, alpha=data.alpha,
+                                 seed=data.seed, split=SplitConfig(seed=data.seed))
+        partition_cohort(read_cohort(cohort_path), sites_dir, config,
+                         load_site_profiles(data.profile),
+                         ignore_unknown_sites=data.profile == DEFAULT_PROFILE)
+    sites = sorted((p.name for p in sites_dir.iterdir() if p.is_dir()),
+                   key=lambda s: int(s.split("-")[-1]))
+    encoders = encoders or EncoderConfig()
+    built = {}
+    for site in sites:
+        built[site] = build_site_features(read_site_samples(sites_dir / site), site, encoders,
+                                          cache_dir, progress=progress)
+    return built

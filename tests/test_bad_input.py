@@ -6,11 +6,13 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from client.data.sites import SplitConfig, assign_splits
 from client.errors import SiteDataError
+from client.mimic.cohort import ehr_array, read_cohort
 from moehealth.cli import main
 
 
@@ -67,6 +69,51 @@ def test_empty_table(demo_root: Path, tmp_path: Path, capsys) -> None:
         fh.write(gzip.open(demo_root / "hosp" / "admissions.csv.gz", "rt").readline())
     code, line = _run(capsys, *_cohort(root, tmp_path))
     assert code == 2 and "admissions.csv.gz: table has a header but no rows" in line
+
+
+def _header_only(root: Path, demo_root: Path, table: str) -> None:
+    target = root / table
+    target.unlink()
+    with gzip.open(target, "wt") as fh:
+        fh.write(gzip.open(demo_root / table, "rt").readline())
+
+
+def test_empty_optional_table_warns_and_gives_missing_values(demo_root: Path, tmp_path: Path,
+                                                             capsys, caplog) -> None:
+    root = _copy_demo(demo_root, tmp_path / "iv")
+    _header_only(root, demo_root, "hosp/labevents.csv.gz")  # the lab feed is not connected
+    code, _ = _run(capsys, *_cohort(root, tmp_path))
+    assert code == 0
+    assert "labevents.csv.gz: table has a header but no rows" in caplog.text
+    with_labs = tmp_path / "with-labs.parquet"
+    assert main(["cohort", "--mimic-iv", str(_copy_demo(demo_root, tmp_path / "iv2")),
+                 "--out", str(with_labs), "--quiet"]) == 0
+    no_lab, lab = (ehr_array(read_cohort(p)) for p in (tmp_path / "c.parquet", with_labs))
+    assert no_lab.shape == lab.shape  # the same stays
+    assert np.isfinite(no_lab).sum() < np.isfinite(lab).sum()  # lab values are missing now
+
+
+def test_non_numeric_value_names_file_column_line_and_value(demo_root: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    root = _copy_demo(demo_root, tmp_path / "iv")
+    events = pd.read_csv(demo_root / "icu" / "chartevents.csv.gz", dtype=str)
+    events.loc[41, "valuenum"] = "ninety"
+    (root / "icu" / "chartevents.csv.gz").unlink()
+    events.to_csv(root / "icu" / "chartevents.csv.gz", index=False)
+    code, line = _run(capsys, *_cohort(root, tmp_path))
+    assert code == 2
+    assert "chartevents.csv.gz: column 'valuenum', line 43: 'ninety' is not a number" in line
+
+
+def test_bad_timestamp_names_file_column_line_and_value(demo_root: Path, tmp_path: Path,
+                                                        capsys) -> None:
+    root = _copy_demo(demo_root, tmp_path / "iv")
+    stays = pd.read_csv(demo_root / "icu" / "icustays.csv.gz", dtype=str)
+    stays.loc[3, "intime"] = "yesterday"
+    (root / "icu" / "icustays.csv.gz").unlink()
+    stays.to_csv(root / "icu" / "icustays.csv.gz", index=False)
+    code, line = _run(capsys, *_cohort(root, tmp_path))
+    assert code == 2 and "icustays.csv.gz: column 'intime', line 5: 'yesterday' is not a date-time" in line
 
 
 def test_plain_csv_is_read_too(demo_root: Path, tmp_path: Path, capsys) -> None:

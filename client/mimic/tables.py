@@ -1,144 +1,26 @@
-"""Table specs and safe readers for MIMIC-format csv/csv.gz files.
+"""Safe readers for MIMIC-format csv/csv.gz files, checked against the declared schemas.
 
-Every reader turns a missing file, a truncated gzip, an empty table or a missing column into a
-one-line :class:`~client.errors.MimicFileError` that names the file (and column).
+Every reader turns a missing file, a truncated gzip, a missing column, a value of the wrong type
+(naming the column, the line and the value) or an empty required table into a one-line
+:class:`~client.errors.MimicFileError`. An empty optional table gives a warning and no rows.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from client.errors import MimicFileError
+from client.mimic.schemas import TABLES, TableSpec
 
 __all__ = ["TableSpec", "TABLES", "resolve_table_path", "read_table", "iter_table_chunks"]
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """One MIMIC table: where it lives under its release root and the columns the loaders need.
-
-    ``columns`` is the full header of the real release, in order (the synthetic writer uses it);
-    ``required`` the subset the loaders read; ``dates`` the columns parsed as timestamps.
-    """
-
-    stem: str
-    columns: tuple[str, ...]
-    required: tuple[str, ...]
-    dates: tuple[str, ...] = ()
-    nullable_ints: tuple[str, ...] = ()
-
-
-TABLES: dict[str, TableSpec] = {
-    "patients": TableSpec(
-        "hosp/patients",
-        ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"),
-        ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group"),
-        dates=("dod",),
-    ),
-    "admissions": TableSpec(
-        "hosp/admissions",
-        (
-            "subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-            "admit_provider_id", "admission_location", "discharge_location", "insurance",
-            "language", "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag",
-        ),
-        ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "hospital_expire_flag"),
-        dates=("admittime", "dischtime", "deathtime"),
-    ),
-    "transfers": TableSpec(
-        "hosp/transfers",
-        ("subject_id", "hadm_id", "transfer_id", "eventtype", "careunit", "intime", "outtime"),
-        ("subject_id", "hadm_id", "careunit", "intime"),
-        dates=("intime", "outtime"),
-        nullable_ints=("hadm_id",),
-    ),
-    "labevents": TableSpec(
-        "hosp/labevents",
-        (
-            "labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
-            "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
-            "ref_range_upper", "flag", "priority", "comments",
-        ),
-        ("subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"),
-        dates=("charttime", "storetime"),
-        nullable_ints=("hadm_id",),
-    ),
-    "d_labitems": TableSpec(
-        "hosp/d_labitems", ("itemid", "label", "fluid", "category"), ("itemid", "label")
-    ),
-    "icustays": TableSpec(
-        "icu/icustays",
-        (
-            "subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime",
-            "outtime", "los",
-        ),
-        ("subject_id", "hadm_id", "stay_id", "first_careunit", "intime", "outtime", "los"),
-        dates=("intime", "outtime"),
-    ),
-    "chartevents": TableSpec(
-        "icu/chartevents",
-        (
-            "subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
-            "itemid", "value", "valuenum", "valueuom", "warning",
-        ),
-        ("stay_id", "charttime", "storetime", "itemid", "value", "valuenum"),
-        dates=("charttime", "storetime"),
-    ),
-    "d_items": TableSpec(
-        "icu/d_items",
-        (
-            "itemid", "label", "abbreviation", "linksto", "category", "unitname", "param_type",
-            "lownormalvalue", "highnormalvalue",
-        ),
-        ("itemid", "label"),
-    ),
-    "radiology": TableSpec(
-        "note/radiology",
-        ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime",
-         "text"),
-        ("note_id", "subject_id", "note_type", "charttime", "storetime", "text"),
-        dates=("charttime", "storetime"),
-        nullable_ints=("hadm_id",),
-    ),
-    "discharge": TableSpec(
-        "note/discharge",
-        ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime",
-         "text"),
-        ("note_id", "subject_id", "hadm_id", "note_type", "charttime", "text"),
-        dates=("charttime", "storetime"),
-    ),
-    "cxr_metadata": TableSpec(
-        "mimic-cxr-2.0.0-metadata",
-        (
-            "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
-            "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime",
-            "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-            "PatientOrientationCodeSequence_CodeMeaning",
-        ),
-        ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"),
-    ),
-    "cxr_split": TableSpec(
-        "mimic-cxr-2.0.0-split",
-        ("dicom_id", "study_id", "subject_id", "split"),
-        ("dicom_id", "study_id", "subject_id", "split"),
-    ),
-    "cxr_chexpert": TableSpec(
-        "mimic-cxr-2.0.0-chexpert",
-        (
-            "subject_id", "study_id", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
-            "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion", "Lung Opacity",
-            "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia", "Pneumothorax",
-            "Support Devices",
-        ),
-        ("subject_id", "study_id"),
-    ),
-}
+log = logging.getLogger(__name__)
 
 
 def resolve_table_path(root: Path | str, spec: TableSpec) -> Path:
@@ -166,18 +48,64 @@ def _check_header(path: Path, spec: TableSpec, wanted: Sequence[str]) -> None:
 
 
 def _dtypes(spec: TableSpec, usecols: Sequence[str]) -> dict[str, str]:
-    dtypes: dict[str, str] = {c: "Int64" for c in spec.nullable_ints if c in usecols}
-    for text_col in ("value", "valueuom", "text", "StudyTime", "StudyDate", "note_id"):
-        if text_col in usecols:
-            dtypes[text_col] = "string"
+    """pandas dtypes of the declared schema (timestamps are read as text, parsed after)."""
+    dtypes: dict[str, str] = {}
+    for name in usecols:
+        field = spec.schema.field(name)
+        if pa.types.is_integer(field.type):
+            dtypes[name] = "Int64" if field.nullable else "int64"
+        elif pa.types.is_floating(field.type):
+            dtypes[name] = "float64"
+        else:
+            dtypes[name] = "string"
     return dtypes
 
 
-def _parse_dates(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+def _line(index: object) -> int:
+    """File line of a data row (the header is line 1) from its position in the whole table."""
+    return int(index) + 2  # type: ignore[call-overload]
+
+
+def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: int,
+                     chunksize: int) -> str:
+    """Where a chunk that did not parse breaks the schema: column, line and value."""
+    raw = pd.read_csv(path, usecols=list(cols), dtype=str, skiprows=range(1, start + 1),
+                      nrows=chunksize)
+    raw.index += start
+    for name in cols:
+        field = spec.schema.field(name)
+        values = raw[name]
+        if not field.nullable and values.isna().any():
+            return f"column '{name}', line {_line(values.index[values.isna()][0])}: empty, " \
+                   f"but {name} is never empty in {spec.stem}"
+        if pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = numbers.isna() & values.notna()
+            if pa.types.is_integer(field.type):
+                bad |= numbers.notna() & (numbers % 1 != 0)
+            if bad.any():
+                where = values.index[bad][0]
+                return (f"column '{name}', line {_line(where)}: {values[where]!r} is not "
+                        f"{'an integer' if pa.types.is_integer(field.type) else 'a number'}")
+    return "a value does not match the declared schema"
+
+
+def _parse_dates(frame: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
     for col in spec.dates:
         if col in frame.columns:
-            frame[col] = pd.to_datetime(frame[col], format="ISO8601", errors="coerce")
+            parsed = pd.to_datetime(frame[col], format="ISO8601", errors="coerce")
+            bad = parsed.isna() & frame[col].notna() & (frame[col] != "")
+            if bad.any():
+                where = frame.index[bad][0]
+                raise MimicFileError(f"{path}: column '{col}', line {_line(where)}: "
+                                     f"{frame[col][where]!r} is not a date-time")
+            frame[col] = parsed
     return frame
+
+
+def _empty(spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _dtypes(spec, cols).items()})
+    return _parse_dates(frame, spec, Path(spec.stem))
 
 
 def iter_table_chunks(
@@ -187,9 +115,11 @@ def iter_table_chunks(
     usecols: Sequence[str] | None = None,
     chunksize: int = 250_000,
 ) -> Iterator[pd.DataFrame]:
-    """Stream a (possibly huge) table in chunks of ``chunksize`` rows, dates parsed.
+    """Stream a (possibly huge) table in chunks of ``chunksize`` rows, typed and dates parsed.
 
-    Raises :class:`MimicFileError` naming the file for any read problem, also mid-stream.
+    Every chunk is checked against the table's schema. Raises :class:`MimicFileError` naming the
+    file (and the column, line and value) for any read problem, also mid-stream; an optional table
+    with a header but no rows yields nothing after one warning.
     """
     path = resolve_table_path(root, spec)
     cols = list(usecols or spec.required)
@@ -199,17 +129,25 @@ def iter_table_chunks(
         reader = pd.read_csv(path, usecols=cols, dtype=_dtypes(spec, cols), chunksize=chunksize)
         for chunk in reader:
             rows += len(chunk)
-            yield _parse_dates(chunk, spec)
+            yield _parse_dates(chunk, spec, path)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise MimicFileError(f"{path}: truncated or corrupt gzip after {rows} rows ({err})") from None
-    except (pd.errors.ParserError, ValueError) as err:
+    except pd.errors.ParserError as err:
         raise MimicFileError(f"{path}: malformed CSV after {rows} rows ({err})") from None
+    except (ValueError, TypeError):
+        raise MimicFileError(f"{path}: {_first_bad_value(path, spec, cols, rows, chunksize)}"
+                             ) from None
     if rows == 0:
-        raise MimicFileError(f"{path}: table has a header but no rows")
+        if not spec.optional:
+            raise MimicFileError(f"{path}: table has a header but no rows")
+        log.warning("%s: table has a header but no rows; its values are treated as missing", path)
 
 
 def read_table(
     root: Path | str, spec: TableSpec, *, usecols: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Read a whole (small) table; see :func:`iter_table_chunks` for the big ones."""
-    return pd.concat(list(iter_table_chunks(root, spec, usecols=usecols)), ignore_index=True)
+    chunks = list(iter_table_chunks(root, spec, usecols=usecols))
+    if not chunks:
+        return _empty(spec, list(usecols or spec.required))
+    return pd.concat(chunks, ignore_index=True)

@@ -1,0 +1,56 @@
+"""pyproject.toml's [tool.flwr.app.config] is the one source of run defaults: every settings
+dataclass agrees with it, and every key there is read by exactly one of them."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+
+from client.privacy.settings import DPSettings
+from server.settings import FederationSettings
+from shared_model.config import ModelConfig
+from shared_model.run_config import DATA_PREFIX, DP_PREFIX, MODEL_PREFIX, SIMULATION, pyproject_defaults
+from simulation.environment import DP_SITES
+from simulation.prepare import FederationData
+
+DEFAULTS = pyproject_defaults()
+
+
+def _default(cls, name: str):
+    field = next(f for f in fields(cls) if f.name == name)
+    return field.default if field.default is not MISSING else field.default_factory()
+
+
+def test_federation_settings_defaults_equal_pyproject() -> None:
+    for key, name in FederationSettings.KEYS.items():
+        assert _default(FederationSettings, name) == DEFAULTS[key], key
+
+
+def test_federation_data_defaults_equal_pyproject() -> None:
+    for key, name in FederationData.KEYS.items():
+        value = DEFAULTS[DATA_PREFIX + key]
+        if value == "":  # "" in pyproject means "derive it" (a default path, no MIMIC root)
+            continue
+        assert _default(FederationData, name) == value, key
+
+
+def test_dp_settings_defaults_equal_pyproject() -> None:
+    parsed = DPSettings.from_mapping(DEFAULTS, prefix=DP_PREFIX)
+    assert parsed == DPSettings(), "pyproject's dp.* defaults must parse to DPSettings()"
+    assert DEFAULTS["dp.delta"] == 0.0 and DEFAULTS["dp.noise-multiplier"] == 0.0  # 0 = derive
+
+
+def test_model_defaults_equal_pyproject() -> None:
+    for f in fields(ModelConfig):
+        key = MODEL_PREFIX + f.name.replace("_", "-")
+        if key in DEFAULTS:
+            value = DEFAULTS[key]
+            expected = tuple(value.split(",")) if f.name == "modalities" else value
+            assert _default(ModelConfig, f.name) == expected, key
+
+
+def test_every_pyproject_key_is_read_by_one_settings_class() -> None:
+    read = set(FederationSettings.KEYS) | {DATA_PREFIX + k for k in FederationData.KEYS}
+    read |= {DATA_PREFIX + "profile", SIMULATION, DP_SITES, "task"}
+    read |= {DP_PREFIX + f.name.replace("_", "-") for f in fields(DPSettings)}
+    read |= {MODEL_PREFIX + f.name.replace("_", "-") for f in fields(ModelConfig)}
+    assert not set(DEFAULTS) - read, f"keys nobody reads: {sorted(set(DEFAULTS) - read)}"
