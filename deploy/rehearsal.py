@@ -108,14 +108,16 @@ class Rehearsal:
     def supernode(self, site: str, config: Path) -> subprocess.Popen:
         return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", str(config)])
 
+    def nodes(self) -> list[dict]:
+        """The SuperNodes the SuperLink knows (``flwr supernode list``), with their status."""
+        listing = json.loads(self.sh("flwr", "supernode", "list", "coordinator", "--format", "json"))
+        return list(listing.get("nodes", []))
+
     def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
         """Until ``count`` SuperNodes are online at the SuperLink."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            listing = json.loads(self.sh("flwr", "supernode", "list", "coordinator", "--format",
-                                         "json"))
-            online = [n for n in listing.get("nodes", []) if n.get("status") == "online"]
-            if len(online) >= count:
+            if sum(n.get("status") == "online" for n in self.nodes()) >= count:
                 return
             time.sleep(2)
         raise TimeoutError(f"fewer than {count} SuperNodes online after {timeout} s")

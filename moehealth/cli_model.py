@@ -36,9 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                test.tensors[-1].numpy(), task) if data.oracle_csv() else math.nan)
         task_result = {"oracle_auroc": oracle, "variants": {}}
         for name in variants:
-            config = TrainConfig(task=task, lr=args.lr, max_epochs=args.epochs,
-                                 pretrain_epochs=args.pretrain_epochs, seed=args.seed,
-                                 patience=args.patience)
+            chosen = {"lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
+                      "pretrain_epochs": args.pretrain_epochs}
+            config = TrainConfig(task=task, seed=args.seed,
+                                 **{k: v for k, v in chosen.items() if v is not None})
             res = train_centralized(pooled, variant_model_config(name), config,
                                     pretrain=VARIANTS[name].pretrain_experts)
             task_result["variants"][name] = {**{k: v for k, v in res.test.items()},
@@ -77,10 +78,10 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     add_task_arg(p)
     p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"])
     p.add_argument("--site", help="train on this site only (default: all sites pooled)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--pretrain-epochs", type=int, default=5)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int, help="maximum joint epochs (default: TrainConfig's, 50)")
+    p.add_argument("--pretrain-epochs", type=int, help="expert pre-training epochs (default: 5)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: 5)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-4, the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_with_defaults)

@@ -133,3 +133,20 @@ def test_canary_audit_catches_silently_smaller_noise(site, actual_sigma: float, 
                               max_grad_norm=1.0, epochs=epochs, ledger_epsilon=ledger_eps,
                               canaries=2000, seed=1)
     assert result.consistent is not caught, result
+
+
+def test_noise_calibration_is_pinned_against_dp_accounting() -> None:
+    """Plan: epsilon 3 at delta 1e-5 over 5 rounds of 63 Poisson steps (q = 1/63). The calibrated
+    sigma is pinned, and Google's dp-accounting (PLD, independent of Opacus) agrees it spends the
+    budget: at most 3, and within 0.02 of it."""
+    from client.privacy.budget import PrivacyPlan
+    from shared_model.ledger import recompute
+
+    plan = PrivacyPlan.restore(DPSettings(enabled=True, target_epsilon=3.0, delta=1e-5,
+                                          planned_rounds=5), {}, n_train=2000, steps_per_epoch=63,
+                               local_epochs=1)
+    assert plan.sample_rate == pytest.approx(1 / 63)
+    assert plan.noise_multiplier == pytest.approx(0.8124, abs=1e-3)
+    pld = recompute({"noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate,
+                     "steps_total": 5 * 63, "delta": 1e-5})["pld"]
+    assert 2.98 <= pld <= 3.0

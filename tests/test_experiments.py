@@ -1,0 +1,64 @@
+"""The experiment drivers and `moehealth train`: one catalogue of variants, honest tables, a real
+centralized run on a small synthetic federation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from moehealth.cli import main
+from server.settings import FederationSettings
+from shared_model.config import model_config_from_run_config
+from shared_model.run_config import pyproject_defaults
+from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
+from simulation.experiments import Budget, write_results
+
+
+def test_every_federated_ablation_is_a_catalogue_variant_with_valid_run_config() -> None:
+    keys = set(pyproject_defaults())
+    for name in FEDERATED_ABLATIONS:
+        overrides = VARIANTS[name].run_config()
+        assert set(overrides) <= keys, (name, set(overrides) - keys)
+        config = {**pyproject_defaults(), **overrides}
+        assert model_config_from_run_config(config) == variant_model_config(name)
+        FederationSettings.from_run_config(config)  # validates
+    assert VARIANTS["no-pretrain"].run_config() == {"pretrain-rounds": 0}
+    assert VARIANTS["unimodal-ehr"].run_config()["model.modalities"] == "ehr"
+
+
+def test_baselines_get_the_federation_epoch_budget() -> None:
+    budget = Budget(rounds=8, pretrain_rounds=2, local_epochs=2)
+    config = budget.train_config("los", seed=3)
+    assert (config.pretrain_epochs, config.max_epochs, config.seed) == (4, 12, 3)
+    assert config.patience > config.max_epochs  # no early stop: the same epochs as the federation
+    assert Budget().run_config()["lr"] == FederationSettings().lr
+
+
+def test_write_results_tables_mean_and_spread_per_setting(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"setting": ["a", "a", "b"], "seed": [0, 1, 0],
+                          "pooled_test_auroc": [0.70, 0.80, 0.60]})
+    write_results(tmp_path, frame, ["setting"], "pooled_test_auroc", "title")
+    table = (tmp_path / "results.md").read_text()
+    assert "| a | 0.750 ± 0.071 |" in table
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3
+    assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_moehealth_train_runs_variants_on_pooled_sites(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["train", "--data-dir", str(tmp_path / "data"), "--patients", "200", "--sites",
+                 "2", "--variant", "moe-health", "--variant", "unimodal-ehr", "--epochs", "2",
+                 "--pretrain-epochs", "1", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    variants = results["tasks"]["mortality"]["variants"]
+    assert set(variants) == {"moe-health", "unimodal-ehr"}
+    assert all(0.0 <= v["auroc"] <= 1.0 and v["epochs"] <= 2 for v in variants.values())
+    assert 0.5 < results["tasks"]["mortality"]["oracle_auroc"] <= 1.0
+    assert "| mortality | oracle |" in (out / "results.md").read_text()
+    assert (out / "routing-mortality-moe-health.png").is_file()
+    assert "test AUROC" in capsys.readouterr().out
