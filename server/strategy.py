@@ -32,6 +32,7 @@ from shared_model.errors import ProtocolError
 from shared_model.protocol import (
     ROUND,
     SPLIT_METRICS,
+    TRAIN_LOSS,
     EvaluateConfig,
     EvaluateReply,
     Record,
@@ -88,7 +89,7 @@ class ModalityAwareStrategy(FedAvg):
         loss = self.record_train_round(rnd, collected, contributors)
         self.checkpoint(rnd, new)
         self.current = new
-        return to_array_record(new), MetricRecord({"train-loss": loss, "sites": len(collected.updates)})
+        return to_array_record(new), MetricRecord({TRAIN_LOSS: loss, "sites": len(collected.updates)})
 
     def collect(self, rnd: int, replies: Iterable[Message]) -> CollectedRound:
         """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""

@@ -93,13 +93,18 @@ def test_empty_optional_table_warns_and_gives_missing_values(demo_root: Path, tm
     assert np.isfinite(no_lab).sum() < np.isfinite(lab).sum()  # lab values are missing now
 
 
+def _with_value(demo_root: Path, root: Path, table: str, row: int, column: str, value: str) -> None:
+    """Replace the table in ``root`` by the demo's with one cell changed."""
+    frame = pd.read_csv(demo_root / table, dtype=str)
+    frame.loc[row, column] = value
+    (root / table).unlink()
+    frame.to_csv(root / table, index=False)
+
+
 def test_non_numeric_value_names_file_column_line_and_value(demo_root: Path, tmp_path: Path,
                                                             capsys) -> None:
     root = _copy_demo(demo_root, tmp_path / "iv")
-    events = pd.read_csv(demo_root / "icu" / "chartevents.csv.gz", dtype=str)
-    events.loc[41, "valuenum"] = "ninety"
-    (root / "icu" / "chartevents.csv.gz").unlink()
-    events.to_csv(root / "icu" / "chartevents.csv.gz", index=False)
+    _with_value(demo_root, root, "icu/chartevents.csv.gz", 41, "valuenum", "ninety")
     code, line = _run(capsys, *_cohort(root, tmp_path))
     assert code == 2
     assert "chartevents.csv.gz: column 'valuenum', line 43: 'ninety' is not a number" in line
@@ -108,10 +113,7 @@ def test_non_numeric_value_names_file_column_line_and_value(demo_root: Path, tmp
 def test_bad_timestamp_names_file_column_line_and_value(demo_root: Path, tmp_path: Path,
                                                         capsys) -> None:
     root = _copy_demo(demo_root, tmp_path / "iv")
-    stays = pd.read_csv(demo_root / "icu" / "icustays.csv.gz", dtype=str)
-    stays.loc[3, "intime"] = "yesterday"
-    (root / "icu" / "icustays.csv.gz").unlink()
-    stays.to_csv(root / "icu" / "icustays.csv.gz", index=False)
+    _with_value(demo_root, root, "icu/icustays.csv.gz", 3, "intime", "yesterday")
     code, line = _run(capsys, *_cohort(root, tmp_path))
     assert code == 2 and "icustays.csv.gz: column 'intime', line 5: 'yesterday' is not a date-time" in line
 
