@@ -12,6 +12,7 @@ from client.flower_io import (
     global_arrays,
     round_config,
     train_reply_content,
+    withheld_evaluation_content,
 )
 from client.rounds.federated import local_evaluate, local_train
 from client.site.runtime import SiteRuntime, resolve_site
@@ -39,14 +40,19 @@ def train(msg: Message, context: Context) -> Message:
         from client.privacy.settings import FilePrivacyStore
 
         reply = dp_local_train(data, model_config, global_arrays(msg), cfg, site.dp,
-                               FilePrivacyStore(site.privacy_dir), site.site_id).reply
+                               FilePrivacyStore(site.privacy_dir), site.site_id,
+                               site.modalities).reply
     return Message(content=train_reply_content(reply), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global model on the site's validation and test splits."""
-    site, data = _load(context, evaluate_config(msg).sites_manifest)
+    """Evaluate the global model on the site's validation and test splits. A DP site sends no
+    metrics unless it chose to (they are not covered by its DP guarantee)."""
+    site = resolve_site(dict(context.node_config), evaluate_config(msg).sites_manifest)
+    if site.dp.enabled and not site.dp.share_evaluation:
+        return Message(content=withheld_evaluation_content(site.site_id), reply_to=msg)
+    data = SiteData.load(site.feature_dir, str(context.run_config[TASK]), site.site_id)
     reply = local_evaluate(data, model_config_from_run_config(dict(context.run_config)),
                            global_arrays(msg), site.site_id)
     return Message(content=evaluate_reply_content(reply), reply_to=msg)

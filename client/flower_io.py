@@ -7,7 +7,14 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from shared_model.protocol import EvaluateConfig, EvaluateReply, Record, RoundConfig, TrainReply
+from shared_model.protocol import (
+    EvaluateConfig,
+    EvaluateReply,
+    Record,
+    RoundConfig,
+    SiteKey,
+    TrainReply,
+)
 
 
 def to_array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -45,3 +52,8 @@ def train_reply_content(reply: TrainReply) -> RecordDict:
 def evaluate_reply_content(reply: EvaluateReply) -> RecordDict:
     return RecordDict({Record.METRICS: MetricRecord(reply.metrics()),
                        Record.SITE: ConfigRecord(reply.site_record())})
+
+
+def withheld_evaluation_content(site_id: str) -> RecordDict:
+    """An evaluate reply without metrics (a DP site that does not share its evaluation)."""
+    return RecordDict({Record.SITE: ConfigRecord({SiteKey.SITE_ID: site_id})})

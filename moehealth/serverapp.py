@@ -9,10 +9,11 @@ from typing import Any
 from server.app import SimulatedSites, create_server_app
 
 
-def _simulated_sites(run_config: dict[str, Any], run_dir: Path) -> SimulatedSites:
+def _simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int
+                     ) -> SimulatedSites:
     from simulation.environment import simulated_sites
 
-    return simulated_sites(run_config, run_dir)
+    return simulated_sites(run_config, run_dir, start_round)
 
 
 app = create_server_app(_simulated_sites)

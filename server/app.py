@@ -44,7 +44,7 @@ class SimulatedSites:
     pooled_evaluate: PooledEvaluate | None = None
 
 
-SimulationHook = Callable[[dict[str, Any], Path], SimulatedSites]
+SimulationHook = Callable[[dict[str, Any], Path, int], SimulatedSites]  # run config, dir, start
 
 
 def _open_run(settings: FederationSettings, run_config: dict):
@@ -94,7 +94,7 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
 
         torch.manual_seed(settings.seed)
         arrays = model_to_arrays(build_model(model_config))
-    sites = simulation(run_config, run.path) if simulated and simulation else None
+    sites = simulation(run_config, run.path, start) if simulated and simulation else None
     evaluate_fn = None
     if sites is not None and sites.pooled_evaluate is not None and settings.centralized_eval:
         evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start)

@@ -106,8 +106,9 @@ class RunDirectory:
         return int(state["round"]), model, opt, state
 
     def truncate_after(self, server_round: int) -> None:
-        """Drop log lines of rounds after ``server_round`` (written before a crash)."""
-        for name in ("rounds.jsonl", "site_metrics.jsonl"):
+        """Drop log lines of rounds after ``server_round`` (written before a crash). The sites'
+        own ledgers keep those rows: the updates were released, and their budget stays spent."""
+        for name in ("rounds.jsonl", "site_metrics.jsonl", "privacy_ledger.jsonl"):
             path = self.path / name
             if path.is_file():
                 keep = [line for line in path.read_text().splitlines()

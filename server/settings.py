@@ -81,7 +81,8 @@ class FederationSettings:
 
     def round_config(self, server_round: int, sites_manifest: str = "") -> RoundConfig:
         """Per-round values sent to the sites in the train message's ConfigRecord."""
-        return RoundConfig(server_round=server_round, phase=self.phase(server_round),
+        return RoundConfig(server_round=server_round, num_rounds=self.num_rounds,
+                           phase=self.phase(server_round),
                            local_epochs=self.local_epochs, lr=self.lr, batch_size=self.batch_size,
                            alpha=self.alpha, proximal_mu=self.proximal_mu, seed=self.seed,
                            aggregation_rule=self.aggregation_rule, sites_manifest=sites_manifest)

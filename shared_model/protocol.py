@@ -82,6 +82,9 @@ class NodeConfigKey(StrEnum):
     DP_MAX_GRAD_NORM = "dp-max-grad-norm"
     DP_NOISE_MULTIPLIER = "dp-noise-multiplier"
     DP_PLANNED_ROUNDS = "dp-planned-rounds"
+    DP_PUBLIC_WEIGHT = "dp-public-weight"
+    DP_SHARE_EVALUATION = "dp-share-evaluation"
+    MODALITIES = "modalities"  # comma list of the modalities the site declares it has
 
 
 DP_NODE_PREFIX = "dp-"
@@ -103,6 +106,7 @@ class RoundConfig:
     """What the server tells every site for one training round (the train message's config)."""
 
     server_round: int
+    num_rounds: int  # rounds of the whole run (a DP site plans its budget for them)
     phase: Phase
     local_epochs: int
     lr: float
@@ -127,7 +131,7 @@ class RoundConfig:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> RoundConfig:
         where = "train config"
-        kinds = {"server_round": int, "phase": Phase, "local_epochs": int, "lr": float,
+        kinds = {"server_round": int, "num_rounds": int, "phase": Phase, "local_epochs": int, "lr": float,
                  "batch_size": int, "alpha": float, "proximal_mu": float, "seed": int,
                  "aggregation_rule": AggregationRule}
         values = {name: _require(record, cls.key(name), kind, where) for name, kind in kinds.items()}
@@ -192,8 +196,8 @@ class TrainReply:
     group_weights: dict[str, int]
     status: SiteStatus = SiteStatus.TRAINED
     reason: str = ""
-    train_loss: float | None = None
-    train_examples: int = 0
+    train_loss: float | None = None  # not sent by DP sites (computed without noise)
+    train_examples: int | None = None  # not sent by DP sites (the training-set size)
     epsilon: float | None = None
     ledger_row: dict[str, Any] | None = None
 
@@ -210,7 +214,8 @@ class TrainReply:
         values: dict[str, int | float] = {f"{WEIGHT_PREFIX}{g}": int(n)
                                           for g, n in self.group_weights.items()}
         values[NUM_EXAMPLES] = self.num_examples
-        values[TRAIN_EXAMPLES] = int(self.train_examples)
+        if self.train_examples is not None:
+            values[TRAIN_EXAMPLES] = int(self.train_examples)
         if self.train_loss is not None:
             values[TRAIN_LOSS] = float(self.train_loss)
         if self.epsilon is not None:
@@ -231,7 +236,8 @@ class TrainReply:
                    if k.startswith(WEIGHT_PREFIX)}
         row = json.loads(str(privacy[LEDGER_ROW])) if privacy and LEDGER_ROW in privacy else None
         return cls(site_id, arrays, weights, status, str(site.get(SiteKey.REASON, "")),
-                   _optional_float(metrics, TRAIN_LOSS), int(metrics.get(TRAIN_EXAMPLES, 0)),
+                   _optional_float(metrics, TRAIN_LOSS),
+                   int(metrics[TRAIN_EXAMPLES]) if TRAIN_EXAMPLES in metrics else None,
                    _optional_float(metrics, EPSILON), row)
 
 

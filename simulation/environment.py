@@ -3,22 +3,27 @@ manifest (one deployment-shaped node config per site), and the pooled test evalu
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from client.data.dataset import SiteData, concat_sites
-from client.privacy.settings import DPSettings
+from client.privacy.settings import DPSettings, FilePrivacyStore
 from client.rounds.evaluation import evaluate_predictions
 from client.rounds.training import predict, resolve_device
 from client.site.manifest import MANIFEST_NAME, write_manifest
 from server.app import PooledEvaluate, SimulatedSites
+from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.config import model_config_from_run_config
+from shared_model.errors import MoeHealthInputError
+from shared_model.modalities import MODALITIES
 from shared_model.params import load_arrays
 from shared_model.protocol import ConfigValue, NodeConfigKey, pooled_key
 from shared_model.run_config import DP_PREFIX, TASK
+from simulation.partition import SiteProfile, load_site_profiles
 from simulation.prepare import FederationData, prepare_sites
 
 DP_SITES = "dp.sites"  # simulation only: "all" or a comma list of the sites that run DP
@@ -35,12 +40,18 @@ def simulated_dp(run_config: dict[str, Any], site: str) -> DPSettings:
 
 
 def site_node_config(site: str, samples_dir: Path, feature_dir: Path, run_dir: Path,
-                     dp: DPSettings) -> dict[str, ConfigValue]:
+                     dp: DPSettings, modalities: tuple[str, ...]) -> dict[str, ConfigValue]:
     """What a hospital's node config would say for this virtual site."""
     return {NodeConfigKey.SITE_ID: site, NodeConfigKey.DATA_DIR: str(samples_dir),
             NodeConfigKey.FEATURE_DIR: str(feature_dir),
             NodeConfigKey.PRIVACY_DIR: str(run_dir / "sites" / site),  # a resume continues it
-            **dp.node_config()}
+            NodeConfigKey.MODALITIES: ",".join(modalities), **dp.node_config()}
+
+
+def declared_modalities(data: FederationData, site: str) -> tuple[str, ...]:
+    """The modalities a virtual site has: all but those its site profile removes."""
+    dropped = set(load_site_profiles(data.profile).get(site, SiteProfile()).drop_modalities)
+    return tuple(m.value for m in MODALITIES if m.value not in dropped)
 
 
 def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig
@@ -59,12 +70,36 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
     return evaluate
 
 
-def simulated_sites(run_config: dict[str, Any], run_dir: Path) -> SimulatedSites:
-    """Prepare (or reuse) the virtual sites, write the sites manifest into the run directory."""
+def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_dir: Path,
+                     rounds_left: int) -> None:
+    """Refuse, before round 1, a run whose DP sites cannot fit their budget (the check each DP
+    site also makes before its first round), naming the site."""
+    settings = FederationSettings.from_run_config(run_config)
+    for site, path in features.items():
+        dp = simulated_dp(run_config, site)
+        if not dp.enabled:
+            continue
+        from client.privacy.budget import PrivacyPlan  # Opacus only where DP runs
+
+        n_train = SiteData.load(path, settings.task, site).size("train")
+        steps = math.ceil(n_train / settings.batch_size)
+        plan = PrivacyPlan.restore(dp, FilePrivacyStore(run_dir / "sites" / site).load(), n_train,
+                                   steps, settings.local_epochs, rounds_left)
+        problem = plan.run_shortfall(rounds_left, settings.local_epochs)
+        if problem:
+            raise MoeHealthInputError(f"site {site}: {problem}")
+
+
+def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int = 0
+                    ) -> SimulatedSites:
+    """Prepare (or reuse) the virtual sites, check the DP budgets, write the sites manifest."""
     data = FederationData.from_run_config(run_config)
     features = prepare_sites(data)
+    check_dp_budgets(run_config, features, run_dir,
+                     FederationSettings.from_run_config(run_config).num_rounds - start_round)
     nodes = [site_node_config(site, data.sites_dir() / site, path, run_dir,
-                              simulated_dp(run_config, site)) for site, path in features.items()]
+                              simulated_dp(run_config, site), declared_modalities(data, site))
+             for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
     evaluate = pooled_evaluator(features, str(run_config[TASK]),
                                 model_config_from_run_config(run_config))

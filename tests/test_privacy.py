@@ -28,22 +28,24 @@ def site(synth_features) -> SiteData:
     return SiteData.load(synth_features, "mortality", "site-a")
 
 
-def _round(site, store, settings, rnd, phase="joint"):
+def _round(site, store, settings, rnd, phase="joint", num_rounds=8):
     g = model_to_arrays(build_model())
-    cfg = FederationSettings(pretrain_rounds=rnd if phase == "pretrain" else 0).round_config(rnd)
+    cfg = FederationSettings(num_rounds=num_rounds,
+                             pretrain_rounds=rnd if phase == "pretrain" else 0).round_config(rnd)
     return dp_local_train(site, ModelConfig(), g, cfg, settings, store, "site-a")
 
 
-def test_budget_survives_a_restart_and_rounds_decline_over_budget(site, tmp_path: Path) -> None:
-    settings = DPSettings(enabled=True, target_epsilon=2.0, planned_rounds=2)
-    first = _round(site, FilePrivacyStore(tmp_path), settings, 1)
+def test_budget_is_planned_for_the_run_survives_a_restart_and_declines_beyond(site,
+                                                                           tmp_path: Path) -> None:
+    settings = DPSettings(enabled=True, target_epsilon=2.0)  # plan for the run's rounds
+    first = _round(site, FilePrivacyStore(tmp_path), settings, 1, num_rounds=2)
     restarted = FilePrivacyStore(tmp_path)  # a new site process reads the same files
-    second = _round(site, restarted, settings, 2)
+    second = _round(site, restarted, settings, 2, num_rounds=2)
     assert second.reply.ledger_row["epsilon"] > first.reply.ledger_row["epsilon"] > 0
     assert second.reply.ledger_row["steps_total"] == 2 * first.reply.ledger_row["steps_round"]
     assert second.reply.ledger_row["noise_multiplier"] == first.reply.ledger_row["noise_multiplier"]
-    assert second.reply.ledger_row["epsilon"] <= 2.0
-    third = _round(site, FilePrivacyStore(tmp_path), settings, 3)
+    assert 1.97 <= second.reply.ledger_row["epsilon"] <= 2.0  # the 2-round run spends the budget
+    third = _round(site, FilePrivacyStore(tmp_path), settings, 3, num_rounds=3)  # run extended
     assert third.reply.status is SiteStatus.DECLINED and not third.reply.arrays
     assert "privacy budget" in third.reply.ledger_row["reason"]
     assert third.reply.ledger_row["epsilon"] == second.reply.ledger_row["epsilon"]
@@ -93,10 +95,33 @@ def test_removing_one_patient_and_the_others_clipped_gradients(site, balance: st
         assert moved > 1e-3, moved
 
 
+def test_a_run_longer_than_a_fixed_noise_allows_is_refused_before_training(site,
+                                                                           tmp_path: Path) -> None:
+    settings = DPSettings(enabled=True, target_epsilon=2.0, noise_multiplier=0.8)
+    result = _round(site, FilePrivacyStore(tmp_path), settings, 1, num_rounds=8)
+    assert result.reply.status is SiteStatus.DECLINED and not result.reply.arrays
+    assert "the 8 rounds left in this run would bring epsilon to" in result.reply.reason
+    assert result.reply.ledger_row["steps_total"] == 0  # nothing was spent
+
+
+def test_simulation_refuses_an_unfittable_dp_configuration_before_round_1(tmp_path: Path,
+                                                                          synth_features) -> None:
+    from shared_model.errors import MoeHealthInputError
+    from shared_model.run_config import pyproject_defaults
+    from simulation.environment import check_dp_budgets
+
+    config = {**pyproject_defaults(), "dp.enabled": True, "dp.target-epsilon": 1.0,
+              "dp.noise-multiplier": 0.5, "dp.sites": "site-x"}
+    with pytest.raises(MoeHealthInputError, match="site site-x: privacy budget: the 8 rounds"):
+        check_dp_budgets(config, {"site-x": synth_features}, tmp_path, rounds_left=8)
+    check_dp_budgets({**config, "dp.noise-multiplier": 0.0}, {"site-x": synth_features}, tmp_path,
+                     rounds_left=8)  # calibrated for the run: fits
+
+
 def test_audit_verify_passes_honest_and_fails_edited_ledger(site, tmp_path: Path, capsys) -> None:
-    settings = DPSettings(enabled=True, target_epsilon=3.0, planned_rounds=3)
+    settings = DPSettings(enabled=True, target_epsilon=3.0)
     for rnd in (1, 2):
-        _round(site, FilePrivacyStore(tmp_path), settings, rnd)
+        _round(site, FilePrivacyStore(tmp_path), settings, rnd, num_rounds=3)
     ledger = tmp_path / "ledger.jsonl"
     assert all(f.problem is None for f in verify_ledger(read_ledger(ledger)))
     assert main(["audit", str(ledger), "--verify", "--plot", str(tmp_path / "eps.png")]) == 0
@@ -144,7 +169,7 @@ def test_noise_calibration_is_pinned_against_dp_accounting() -> None:
 
     plan = PrivacyPlan.restore(DPSettings(enabled=True, target_epsilon=3.0, delta=1e-5,
                                           planned_rounds=5), {}, n_train=2000, steps_per_epoch=63,
-                               local_epochs=1)
+                               local_epochs=1, rounds_left=8)
     assert plan.sample_rate == pytest.approx(1 / 63)
     assert plan.noise_multiplier == pytest.approx(0.8124, abs=1e-3)
     pld = recompute({"noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate,

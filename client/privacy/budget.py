@@ -37,17 +37,31 @@ class PrivacyPlan:
 
     @classmethod
     def restore(cls, settings: DPSettings, state: dict[str, Any], n_train: int,
-                steps_per_epoch: int, local_epochs: int) -> PrivacyPlan:
-        """Continue the saved plan, or make one (calibrating the noise once for all rounds)."""
+                steps_per_epoch: int, local_epochs: int, rounds_left: int) -> PrivacyPlan:
+        """Continue the saved plan, or make one: the noise is calibrated once so that the planned
+        rounds (``planned_rounds``, or the ``rounds_left`` in the run) spend the whole budget."""
         if state:
             return cls(settings, state["noise_multiplier"], state["sample_rate"], state["delta"],
                        [list(h) for h in state["history"]], int(state["steps_total"]))
         q = 1.0 / steps_per_epoch  # Opacus' Poisson rate for a loader of that many batches
         delta = settings.delta_for(n_train)
+        rounds = settings.planned_rounds or rounds_left
         sigma = settings.noise_multiplier or get_noise_multiplier(
             target_epsilon=settings.target_epsilon, target_delta=delta, sample_rate=q,
-            steps=settings.planned_rounds * local_epochs * steps_per_epoch, accountant=ACCOUNTANT)
+            steps=rounds * local_epochs * steps_per_epoch, accountant=ACCOUNTANT)
         return cls(settings, float(sigma), q, delta, [])
+
+    def run_shortfall(self, rounds_left: int, local_epochs: int) -> str | None:
+        """Why the rest of the run cannot fit the budget at this plan's noise, or None if it fits
+        (a site checks this before its first round; a simulation before round 1)."""
+        steps = rounds_left * local_epochs * round(1 / self.sample_rate)
+        fits, after = self.fits(steps)
+        if fits:
+            return None
+        return (f"privacy budget: the {rounds_left} rounds left in this run would bring epsilon "
+                f"to {after:.3f} > target {self.settings.target_epsilon} at noise multiplier "
+                f"{self.noise_multiplier:.3f}; raise the noise multiplier (or leave it unset to "
+                f"calibrate), raise the target, or run fewer rounds")
 
     def epsilon(self, extra_steps: int = 0) -> float:
         """Epsilon after the recorded steps (+ ``extra_steps`` more at the plan's settings)."""

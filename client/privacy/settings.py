@@ -17,7 +17,7 @@ from shared_model.protocol import DP_NODE_PREFIX
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         if value.lower() not in ("true", "false"):
-            raise ValueError(f"enabled must be true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {value!r}")
         return value.lower() == "true"
     return bool(value)
 
@@ -30,15 +30,20 @@ class DPSettings:
     target_epsilon: float = 8.0
     delta: float | None = None  # default min(1/n, 1e-5), n = the site's training samples
     max_grad_norm: float = 1.0
-    noise_multiplier: float | None = None  # None: calibrate once for planned_rounds
-    planned_rounds: int = 8
+    noise_multiplier: float | None = None  # None: calibrate once for the planned rounds
+    planned_rounds: int = 0  # 0: the rounds left in the run when the site first trains
+    public_weight: int = 1  # aggregation weight sent instead of private sample counts
+    share_evaluation: bool = False  # evaluation metrics are outside the DP guarantee
 
     def __post_init__(self) -> None:
         if not self.enabled:
             return
-        if self.target_epsilon <= 0 or self.max_grad_norm <= 0 or self.planned_rounds < 1:
-            raise MoeHealthInputError("DP: target epsilon, max grad norm and planned rounds must "
-                                      "be positive")
+        if self.target_epsilon <= 0 or self.max_grad_norm <= 0:
+            raise MoeHealthInputError(f"DP: target epsilon ({self.target_epsilon}) and max grad "
+                                      f"norm ({self.max_grad_norm}) must be positive")
+        if self.planned_rounds < 0 or self.public_weight < 1:
+            raise MoeHealthInputError("DP: planned rounds must be >= 0 (0 = the run's) and the "
+                                      "public weight >= 1")
         if self.delta is not None and not 0 < self.delta < 1:
             raise MoeHealthInputError(f"DP: delta must be in (0, 1), got {self.delta}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
@@ -69,7 +74,8 @@ class DPSettings:
 
 
 _KINDS = {"enabled": _flag, "target_epsilon": float, "delta": float, "max_grad_norm": float,
-          "noise_multiplier": float, "planned_rounds": int}
+          "noise_multiplier": float, "planned_rounds": int, "public_weight": int,
+          "share_evaluation": _flag}
 
 
 def dp_model_config(config: ModelConfig) -> ModelConfig:

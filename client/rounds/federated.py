@@ -8,6 +8,7 @@ phase) or the fusion head. Everything else is frozen and not sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,19 +92,47 @@ class RoundSetup:
     device: torch.device
 
 
+def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase, weight: int
+                    ) -> dict[str, int]:
+    """Groups a DP site trains, decided from its declared modalities, never from its data, each
+    with the same public aggregation weight: encoders of the declared modalities, every missing
+    indicator, the experts of the combinations of declared modalities that include EHR (every
+    site has EHR), the gate (joint phase) or the fusion head."""
+    have = set(modalities)
+
+    def allowed(group: str) -> bool:
+        kind, _, name = group.partition(".")
+        if kind == "encoders":
+            return name in have
+        if kind == "experts":
+            return set(name.split("+")) <= have and Modality.EHR in name.split("+")
+        return kind != "gate" or phase == Phase.JOINT
+
+    return {group: weight for group in group_names(model) if allowed(group)}
+
+
 def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                cfg: RoundConfig) -> RoundSetup:
-    """Shared by non-DP and DP local training."""
+                cfg: RoundConfig, *,
+                choose_groups: Callable[[MoEHealth], dict[str, int]] | None = None,
+                seed: int | None = None) -> RoundSetup:
+    """Shared by non-DP and DP local training.
+
+    ``choose_groups``: the groups to train with their aggregation weights (default: from the
+    site's data, :func:`trainable_groups`). ``seed``: of dropout and batch sampling (default: the
+    server's seed + round, so non-DP runs are reproducible; DP sites pass private randomness).
+    """
     device = resolve_device()
-    torch.manual_seed(cfg.seed + cfg.server_round)
+    seed = cfg.seed + cfg.server_round if seed is None else seed
+    torch.manual_seed(seed)
     model = prepare_model(model_config, global_arrays, device)
     model.set_phase(str(cfg.phase))
-    weights = trainable_groups(data, model, cfg.phase, cfg.aggregation_rule)
+    weights = (choose_groups(model) if choose_groups is not None
+               else trainable_groups(data, model, cfg.phase, cfg.aggregation_rule))
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = train_config(cfg, data.task)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
-    loader = make_loader(data.subset("train"), cfg.batch_size, train_cfg.seed)
+    loader = make_loader(data.subset("train"), cfg.batch_size, seed)
     return RoundSetup(model, weights, train_cfg, optimizer, loader, device)
 
 

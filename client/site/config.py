@@ -136,6 +136,7 @@ class SiteConfig:
             K.SITE_ID: self.site_id, K.DATA_DIR: str(self.site_dir),
             K.CACHE_DIR: str(self.work_dir / "cache"),
             K.PRIVACY_DIR: str(self.work_dir / "privacy"),
+            K.MODALITIES: ",".join(self.modalities),
             **self.privacy.node_config(),
         }
         if feature_dir:

@@ -16,6 +16,7 @@ from client.errors import SiteDataError
 from client.features.cache import EncoderConfig, build_site_features
 from client.privacy.settings import DPSettings
 from client.site.manifest import simulated_node_config
+from shared_model.modalities import MODALITIES, Modality
 from shared_model.protocol import DP_NODE_PREFIX, ConfigValue, NodeConfigKey
 
 
@@ -27,6 +28,7 @@ class SiteRuntime:
     feature_dir: Path
     privacy_dir: Path
     dp: DPSettings = DPSettings()
+    modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)  # as the site declares
 
 
 def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "") -> SiteRuntime:
@@ -40,9 +42,14 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     data_dir = Path(str(node_config.get(NodeConfigKey.DATA_DIR, "")))
     if not data_dir.is_dir():
         raise SiteDataError(f"site '{site}': {NodeConfigKey.DATA_DIR} '{data_dir}' is not a directory")
+    declared = str(node_config.get(NodeConfigKey.MODALITIES) or ",".join(m.value for m in MODALITIES))
+    try:
+        modalities = tuple(Modality.parse(m).value for m in declared.split(","))
+    except ValueError as err:
+        raise SiteDataError(f"site '{site}': node config '{NodeConfigKey.MODALITIES}': {err}") from None
     return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
-                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX))
+                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities)
 
 
 def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
