@@ -10,7 +10,7 @@ Example (deploy/examples/hospital-a.yaml)::
       mimic_cxr: /data/mimic-cxr-jpg
     modalities: [ehr, notes, cxr]
     encoders: {text_model: /models/clinicalbert, image_weights: /models/densenet121.pt}
-    privacy: {enabled: true, target_epsilon: 8.0, max_grad_norm: 1.0, planned_rounds: 8}
+    privacy: {enabled: true, target_epsilon: 8.0, max_grad_norm: 1.0}
     superlink:
       address: coordinator.example.org:9092
       root_certificates: /etc/moehealth/ca.crt
