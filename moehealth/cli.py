@@ -113,6 +113,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every run-config key of `flwr run . -c 'key=value'`, its default and meaning."""
+    from shared_model.run_config import key_comments
+
+    comments = key_comments()
+    width = max(map(len, DEFAULTS))
+    for key, value in DEFAULTS.items():
+        print(f"{key:<{width}}  {json.dumps(value):<12}  {comments.get(key, '')}".rstrip())
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from server.report import build_report
 
@@ -127,6 +138,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level (default INFO; -v is DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic MIMIC-IV / Note / CXR-JPG set")
@@ -186,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--canaries", type=int, default=5000)
     p.set_defaults(func=cmd_audit)
 
+    p = sub.add_parser("config", help="list the run-config keys of `flwr run`, defaults, meanings")
+    p.set_defaults(func=cmd_config)
+
     p = sub.add_parser("report", help="Markdown/HTML report with plots of a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report")
@@ -205,8 +221,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except (MoeHealthInputError, ValueError) as err:

@@ -6,6 +6,7 @@ mean per group by a coordinate-wise trimmed mean or median over the contributing
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,11 +46,26 @@ def validate_update(update: SiteUpdate, reference: dict[str, np.ndarray]) -> str
     return None
 
 
+def trimmed_count(contributors: int, trim: float) -> int:
+    """How many contributions a trimmed mean drops at each end (0 below 3 contributors)."""
+    return int(np.floor(trim * contributors)) if contributors >= 3 else 0
+
+
+def min_trimmed_contributors(trim: float) -> int:
+    """The fewest contributors for which ``trim`` drops anything."""
+    if trim <= 0:
+        return 0
+    n = max(3, math.ceil(1 / trim))
+    while trimmed_count(n, trim) == 0:  # float rounding of trim x n
+        n += 1
+    return n
+
+
 def _combine(stack: np.ndarray, weights: np.ndarray, method: Aggregation, trim: float) -> np.ndarray:
     if method is Aggregation.MEDIAN:
         return np.median(stack, axis=0)
-    if method is Aggregation.TRIMMED_MEAN and len(stack) >= 3:
-        cut = int(np.floor(trim * len(stack)))
+    if method is Aggregation.TRIMMED_MEAN:
+        cut = trimmed_count(len(stack), trim)
         if cut > 0:
             ordered = np.sort(stack, axis=0)
             return ordered[cut:len(stack) - cut].mean(axis=0)

@@ -10,6 +10,7 @@ simulation/.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from shared_model import build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
 from shared_model.params import model_to_arrays
-from shared_model.run_config import SIMULATION
+from shared_model.run_config import DATA_PREFIX, SIMULATION
 
 log = logging.getLogger(__name__)
 PooledEvaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
@@ -42,6 +43,19 @@ class SimulatedSites:
 
     sites_manifest: str
     pooled_evaluate: PooledEvaluate | None = None
+
+
+def _check_supernodes(grid: Grid, expected: int, wait_s: float = 30.0) -> None:
+    """Stop before round 1 when the simulation has another number of SuperNodes than sites."""
+    deadline = time.monotonic() + wait_s
+    found = len(list(grid.get_node_ids()))
+    while found < expected and time.monotonic() < deadline:
+        time.sleep(1.0)
+        found = len(list(grid.get_node_ids()))
+    if found != expected:
+        raise MoeHealthInputError(
+            f"the simulation has {found} SuperNodes but data.num-sites = {expected}: run with "
+            f"--federation-config 'num-supernodes={expected}' or set -c 'data.num-sites={found}'")
 
 
 SimulationHook = Callable[[dict[str, Any], Path, int], SimulatedSites]  # run config, dir, start
@@ -86,6 +100,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
         raise MoeHealthInputError("simulation = true, but this ServerApp has no simulation "
                                   "environment: run the app pyproject.toml registers "
                                   "(moehealth.serverapp:app)")
+    if simulated:  # before anything is prepared or written: the likeliest mistake fails at once
+        _check_supernodes(grid, int(run_config[DATA_PREFIX + "num-sites"]))
     run, start, arrays, optimizer = _open_run(settings, run_config)
     print(f"moehealth: run directory {run.path} (rounds {start + 1}..{settings.num_rounds})",
           flush=True)
@@ -94,7 +110,11 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
 
         torch.manual_seed(settings.seed)
         arrays = model_to_arrays(build_model(model_config))
-    sites = simulation(run_config, run.path, start) if simulated and simulation else None
+    try:
+        sites = simulation(run_config, run.path, start) if simulated and simulation else None
+    except Exception:
+        run.discard_if_unstarted()  # a run that failed before round 1 leaves no folder behind
+        raise
     evaluate_fn = None
     if sites is not None and sites.pooled_evaluate is not None and settings.centralized_eval:
         evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start)
@@ -102,6 +122,9 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
                                      sites_manifest=sites.sites_manifest if sites else "")
     result = strategy.start(grid, to_array_record(arrays), num_rounds=settings.num_rounds - start,
                             timeout=settings.round_timeout, evaluate_fn=evaluate_fn)
+    if not strategy.trained_rounds:
+        raise RuntimeError(f"no site contributed an update in any of rounds {start + 1}.."
+                           f"{settings.num_rounds}: the run failed (see rounds.jsonl in {run.path})")
     pooled = result.evaluate_metrics_serverapp.get(settings.num_rounds - start)
     table = cross_site_table(strategy.last_site_eval, dict(pooled) if pooled else None)
     (run.path / "cross_site.md").write_text(table)

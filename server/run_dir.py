@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,14 @@ class RunDirectory:
         model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
         opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
         return int(state["round"]), model, opt, state
+
+    def discard_if_unstarted(self) -> None:
+        """Remove the folder of a run that failed before its first round (nothing of value in
+        it); a run with a checkpoint or a round log is never touched."""
+        logs = [self.path / n for n in ("rounds.jsonl", "site_metrics.jsonl")]
+        if any(self.path.glob("checkpoints/*.safetensors")) or any(p.exists() for p in logs):
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def truncate_after(self, server_round: int) -> None:
         """Drop log lines of rounds after ``server_round`` (written before a crash). The sites'

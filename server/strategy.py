@@ -18,7 +18,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from server.aggregation import FedAdamState, SiteUpdate, aggregate_groups, validate_update
+from server.aggregation import (
+    Aggregation,
+    FedAdamState,
+    SiteUpdate,
+    aggregate_groups,
+    min_trimmed_contributors,
+    trimmed_count,
+    validate_update,
+)
 from server.flower_io import (
     declared_site,
     from_array_record,
@@ -72,6 +80,8 @@ class ModalityAwareStrategy(FedAvg):
         self.sites_manifest = sites_manifest
         self.current: dict[str, np.ndarray] = {}
         self.last_site_eval: dict[str, EvaluateReply] = {}
+        self.trained_rounds: list[int] = []  # rounds in which at least one update was accepted
+        self._untrimmed_groups: set[str] = set()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -85,6 +95,10 @@ class ModalityAwareStrategy(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = server_round + self.round_offset
         collected = self.collect(rnd, replies)
+        if collected.updates:
+            self.trained_rounds.append(rnd)
+        else:
+            log.error("round %d: no site contributed an update; the global model is unchanged", rnd)
         new, contributors = self.aggregate(collected)
         loss = self.record_train_round(rnd, collected, contributors)
         self.checkpoint(rnd, new)
@@ -128,10 +142,23 @@ class ModalityAwareStrategy(FedAvg):
         """Per-group aggregation of the accepted updates, then the server optimizer if any."""
         new, contributors = aggregate_groups(self.current, collected.updates,
                                              self.settings.aggregation, self.settings.trim_fraction)
+        if self.settings.aggregation == Aggregation.TRIMMED_MEAN:
+            self._warn_untrimmed(contributors)
         if self.server_optimizer is not None and collected.updates:
             touched = {n for u in collected.updates for n in u.arrays}
             new = self.server_optimizer.step(self.current, new, touched)
         return new, contributors
+
+    def _warn_untrimmed(self, contributors: dict[str, dict[str, int]]) -> None:
+        """Trimmed mean trims nothing where floor(trim x contributors) is 0: say so once per group."""
+        for group, sites in contributors.items():
+            if trimmed_count(len(sites), self.settings.trim_fraction) == 0 and \
+                    group not in self._untrimmed_groups:
+                self._untrimmed_groups.add(group)
+                log.warning("trimmed-mean: group %s has %d contributor(s); trim-fraction %.2f trims "
+                            "none of them, so it is a weighted mean (needs >= %d contributors)",
+                            group, len(sites), self.settings.trim_fraction,
+                            min_trimmed_contributors(self.settings.trim_fraction))
 
     def record_train_round(self, rnd: int, collected: CollectedRound,
                            contributors: dict[str, dict[str, int]]) -> float:
@@ -146,7 +173,7 @@ class ModalityAwareStrategy(FedAvg):
             "round": rnd, "kind": "train", "phase": str(self.settings.phase(rnd)),
             "contributors": contributors, "rejected": collected.rejected,
             "declined": collected.declined, "bytes_received": collected.bytes_received,
-            "train_loss": loss})
+            "accepted": sorted(collected.replies), "train_loss": loss})
         return loss
 
     def checkpoint(self, rnd: int, arrays: dict[str, np.ndarray]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -55,3 +56,18 @@ def pyproject_defaults(path: Path = PYPROJECT) -> dict[str, Any]:
                                   "bundle (install it with `pip install -e .`)")
     data = tomllib.loads(path.read_text())
     return flatten(data["tool"]["flwr"]["app"]["config"])
+
+
+def key_comments(path: Path = PYPROJECT) -> dict[str, str]:
+    """The comment written beside each run-config key in pyproject.toml (its meaning)."""
+    comments: dict[str, str] = {}
+    section = None
+    for line in path.read_text().splitlines():
+        header = re.match(r"^\[tool\.flwr\.app\.config(\.[\w-]+)?\]", line)
+        if header:
+            section = (header.group(1) or "").lstrip(".")
+        elif line.startswith("["):
+            section = None
+        elif section is not None and (entry := re.match(r"^([\w-]+)\s*=[^#]*#\s*(.*)$", line)):
+            comments[f"{section}.{entry.group(1)}" if section else entry.group(1)] = entry.group(2)
+    return comments

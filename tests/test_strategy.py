@@ -112,6 +112,34 @@ def test_bad_update_is_rejected_and_round_goes_on(setup, bad: str, caplog) -> No
     assert "evil" in record["rejected"] and "good" not in record["rejected"]
 
 
+def test_a_round_without_accepted_updates_is_recorded_and_keeps_the_model(setup, caplog) -> None:
+    strategy, g, run = setup
+    bad = _site_arrays(g, {"gate"}, float("nan"))
+    with caplog.at_level("ERROR"):
+        new = from_array_record(strategy.aggregate_train(1, [
+            _reply(1, train_reply("a", bad, {"gate": 5}, {"train-loss": 0.3}))])[0])
+    assert "round 1: no site contributed an update" in caplog.text
+    assert all(np.array_equal(new[n], g[n]) for n in g) and strategy.trained_rounds == []
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["accepted"] == [] and "a" in record["rejected"]
+    assert record["train_loss"] is None  # a rejected site's loss is not averaged in
+
+
+def test_trimmed_mean_that_trims_nothing_is_said_once_per_group(tmp_path: Path, caplog) -> None:
+    g = model_to_arrays(build_model())
+    run = RunDirectory.create(str(tmp_path / "run"), {})
+    strategy = ModalityAwareStrategy(FederationSettings(num_rounds=2, pretrain_rounds=0,
+                                                        aggregation="trimmed-mean"), run)
+    replies = [_reply(i, train_reply(s, _site_arrays(g, {"gate"}, 1.0), {"gate": 10}, {}))
+               for i, s in ((1, "a"), (2, "b"))]
+    with caplog.at_level("WARNING"):
+        for rnd in (1, 2):
+            strategy.current = g
+            strategy.aggregate_train(rnd, replies)
+    assert caplog.text.count("trimmed-mean: group gate has 2 contributor(s)") == 1
+    assert "needs >= 5 contributors" in caplog.text
+
+
 def test_robust_aggregation_per_group() -> None:
     current = {"gate.0.bias": np.zeros(4, dtype=np.float32)}
     updates = [SiteUpdate(s, {"gate.0.bias": np.full(4, v, dtype=np.float32)}, {"gate": 10})

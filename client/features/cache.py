@@ -73,7 +73,9 @@ def site_cache_key(samples: pd.DataFrame, text_identity: str, image_identity: st
 def _encode_column(encode, items: list[str], dim: int, batch: int, desc: str, progress: bool
                    ) -> np.ndarray:
     out = np.zeros((len(items), dim), dtype=np.float32)
-    for start in tqdm(range(0, len(items), batch), desc=desc, disable=not progress, leave=False):
+    bar = tqdm(range(0, len(items), batch), desc=desc, leave=False,
+               disable=None if progress else True)  # None: no bar when not a terminal
+    for start in bar:
         out[start:start + batch] = encode(items[start:start + batch], batch)
     return out
 

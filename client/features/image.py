@@ -32,6 +32,19 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("model."): v for k, v in state.items()}
 
 
+_warned_random_init = False
+
+
+def _warn_random_init_once() -> None:
+    """The loud random-init warning, once per process (not once per site)."""
+    global _warned_random_init
+    if not _warned_random_init:
+        _warned_random_init = True
+        log.warning("NO IMAGE WEIGHTS CONFIGURED: DenseNet-121 is randomly initialized (seed %d). "
+                    "Set image_weights to a local CXR-pretrained state dict for real use.",
+                    RANDOM_INIT_SEED)
+
+
 class ImageEncoder:
     """Global-average-pooled DenseNet-121 features (1024-d) of a frontal chest film."""
 
@@ -47,9 +60,7 @@ class ImageEncoder:
                                           f"(missing e.g. {missing[0]})")
             self.identity = f"image:densenet121:{file_digest(Path(weights))[:16]}"
         else:
-            log.warning("NO IMAGE WEIGHTS CONFIGURED: DenseNet-121 is randomly initialized "
-                        "(seed %d). Set image_weights to a local CXR-pretrained state dict "
-                        "for real use.", RANDOM_INIT_SEED)
+            _warn_random_init_once()
             self.identity = f"image:densenet121:random-init-seed{RANDOM_INIT_SEED}"
         self.features = net.features.to(self.device).eval()
         self.dim = int(net.classifier.in_features)

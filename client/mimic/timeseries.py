@@ -61,7 +61,7 @@ class _HourlyAccumulator:
 
 
 def _progress(desc: str, enabled: bool) -> tqdm:
-    return tqdm(desc=desc, unit=" rows", unit_scale=True, disable=not enabled, leave=False)
+    return tqdm(desc=desc, unit=" rows", unit_scale=True, disable=None if enabled else True, leave=False)
 
 
 def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> np.ndarray:

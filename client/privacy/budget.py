@@ -12,6 +12,9 @@ Under DP the model uses DPLSTM (same parameter names as nn.LSTM) and the per-sam
 
 from __future__ import annotations
 
+import client.privacy.quiet_opacus  # noqa: F401  (first: before any opacus import)
+
+# isort: split
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any

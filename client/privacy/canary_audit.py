@@ -14,6 +14,9 @@ smaller than claimed). A bound below it is consistent but certifies nothing.
 
 from __future__ import annotations
 
+import client.privacy.quiet_opacus  # noqa: F401  (first: before any opacus import)
+
+# isort: split
 import math
 from dataclasses import dataclass
 

@@ -10,6 +10,9 @@ What the site trains and the weights it sends come from its declared configurati
 
 from __future__ import annotations
 
+import client.privacy.quiet_opacus  # noqa: F401  (first: before any opacus import)
+
+# isort: split
 import logging
 import os
 from dataclasses import dataclass

@@ -1,0 +1,46 @@
+"""A run that is wrong fails at once with one clear line and leaves nothing behind; a run in which
+no site ever trained ends as failed. Real `flwr run` through a private SuperLink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moehealth.cli import main
+from shared_model.run_config import key_comments, pyproject_defaults
+from simulation.local_superlink import local_simulation
+
+
+def test_moehealth_config_lists_every_key_with_default_and_meaning(capsys) -> None:
+    assert main(["config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(pyproject_defaults())
+    assert set(key_comments()) == set(pyproject_defaults()), "every key has a meaning in pyproject"
+    assert any(line.startswith("data.num-sites") and "SuperNodes" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_fewer_supernodes_than_sites_fails_before_round_1(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = {"data.num-sites": 3, "data.patients": 300, "data.dir": str(tmp_path / "data"),
+              "run-dir": str(run_dir)}
+    with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
+        outcome = sim.run(config, num_supernodes=2, timeout=300)
+    assert outcome.status == "finished:failed", outcome.status
+    assert ("the simulation has 2 SuperNodes but data.num-sites = 3: run with --federation-config "
+            "'num-supernodes=3'") in outcome.log
+    assert not run_dir.exists() and not (tmp_path / "data").exists()  # nothing prepared
+
+
+@pytest.mark.slow
+def test_a_run_in_which_no_site_trained_ends_failed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = {"num-server-rounds": 1, "pretrain-rounds": 0, "round-timeout": 1.0,
+              "centralized-eval": False, "data.num-sites": 2, "data.patients": 200,
+              "data.dir": str(tmp_path / "data"), "run-dir": str(run_dir)}
+    with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
+        outcome = sim.run(config, num_supernodes=2, timeout=600)
+    assert outcome.status == "finished:failed", outcome.status
+    assert "no site contributed an update in any of rounds 1..1" in outcome.log
+    assert '"accepted": []' in (run_dir / "rounds.jsonl").read_text()
