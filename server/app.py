@@ -45,7 +45,7 @@ class SimulatedSites:
     pooled_evaluate: PooledEvaluate | None = None
 
 
-def _check_supernodes(grid: Grid, expected: int, wait_s: float = 30.0) -> None:
+def _check_supernodes(grid: Grid, expected: int, wait_s: float = 15.0) -> None:
     """Stop before round 1 when the simulation has another number of SuperNodes than sites."""
     deadline = time.monotonic() + wait_s
     found = len(list(grid.get_node_ids()))
@@ -139,7 +139,11 @@ def create_server_app(simulation: SimulationHook | None = None) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, dict(context.run_config), simulation)
+        try:
+            run_federation(grid, dict(context.run_config), simulation)
+        except (MoeHealthInputError, ValueError) as err:
+            print(f"moehealth: error: {err}", flush=True)  # the one line to act on
+            raise
 
     return server_app
 

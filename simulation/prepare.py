@@ -72,9 +72,19 @@ class FederationData:
     }  # data.<key> of the run-config -> field
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scheme", Scheme(self.scheme))
+        try:
+            object.__setattr__(self, "scheme", Scheme(self.scheme))
+        except ValueError:
+            raise ValueError(f"data.scheme must be one of {', '.join(s.value for s in Scheme)}, "
+                             f"got {self.scheme!r}") from None
         if self.num_sites < 1 or self.patients < 1:
             raise ValueError("data.num-sites and data.patients must be at least 1")
+        for key, path in (("data.mimic-iv", self.mimic_iv), ("data.mimic-note", self.mimic_note),
+                          ("data.mimic-cxr", self.mimic_cxr)):
+            if path is not None and not Path(path).is_dir():
+                raise ValueError(f"{key}: '{path}' is not a directory")
+        if self.profile is not None and not Path(self.profile).is_file():
+            raise ValueError(f"data.profile: '{self.profile}' is not a file")
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationData:
