@@ -22,16 +22,17 @@ from shared_model.run_config import TASK
 app = ClientApp()
 
 
-def _load(context: Context, sites_manifest: str) -> tuple[SiteRuntime, SiteData]:
-    site = resolve_site(dict(context.node_config), sites_manifest)
-    return site, SiteData.load(site.feature_dir, str(context.run_config[TASK]), site.site_id)
+def _data(site: SiteRuntime, context: Context) -> SiteData:
+    return SiteData.load(site.feature_dir, str(context.run_config[TASK]), site.site_id)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the groups this site can inform; reply with only those, plus sample counts."""
+    """Train the groups this site can inform; reply with only those and their aggregation
+    weights (sample counts; a DP site's public weight)."""
     cfg = round_config(msg)
-    site, data = _load(context, cfg.sites_manifest)
+    site = resolve_site(dict(context.node_config), cfg.sites_manifest)
+    data = _data(site, context)
     model_config = model_config_from_run_config(dict(context.run_config))
     if not site.dp.enabled:
         reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id)
@@ -52,7 +53,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     site = resolve_site(dict(context.node_config), evaluate_config(msg).sites_manifest)
     if site.dp.enabled and not site.dp.share_evaluation:
         return Message(content=withheld_evaluation_content(site.site_id), reply_to=msg)
-    data = SiteData.load(site.feature_dir, str(context.run_config[TASK]), site.site_id)
-    reply = local_evaluate(data, model_config_from_run_config(dict(context.run_config)),
+    reply = local_evaluate(_data(site, context), model_config_from_run_config(dict(context.run_config)),
                            global_arrays(msg), site.site_id)
     return Message(content=evaluate_reply_content(reply), reply_to=msg)

@@ -21,6 +21,15 @@ from shared_model.run_config import Scheme
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _version(package: str = "moehealth") -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -137,6 +146,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
+    parser.add_argument("--version", action="version",
+                        version=f"moehealth {_version()} (flwr {_version('flwr')})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level (default INFO; -v is DEBUG)")

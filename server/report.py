@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from server.gate_health import MISROUTED  # noqa: E402
 from server.plots import routing_heatmap  # noqa: E402
 from shared_model.modalities import COMBINATIONS  # noqa: E402
 from shared_model.protocol import EvaluateReply, pooled_key, split_key  # noqa: E402
@@ -57,14 +58,21 @@ def _fmt(value) -> str:
 
 
 def cross_site_table(per_site: dict[str, EvaluateReply], pooled: dict[str, float] | None) -> str:
-    """Global model on each site's test split, plus the pooled test set when evaluated."""
-    lines = ["| site | test n | AUROC | AUPRC | F1 | loss |", "|---|---|---|---|---|---|"]
+    """Global model on each site's test split, plus the pooled test set when evaluated. F1 is
+    at the threshold chosen on the matching validation split (the site's, or the pooled one)."""
+    lines = ["| site | test n | positives | AUROC | AUPRC | F1 (threshold from validation) | loss |",
+             "|---|---|---|---|---|---|---|"]
     for site, reply in sorted(per_site.items()):
         cells = " | ".join(_fmt(reply.get("test", m)) for m in ("auroc", "auprc", "f1", "loss"))
-        lines.append(f"| {site} | {reply.num_examples} | {cells} |")
+        lines.append(f"| {site} | {reply.num_examples} |  | {cells} |")
     if pooled:
-        cells = " | ".join(_fmt(pooled.get(pooled_key(m))) for m in ("auroc", "auprc", "f1", "loss"))
-        lines.append(f"| pooled (centralized eval) | {int(pooled.get(pooled_key('n'), 0))} | {cells} |")
+        auroc = (f"{_fmt(pooled.get(pooled_key('auroc')))} [{_fmt(pooled.get(pooled_key('auroc_low')))}, "
+                 f"{_fmt(pooled.get(pooled_key('auroc_high')))}]")
+        cells = " | ".join(_fmt(pooled.get(pooled_key(m))) for m in ("auprc", "f1", "loss"))
+        lines.append(f"| pooled (centralized eval; AUROC with 95% bootstrap interval) | "
+                     f"{int(pooled.get(pooled_key('n'), 0))} | "
+                     f"{int(pooled.get(pooled_key('positives'), 0))} | {auroc} | {cells} |")
+        lines.append(f"\nPooled Brier score: {_fmt(pooled.get(pooled_key('brier')))}.")
     return "\n".join(lines) + "\n"
 
 
@@ -107,6 +115,10 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
             png = routing_heatmap(table, out / f"routing-{site}.png",
                                   f"{site}: mean routing weight (round {last})")
             sections.append((f"Expert routing at {site}", png.name, ""))
+    sections += _gate_sections(rounds, out)
+    if last is not None:
+        sections.append((f"Test AUROC per modality combination (round {last})", None,
+                         _combination_table({r["site"]: r for r in evals if r["round"] == last})))
     cross = run_dir / "cross_site.md"
     sections.append(("Cross-site evaluation (final global model)", None,
                      cross.read_text() if cross.is_file() else "(run not finished)"))
@@ -117,6 +129,32 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
                   for g, sites_ in contrib["contributors"].items()]
         sections.append((f"Who trained what (round {contrib['round']})", None, "\n".join(lines) + "\n"))
     return _write(out, run_dir, sections)
+
+
+def _gate_sections(rounds: list[dict], out: Path) -> list[tuple[str, str | None, str]]:
+    """Share of routing weight per expert over the rounds, and misrouted combinations."""
+    gates = [(r["round"], r["gate"]) for r in rounds if r["kind"] == "evaluate" and r.get("gate")]
+    if not gates:
+        return []
+    experts = sorted({e for _, g in gates for e in g["expert_share"]})
+    series = {f"experts.{e}": [(rnd, g["expert_share"].get(e, 0.0)) for rnd, g in gates]
+              for e in experts}
+    png = _line_plot(series, "share of routing weight", "Gate health: routing weight per expert",
+                     out / "gate.png")
+    last_round, last = gates[-1]
+    text = "| samples | share routed to experts of modalities they lack |\n|---|---|\n"
+    text += "".join(f"| {c} | {m:.2f} |\n" for c, m in last["misrouted"].items()) or "| (none) | |\n"
+    return [(f"Gate health (misrouting over {MISROUTED:.1f} flagged, round {last_round})", png.name,
+             text)]
+
+
+def _combination_table(final: dict[str, dict]) -> str:
+    lines = ["| site | combination | test n | AUROC |", "|---|---|---|---|"]
+    for site, metrics in sorted(final.items()):
+        for combo, values in sorted(EvaluateReply.parse(site, metrics).by_combination.items()):
+            lines.append(f"| {site} | {combo} | {int(values.get('n', 0))} | "
+                         f"{_fmt(values.get('auroc'))} |")
+    return "\n".join(lines) + "\n"
 
 
 def _write(out: Path, run_dir: Path, sections: list[tuple[str, str | None, str]]) -> Path:

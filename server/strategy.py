@@ -34,6 +34,7 @@ from server.flower_io import (
     parse_train_reply,
     to_array_record,
 )
+from server.gate_health import gate_health, warn_misrouting
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model.errors import ProtocolError
@@ -197,7 +198,10 @@ class ModalityAwareStrategy(FedAvg):
                                                    **reply.metrics()})
         summary = {key: _weighted([(r.get(*key.split(".")), r.num_examples)
                                    for r in per_site.values()]) for key in SUMMARY_KEYS}
-        self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary})
+        health = gate_health(list(per_site.values()))
+        warn_misrouting(rnd, health)
+        self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
+                                         "gate": health})
         self.last_site_eval = per_site
         return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
 

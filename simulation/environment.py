@@ -11,7 +11,7 @@ import numpy as np
 
 from client.data.dataset import SiteData, concat_sites
 from client.privacy.settings import DPSettings, FilePrivacyStore
-from client.rounds.evaluation import evaluate_predictions
+from client.rounds.evaluation import best_f1_threshold, bootstrap_auroc, evaluate_predictions
 from client.rounds.training import predict, resolve_device
 from client.site.manifest import MANIFEST_NAME, write_manifest
 from server.app import PooledEvaluate, SimulatedSites
@@ -56,16 +56,26 @@ def declared_modalities(data: FederationData, site: str) -> tuple[str, ...]:
 
 def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig
                      ) -> PooledEvaluate:
-    """AUROC/AUPRC/F1/loss of a global model on the pooled test split of all virtual sites."""
+    """AUROC (with a 95% bootstrap interval), AUPRC, F1, loss and Brier score of a global model on
+    the pooled test split of all virtual sites, with n and positives; F1 at the threshold that
+    maximizes it on the pooled validation split (the same rule as at the sites)."""
     pooled = concat_sites([SiteData.load(d, task, s) for s, d in sites.items()])
-    test = pooled.subset("test")
+    val, test = pooled.subset("val"), pooled.subset("test")
     device = resolve_device()
 
     def evaluate(arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        model = build_model(model_config)
+        model = build_model(model_config).to(device)
         load_arrays(model, arrays)
-        result = evaluate_predictions(predict(model.to(device), test, device))
-        return {pooled_key(k): float(result[k]) for k in ("auroc", "auprc", "f1", "loss", "n")}
+        val_pred = predict(model, val, device)
+        threshold = best_f1_threshold(val_pred.labels, val_pred.probs)
+        test_pred = predict(model, test, device)
+        result = evaluate_predictions(test_pred, threshold)
+        out = {pooled_key(k): float(result[k])
+               for k in ("auroc", "auprc", "f1", "loss", "brier", "n")}
+        low, high = bootstrap_auroc(test_pred.labels, test_pred.probs)
+        return out | {pooled_key("positives"): float(test_pred.labels.sum()),
+                      pooled_key("threshold"): threshold, pooled_key("auroc_low"): low,
+                      pooled_key("auroc_high"): high}
 
     return evaluate
 

@@ -135,6 +135,11 @@ def _mean(values: Iterable) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _mean_sd(mean: float, sd: float) -> str:
+    """``mean ± sd`` over seeds; one seed has no spread (``n/a``), not ``± 0.000``."""
+    return f"{mean:.3f} ± {'n/a' if pd.isna(sd) else f'{sd:.3f}'}"
+
+
 def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, title: str) -> None:
     """results.csv (all rows), results.md (mean ± sd over seeds) and results.png (bar chart)."""
     import matplotlib
@@ -151,8 +156,7 @@ def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, ti
              "|" + "---|" * (len(by) + len(numeric))]
     for key, row in summary.iterrows():
         key = key if isinstance(key, tuple) else (key,)
-        cells = [f"{row[(c, 'mean')]:.3f} ± {0 if pd.isna(row[(c, 'std')]) else row[(c, 'std')]:.3f}"
-                 for c in numeric]
+        cells = [_mean_sd(row[(c, "mean")], row[(c, "std")]) for c in numeric]
         lines.append("| " + " | ".join([str(k) for k in key] + cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(9, 4))

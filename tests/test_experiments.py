@@ -62,3 +62,26 @@ def test_moehealth_train_runs_variants_on_pooled_sites(tmp_path: Path, capsys) -
     assert "| mortality | oracle |" in (out / "results.md").read_text()
     assert (out / "routing-mortality-moe-health.png").is_file()
     assert "test AUROC" in capsys.readouterr().out
+
+
+def test_one_seed_has_no_spread_rather_than_zero(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"setting": ["a"], "seed": [0], "pooled_test_auroc": [0.7]})
+    write_results(tmp_path, frame, ["setting"], "pooled_test_auroc", "title")
+    assert "| a | 0.700 ± n/a |" in (tmp_path / "results.md").read_text()
+
+
+def test_bootstrap_auroc_interval_covers_the_estimate_and_narrows_with_n() -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from client.rounds.evaluation import bootstrap_auroc
+
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (200, 5000):
+        labels = (rng.random(n) < 0.2).astype(float)
+        probs = np.clip(0.2 + 0.3 * labels + rng.normal(0, 0.25, n), 0, 1)
+        low, high = bootstrap_auroc(labels, probs)
+        assert low < roc_auc_score(labels, probs) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3

@@ -36,9 +36,12 @@ def test_cache_is_built_reused_and_rebuilt(samples, tmp_path: Path) -> None:
     assert np.abs(data["cxr"][has[:, 2]]).sum(1).min() > 0
 
 
-def test_image_encoder_on_real_chest_xrays(caplog, cxr_smoke: Path) -> None:
+def test_image_encoder_on_real_chest_xrays(caplog, cxr_smoke: Path, monkeypatch) -> None:
+    import client.features.image as image
+
     paths = sorted(str(p) for p in cxr_smoke.glob("*.png"))
     assert len(paths) == 2
+    monkeypatch.setattr(image, "_warned_random_init", False)  # once per process: as if new
     with caplog.at_level("WARNING"):
         encoder = ImageEncoder()
     assert "NO IMAGE WEIGHTS" in caplog.text

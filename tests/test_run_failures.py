@@ -44,3 +44,9 @@ def test_a_run_in_which_no_site_trained_ends_failed(tmp_path: Path) -> None:
     assert outcome.status == "finished:failed", outcome.status
     assert "no site contributed an update in any of rounds 1..1" in outcome.log
     assert '"accepted": []' in (run_dir / "rounds.jsonl").read_text()
+
+
+def test_moehealth_version(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("moehealth 0.")

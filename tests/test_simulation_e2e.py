@@ -37,6 +37,8 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
         table = (run_dir / "cross_site.md").read_text()
         assert all(f"site-{i}" in table for i in (1, 2)) and "pooled" in table
         assert "site-0" not in table  # a DP site shares no evaluation metrics by default
+        pooled = [r for r in rounds if r["kind"] == "centralized-eval"][-1]
+        assert pooled["pooled.positives"] > 0 and 0 <= pooled["pooled.threshold"] <= 1
         assert (run_dir / "checkpoints" / "round-002.safetensors").is_file()
 
         resumed = sim.run({**config, "num-server-rounds": 3, "run-dir": "",
@@ -54,7 +56,10 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     assert main(["report", str(run_dir)]) == 0
     report = (run_dir / "report" / "report.md").read_text()
     assert "Privacy budget per site" in report and "Cross-site evaluation" in report
-    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-1.png"):
+    assert "Gate health" in report and "Test AUROC per modality combination" in report
+    gate = [r for r in rounds if r["kind"] == "evaluate"][-1]["gate"]
+    assert sum(gate["expert_share"].values()) == pytest.approx(1.0, abs=1e-3)
+    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-1.png", "gate.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000, png
     assert _ray_processes() == 0
 

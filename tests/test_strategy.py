@@ -198,3 +198,19 @@ def test_plain_fedavg_rule_sends_every_group(synth_features) -> None:
     assert set(plain) == {parameter_group(name) for name, _ in model.named_parameters()}
     assert set(plain.values()) == {n} and set(aware) < set(plain)
     assert aware["encoders.cxr"] == int(data.inputs["available"][data.split == "train", 2].sum())
+
+
+def test_gate_health_weights_sites_by_combination_counts_and_flags_misrouting() -> None:
+    from server.gate_health import gate_health
+    from shared_model.protocol import EvaluateReply
+
+    a = EvaluateReply("a", 30, by_combination={"ehr": {"auroc": 0.7, "n": 30}},
+                      routing={"ehr": {"ehr": 0.3, "ehr+notes": 0.7}})
+    b = EvaluateReply("b", 30, by_combination={"ehr": {"n": 10}, "ehr+notes": {"n": 20}},
+                      routing={"ehr": {"ehr": 0.7, "ehr+notes": 0.3},
+                               "ehr+notes": {"ehr": 0.0, "ehr+notes": 1.0}})
+    health = gate_health([a, b])
+    assert health["by_combination"]["ehr"] == pytest.approx({"ehr": 0.4, "ehr+notes": 0.6})
+    assert health["expert_share"] == pytest.approx({"ehr": 0.4 * 40 / 60,
+                                                    "ehr+notes": (0.6 * 40 + 20) / 60})
+    assert health["misrouted"] == pytest.approx({"ehr": 0.6})  # EHR-only samples -> notes expert

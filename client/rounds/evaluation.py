@@ -19,13 +19,29 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
                    ) -> dict[str, float]:
     """AUROC, AUPRC, F1 at ``threshold``, BCE loss and count (NaN where undefined)."""
     if len(labels) == 0:
-        return {"auroc": math.nan, "auprc": math.nan, "f1": math.nan, "loss": math.nan, "n": 0}
+        return {"auroc": math.nan, "auprc": math.nan, "f1": math.nan, "loss": math.nan,
+                "brier": math.nan, "n": 0}
     p = np.clip(probs, 1e-7, 1 - 1e-7)
     loss = float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     return {"auroc": _safe(roc_auc_score, labels, probs),
             "auprc": _safe(average_precision_score, labels, probs),
             "f1": float(f1_score(labels, probs >= threshold, zero_division=0)),
-            "loss": loss, "n": int(len(labels))}
+            "loss": loss, "brier": float(np.mean((probs - labels) ** 2)), "n": int(len(labels))}
+
+
+def bootstrap_auroc(labels: np.ndarray, probs: np.ndarray, *, resamples: int = 200,
+                    seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the AUROC, resampling samples (NaN if undefined)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(labels), len(labels))
+        if 0 < labels[idx].sum() < len(idx):
+            values.append(roc_auc_score(labels[idx], probs[idx]))
+    if not values:
+        return math.nan, math.nan
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
