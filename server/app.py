@@ -45,7 +45,7 @@ class SimulatedSites:
     pooled_evaluate: PooledEvaluate | None = None
 
 
-def _check_supernodes(grid: Grid, expected: int, wait_s: float = 15.0) -> None:
+def _check_supernodes(grid: Grid, expected: int, wait_s: float = 10.0) -> None:
     """Stop before round 1 when the simulation has another number of SuperNodes than sites."""
     deadline = time.monotonic() + wait_s
     found = len(list(grid.get_node_ids()))
