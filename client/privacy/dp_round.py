@@ -80,11 +80,9 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     engine.accountant.load_state_dict({"history": [tuple(h) for h in plan.history],
                                        "mechanism": ACCOUNTANT})
-    sampling = torch.Generator().manual_seed(private_seed())
-    loader = torch.utils.data.DataLoader(setup.loader.dataset, batch_size=cfg.batch_size,
-                                         generator=sampling)
+    # setup.loader's generator is seeded with the private seed: Opacus' Poisson sampler uses it
     dp_model, dp_optimizer, dp_loader = engine.make_private(
-        module=model, optimizer=setup.optimizer, data_loader=loader,
+        module=model, optimizer=setup.optimizer, data_loader=setup.loader,
         noise_multiplier=plan.noise_multiplier, max_grad_norm=settings.max_grad_norm,
         poisson_sampling=True,
         noise_generator=torch.Generator(device=device).manual_seed(private_seed()))
