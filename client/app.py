@@ -35,7 +35,8 @@ def train(msg: Message, context: Context) -> Message:
     data = _data(site, context)
     model_config = model_config_from_run_config(dict(context.run_config))
     if not site.dp.enabled:
-        reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id)
+        reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id,
+                            site.min_cell_size)
     else:
         from client.privacy.dp_round import dp_local_train  # Opacus only where DP runs
         from client.privacy.settings import FilePrivacyStore
@@ -54,5 +55,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     if site.dp.enabled and not site.dp.share_evaluation:
         return Message(content=withheld_evaluation_content(site.site_id), reply_to=msg)
     reply = local_evaluate(_data(site, context), model_config_from_run_config(dict(context.run_config)),
-                           global_arrays(msg), site.site_id)
+                           global_arrays(msg), site.site_id, site.min_cell_size)
     return Message(content=evaluate_reply_content(reply), reply_to=msg)

@@ -85,6 +85,7 @@ class NodeConfigKey(StrEnum):
     DP_PUBLIC_WEIGHT = "dp-public-weight"
     DP_SHARE_EVALUATION = "dp-share-evaluation"
     MODALITIES = "modalities"  # comma list of the modalities the site declares it has
+    MIN_CELL_SIZE = "min-cell-size"  # smallest group of patients any sent value may derive from
 
 
 DP_NODE_PREFIX = "dp-"
@@ -162,8 +163,9 @@ TRAIN_EXAMPLES = "train-examples"
 EPSILON = "epsilon"
 LEDGER_ROW = "ledger-row"  # key of the ``privacy`` ConfigRecord: the ledger row as JSON
 SPLITS = ("val", "test")
-SPLIT_METRICS = ("auroc", "auprc", "f1", "loss")
-THRESHOLD = "test.threshold"
+SPLIT_METRICS = ("auroc", "auprc", "f1", "loss")  # per split; the server averages them over sites
+TEST_EXTRAS = ("auroc_low", "auroc_high", "positives")  # test split: bootstrap 95% interval, count
+MIN_CELL_SIZE = 10  # default: no value derived from fewer patients leaves a site (site YAML)
 POOLED_PREFIX = "pooled."  # centralized evaluation on the pooled test split (simulation)
 
 
@@ -247,12 +249,12 @@ def _optional_float(values: Mapping[str, Any], key: str) -> float | None:
 
 @dataclass(frozen=True)
 class EvaluateReply:
-    """A site's aggregate metrics of the global model (no value per patient)."""
+    """A site's aggregate metrics of the global model: no value per patient, and none derived
+    from fewer than the site's minimum cell size of patients (see client/rounds/federated.py)."""
 
     site_id: str
     num_examples: int
     splits: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
-    threshold: float | None = None  # F1 threshold chosen on validation, applied to test
     by_combination: dict[str, dict[str, float]] = field(default_factory=dict)  # combo -> auroc, n
     routing: dict[str, dict[str, float]] = field(default_factory=dict)  # combo -> expert -> weight
 
@@ -263,8 +265,6 @@ class EvaluateReply:
         out: dict[str, int | float] = {NUM_EXAMPLES: int(self.num_examples)}
         for split, values in self.splits.items():
             out.update({split_key(split, k): float(v) for k, v in values.items()})
-        if self.threshold is not None:
-            out[THRESHOLD] = float(self.threshold)
         for combo, values in self.by_combination.items():
             out.update({combination_key(combo, k): float(v) for k, v in values.items()})
         for combo, experts in self.routing.items():
@@ -278,7 +278,7 @@ class EvaluateReply:
         combos: dict[str, dict[str, float]] = {}
         routing: dict[str, dict[str, float]] = {}
         for key, value in metrics.items():
-            if value is None or key in (NUM_EXAMPLES, THRESHOLD):
+            if value is None or key == NUM_EXAMPLES:
                 continue
             head, _, rest = key.partition(".")
             if head == "route" and "." in rest:
@@ -287,11 +287,9 @@ class EvaluateReply:
             elif head == "test" and "." in rest:
                 combo, metric = rest.rsplit(".", 1)
                 combos.setdefault(combo, {})[metric] = float(value)
-            elif head in SPLITS and rest in SPLIT_METRICS:
+            elif head in SPLITS and (rest in SPLIT_METRICS or rest in TEST_EXTRAS):
                 splits.setdefault(head, {})[rest] = float(value)
-        threshold = metrics.get(THRESHOLD)
-        return cls(site_id, int(metrics.get(NUM_EXAMPLES, 0)), splits,
-                   None if threshold is None else float(threshold), combos, routing)
+        return cls(site_id, int(metrics.get(NUM_EXAMPLES, 0)), splits, combos, routing)
 
     def get(self, split: str, metric: str) -> float:
         return self.splits.get(split, {}).get(metric, math.nan)

@@ -25,7 +25,7 @@ from shared_model.protocol import (
     NUM_EXAMPLES,
     ROUND,
     SPLIT_METRICS,
-    THRESHOLD,
+    TEST_EXTRAS,
     EvaluateReply,
     Phase,
     RoundConfig,
@@ -61,9 +61,9 @@ def test_round_config_round_trips_and_names_a_missing_key() -> None:
 
 def test_local_evaluate_sends_only_declared_keys_and_the_server_reads_them(site) -> None:
     arrays = model_to_arrays(build_model())
-    reply = local_evaluate(site, build_model().config, arrays, "site-a")
+    reply = local_evaluate(site, build_model().config, arrays, "site-a", min_cell_size=1)
     metrics = reply.metrics()
-    declared = {NUM_EXAMPLES, THRESHOLD}
+    declared = {NUM_EXAMPLES} | {split_key("test", m) for m in TEST_EXTRAS}
     declared |= {split_key(s, m) for s in ("val", "test") for m in SPLIT_METRICS}
     declared |= {combination_key(c, m) for c in COMBINATIONS for m in ("auroc", "n")}
     declared |= {route_key(c, e) for c in COMBINATIONS for e in COMBINATIONS}

@@ -16,7 +16,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from client.data.dataset import SiteData
-from client.rounds.evaluation import best_f1_threshold, evaluate_predictions, routing_table
+from client.rounds.evaluation import (
+    best_f1_threshold,
+    bootstrap_auroc,
+    evaluate_predictions,
+    routing_table,
+)
 from client.rounds.training import (
     TrainConfig,
     make_loader,
@@ -26,16 +31,18 @@ from client.rounds.training import (
     train_epoch,
 )
 from shared_model import ModelConfig, build_model
-from shared_model.modalities import MODALITIES, Modality
+from shared_model.modalities import COMBINATIONS, MODALITIES, Modality
 from shared_model.moe import MoEHealth
 from shared_model.params import group_names, load_arrays, model_to_arrays, parameter_group
 from shared_model.protocol import (
+    MIN_CELL_SIZE,
     SPLIT_METRICS,
     SPLITS,
     AggregationRule,
     EvaluateReply,
     Phase,
     RoundConfig,
+    SiteStatus,
     TrainReply,
 )
 
@@ -47,14 +54,16 @@ def train_config(cfg: RoundConfig, task: str) -> TrainConfig:
 
 
 def trainable_groups(data: SiteData, model: MoEHealth, phase: Phase,
-                     rule: AggregationRule = AggregationRule.MODALITY_AWARE) -> dict[str, int]:
-    """Groups this site can train in ``phase``, with the number of training samples behind each.
+                     rule: AggregationRule = AggregationRule.MODALITY_AWARE,
+                     min_cell_size: int = 1) -> dict[str, int]:
+    """Groups this site can train in ``phase``, with the number of training samples behind each;
+    a group fewer than ``min_cell_size`` samples would drive is neither trained nor sent.
 
     ``rule="fedavg-all"`` is the plain-FedAvg baseline: every group, weighted by the site's size.
     """
     idx = np.flatnonzero(data.split == "train")
     if rule == AggregationRule.FEDAVG_ALL:
-        return dict.fromkeys(group_names(model), len(idx))
+        return dict.fromkeys(group_names(model), len(idx)) if len(idx) >= min_cell_size else {}
     available = data.inputs["available"][idx].numpy() > 0.5
     combos = data.combination_counts("train")
     counts: dict[str, int] = {}
@@ -70,7 +79,7 @@ def trainable_groups(data: SiteData, model: MoEHealth, phase: Phase,
             counts[group] = len(idx) if phase == Phase.JOINT else 0
         else:  # head
             counts[group] = len(idx)
-    return {g: n for g, n in counts.items() if n > 0}
+    return {g: n for g, n in counts.items() if n >= max(min_cell_size, 1)}
 
 
 def prepare_model(model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
@@ -87,7 +96,7 @@ class RoundSetup:
     model: MoEHealth
     weights: dict[str, int]
     train_cfg: TrainConfig
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: nothing to train (no group chosen)
     loader: DataLoader
     device: torch.device
 
@@ -131,15 +140,22 @@ def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = train_config(cfg, data.task)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, train_cfg) if trainable else None
     loader = make_loader(data.subset("train"), cfg.batch_size, seed)
     return RoundSetup(model, weights, train_cfg, optimizer, loader, device)
 
 
 def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                cfg: RoundConfig, site_id: str) -> TrainReply:
-    """Train the site's groups for ``cfg.local_epochs``; the reply carries only those groups."""
-    setup = setup_round(data, model_config, global_arrays, cfg)
+                cfg: RoundConfig, site_id: str, min_cell_size: int = MIN_CELL_SIZE) -> TrainReply:
+    """Train the site's groups for ``cfg.local_epochs``; the reply carries only those groups
+    (none that fewer than ``min_cell_size`` samples drive; with none left, the site declines)."""
+    setup = setup_round(data, model_config, global_arrays, cfg, choose_groups=lambda m: trainable_groups(
+        data, m, cfg.phase, cfg.aggregation_rule, min_cell_size))
+    if not setup.weights:
+        return TrainReply(site_id, {}, {}, SiteStatus.DECLINED,
+                          f"no parameter group has {min_cell_size} training samples "
+                          "(the site's min-cell-size)")
     model, weights, train_cfg, device = setup.model, setup.weights, setup.train_cfg, setup.device
     optimizer, loader = setup.optimizer, setup.loader
     anchor = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -151,8 +167,10 @@ def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
 
 
 def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                   site_id: str) -> EvaluateReply:
-    """Metrics of the global model on this site's validation and test splits (aggregates only)."""
+                   site_id: str, min_cell_size: int = MIN_CELL_SIZE) -> EvaluateReply:
+    """Metrics of the global model on this site's validation and test splits: aggregates only,
+    none over fewer than ``min_cell_size`` patients and no count below it (small cells are left
+    out, not sent as markers). The F1 threshold is chosen on validation and stays at the site."""
     device = resolve_device()
     model = prepare_model(model_config, global_arrays, device)
     splits: dict[str, dict[str, float]] = {}
@@ -165,10 +183,29 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
         pred = predict(model, data.subset(split), device)
         if split == "val":  # F1 threshold chosen on validation, applied to test
             threshold = best_f1_threshold(pred.labels, pred.probs)
+        if data.size(split) < min_cell_size:
+            continue
         result = evaluate_predictions(pred, threshold)
-        splits[split] = {key: result[key] for key in SPLIT_METRICS}
+        splits[split] = {key: result[key] for key in SPLIT_METRICS if np.isfinite(result[key])}
         if split == "test":
-            by_combination = {combo: {"auroc": res["auroc"], "n": res["n"]}
-                              for combo, res in result["by_combination"].items()}
-            routing = routing_table(pred)  # mean weights: aggregates only
-    return EvaluateReply(site_id, data.size("test"), splits, threshold, by_combination, routing)
+            splits[split] |= _test_extras(pred.labels, pred.probs, min_cell_size)
+            for combo, res in result["by_combination"].items():
+                if res["n"] >= min_cell_size and np.isfinite(res["auroc"]):
+                    by_combination[combo] = {"auroc": res["auroc"], "n": res["n"]}
+            routing = {combo: weights for combo, weights in routing_table(pred).items()
+                       if int((pred.combo == COMBINATIONS.index(combo)).sum()) >= min_cell_size}
+    test_n = data.size("test") if "test" in splits else 0
+    return EvaluateReply(site_id, test_n, splits, by_combination, routing)
+
+
+def _test_extras(labels: np.ndarray, probs: np.ndarray, min_cell_size: int) -> dict[str, float]:
+    """Bootstrap 95% interval of the test AUROC, and the number of positives where it and the
+    number of negatives are both at least ``min_cell_size`` (a small count is left out)."""
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        return {}
+    low, high = bootstrap_auroc(labels, probs)
+    extras = {"auroc_low": low, "auroc_high": high}
+    if min(positives, len(labels) - positives) >= min_cell_size:
+        extras["positives"] = float(positives)
+    return extras

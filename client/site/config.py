@@ -16,6 +16,7 @@ Example (deploy/examples/hospital-a.yaml)::
       root_certificates: /etc/moehealth/ca.crt
       auth_private_key: /etc/moehealth/hospital-a.key
     runtime_port: 9094                        # the SuperNode's local API, loopback only
+    min_cell_size: 10                         # no value derived from fewer patients is sent
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import yaml
 from client.errors import MoeHealthInputError
 from client.privacy.settings import DPSettings
 from shared_model.modalities import Modality
-from shared_model.protocol import ConfigValue
+from shared_model.protocol import MIN_CELL_SIZE, ConfigValue
 from shared_model.protocol import NodeConfigKey as K
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -67,6 +68,7 @@ class SiteConfig:
     root_certificates: Path
     auth_private_key: Path
     runtime_port: int
+    min_cell_size: int = MIN_CELL_SIZE
 
     @property
     def site_dir(self) -> Path:
@@ -127,7 +129,8 @@ class SiteConfig:
                                         source) or _missing(source, "superlink.root_certificates"),
             auth_private_key=_readable(link.get("auth_private_key"), "superlink.auth_private_key",
                                        source) or _missing(source, "superlink.auth_private_key"),
-            runtime_port=int(raw.get("runtime_port", 9094)))
+            runtime_port=int(raw.get("runtime_port", 9094)),
+            min_cell_size=_min_cell_size(raw.get("min_cell_size", MIN_CELL_SIZE), source))
 
     def node_config(self, feature_dir: Path | None = None) -> dict[str, ConfigValue]:
         """What the ClientApp reads from ``context.node_config`` (``feature-dir``: the cache that
@@ -136,7 +139,7 @@ class SiteConfig:
             K.SITE_ID: self.site_id, K.DATA_DIR: str(self.site_dir),
             K.CACHE_DIR: str(self.work_dir / "cache"),
             K.PRIVACY_DIR: str(self.work_dir / "privacy"),
-            K.MODALITIES: ",".join(self.modalities),
+            K.MODALITIES: ",".join(self.modalities), K.MIN_CELL_SIZE: self.min_cell_size,
             **self.privacy.node_config(),
         }
         if feature_dir:
@@ -169,3 +172,10 @@ class SiteConfig:
 
 def _missing(source: Path, key: str):
     raise MoeHealthInputError(f"{source}: {key} is required")
+
+
+def _min_cell_size(value: Any, source: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MoeHealthInputError(f"{source}: min_cell_size must be an integer >= 1 (default "
+                                  f"{MIN_CELL_SIZE}), got {value!r}")
+    return value

@@ -17,7 +17,7 @@ from client.features.cache import EncoderConfig, build_site_features
 from client.privacy.settings import DPSettings
 from client.site.manifest import simulated_node_config
 from shared_model.modalities import MODALITIES, Modality
-from shared_model.protocol import DP_NODE_PREFIX, ConfigValue, NodeConfigKey
+from shared_model.protocol import DP_NODE_PREFIX, MIN_CELL_SIZE, ConfigValue, NodeConfigKey
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class SiteRuntime:
     privacy_dir: Path
     dp: DPSettings = DPSettings()
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)  # as the site declares
+    min_cell_size: int = MIN_CELL_SIZE  # no value derived from fewer patients leaves the site
 
 
 def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "") -> SiteRuntime:
@@ -47,9 +48,14 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
         modalities = tuple(Modality.parse(m).value for m in declared.split(","))
     except ValueError as err:
         raise SiteDataError(f"site '{site}': node config '{NodeConfigKey.MODALITIES}': {err}") from None
+    min_cell = node_config.get(NodeConfigKey.MIN_CELL_SIZE, MIN_CELL_SIZE)
+    if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 1:
+        raise SiteDataError(f"site '{site}': node config '{NodeConfigKey.MIN_CELL_SIZE}' must be an "
+                            f"integer >= 1, got {min_cell!r}")
     return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
-                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities)
+                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities,
+                       min_cell)
 
 
 def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
