@@ -5,6 +5,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+import shared_model.progress_bars  # noqa: F401  (first: before anything imports tqdm)
 from client.data.dataset import SiteData
 from client.flower_io import (
     evaluate_config,

@@ -144,6 +144,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from server.results import write_results_table
+    from shared_model.paths import default_cache_dir
+
+    runs_dir = args.runs_dir or default_cache_dir() / "runs"
+    if not runs_dir.is_dir():
+        raise MoeHealthInputError(f"{runs_dir}: no such directory of runs")
+    path = write_results_table(runs_dir)
+    print(path.read_text(), end="")
+    print(f"results: {path} and results.csv beside it")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
     parser.add_argument("--version", action="version",
@@ -217,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("results", help="one table of every run under a folder (config, final "
+                       "AUROC with interval, status)")
+    p.add_argument("runs_dir", type=Path, nargs="?",
+                   help="folder of run directories (default: $MOEHEALTH_CACHE/runs)")
+    p.set_defaults(func=cmd_results)
 
     from moehealth.cli_model import add_model_commands
 

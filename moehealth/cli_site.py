@@ -1,4 +1,7 @@
-"""``moehealth site prepare|check|run SITE.yaml``: what a hospital's IT team runs."""
+"""``moehealth site prepare|check|run SITE.yaml``: what a hospital's IT team runs.
+
+``site check`` exits 0 when every check passes, 2 when the site's config or data is wrong, and 1
+when they are fine but the SuperLink cannot be reached or refuses the node."""
 
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ def cmd_site(args: argparse.Namespace) -> int:
         results = check_site(args.config, connect=not args.offline)
         for r in results:
             print(f"[{'ok' if r.ok else 'FAIL'}] {r.name}: {r.detail}")
-        return 0 if results and all(r.ok for r in results) else 1
+        failed = next((r for r in results if not r.ok), None)
+        if failed is None:
+            return 0
+        return 2 if failed.input_error else 1  # 2: the site's config or data; 1: the SuperLink
     config = SiteConfig.load(args.config)
     features = prepare_site(config, progress=not args.quiet)
     print(f"features: {features}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import shared_model.progress_bars  # noqa: F401  (first: before anything imports tqdm)
 from server.app import SimulatedSites, create_server_app
 
 

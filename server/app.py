@@ -23,9 +23,11 @@ from flwr.serverapp import Grid, ServerApp
 from server.aggregation import FedAdamState
 from server.flower_io import from_array_record, to_array_record
 from server.report import cross_site_table
+from server.results import write_results_table
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from server.strategy import ModalityAwareStrategy
+from server.tracking import make_tracker
 from shared_model import build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
@@ -33,7 +35,7 @@ from shared_model.params import model_to_arrays
 from shared_model.run_config import DATA_PREFIX, SIMULATION
 
 log = logging.getLogger(__name__)
-PooledEvaluate = Callable[[dict[str, np.ndarray]], dict[str, float]]
+PooledEvaluate = Callable[[dict[str, np.ndarray]], dict[str, float | list[float]]]
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int):
         result = evaluate(from_array_record(arrays))
         run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
                                     **result})
-        return MetricRecord(result)
+        return MetricRecord({k: v for k, v in result.items() if not isinstance(v, list)})
 
     return evaluate_fn
 
@@ -94,7 +96,6 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
                    simulation: SimulationHook | None) -> RunDirectory:
     """Validate the settings, open (or resume) the run directory, run the rounds, write tables."""
     settings = FederationSettings.from_run_config(run_config)
-    model_config = model_config_from_run_config(run_config)
     simulated = bool(run_config.get(SIMULATION, False))
     if simulated and simulation is None:
         raise MoeHealthInputError("simulation = true, but this ServerApp has no simulation "
@@ -103,6 +104,26 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
     if simulated:  # before anything is prepared or written: the likeliest mistake fails at once
         _check_supernodes(grid, int(run_config[DATA_PREFIX + "num-sites"]))
     run, start, arrays, optimizer = _open_run(settings, run_config)
+    run.tracker = make_tracker(settings.tracking, run.path)
+    try:
+        _run_rounds(grid, run_config, settings, run, start, arrays, optimizer, simulation)
+    finally:
+        if run.tracker is not None:
+            run.tracker.close()
+        if (run.path / "rounds.jsonl").is_file():  # the results table across runs, this one in it
+            try:
+                write_results_table(run.path.parent)
+            except OSError as err:
+                log.warning("results table in %s not updated: %s", run.path.parent, err)
+    return run
+
+
+def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSettings,
+                run: RunDirectory, start: int, arrays, optimizer, simulation: SimulationHook | None
+                ) -> None:
+    """Prepare the simulated sites (if any), run the rounds, write the cross-site table."""
+    model_config = model_config_from_run_config(run_config)
+    simulated = bool(run_config.get(SIMULATION, False))
     print(f"moehealth: run directory {run.path} (rounds {start + 1}..{settings.num_rounds})",
           flush=True)
     if arrays is None:
@@ -130,8 +151,6 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
     (run.path / "cross_site.md").write_text(table)
     print(table, flush=True)
     print(f"moehealth: finished; outputs in {run.path}", flush=True)
-    return run
-
 
 def create_server_app(simulation: SimulationHook | None = None) -> ServerApp:
     """The ServerApp, with the simulation environment when one is given."""

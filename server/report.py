@@ -1,22 +1,36 @@
 """Reports of a federated run: the end-of-run cross-site table, and ``moehealth report RUN_DIR``
-(Markdown + HTML with PNG plots)."""
+(``report.md`` with PNGs beside it, and a self-contained ``report.html`` with images embedded).
+
+Sections: run status (a FAILED banner when no site ever trained), run configuration, data per
+site, sites per round (accepted, rejected, declined, missing), AUROC and loss per round, the
+global model's calibration, privacy budgets, gate health and routing, per-combination AUROC,
+the cross-site table and who trained which parameter group.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from server.gate_health import MISROUTED
+from server.plots import reliability_plot, round_plot, routing_heatmap, site_colours
+from server.run_dir import DATA_SUMMARY
+from shared_model.modalities import COMBINATIONS
+from shared_model.protocol import RELIABILITY, EvaluateReply, pooled_key, split_key
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+POOLED = "pooled test (centralized eval)"
 
-from server.gate_health import MISROUTED  # noqa: E402
-from server.plots import routing_heatmap  # noqa: E402
-from shared_model.modalities import COMBINATIONS  # noqa: E402
-from shared_model.protocol import EvaluateReply, pooled_key, split_key  # noqa: E402
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    image: str | None = None  # PNG file name in the report folder
+    text: str = ""  # Markdown: paragraphs and pipe tables
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -31,21 +45,211 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _line_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in sorted(series.items()):
-        points = [(x, y) for x, y in points if y is not None]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=name)
-    ax.set_xlabel("round")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _fmt(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _auroc_with_interval(value, low, high) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "suppressed or undefined"
+    interval = f" [{_fmt(low)}, {_fmt(high)}]" if low is not None and not math.isnan(low) else ""
+    return _fmt(value) + interval
+
+
+def cross_site_table(per_site: dict[str, EvaluateReply], pooled: dict[str, float] | None) -> str:
+    """Global model on each site's test split, plus the pooled test set when evaluated. AUROC
+    with its 95% bootstrap interval; F1 at the threshold chosen on the matching validation split
+    (the site's, or the pooled one). Counts below a site's minimum cell size are not sent."""
+    lines = ["| site | test n | positives | AUROC [95% bootstrap interval] | AUPRC | "
+             "F1 (threshold from validation) | loss |", "|---|---|---|---|---|---|---|"]
+    for site, reply in sorted(per_site.items()):
+        positives = reply.get("test", "positives")
+        auroc = _auroc_with_interval(reply.get("test", "auroc"), reply.get("test", "auroc_low"),
+                                     reply.get("test", "auroc_high"))
+        cells = " | ".join(_fmt(reply.get("test", m)) for m in ("auprc", "f1", "loss"))
+        lines.append(f"| {site} | {reply.num_examples or 'suppressed'} | "
+                     f"{'suppressed' if math.isnan(positives) else int(positives)} | {auroc} | "
+                     f"{cells} |")
+    if pooled:
+        auroc = _auroc_with_interval(pooled.get(pooled_key("auroc")),
+                                     pooled.get(pooled_key("auroc_low")),
+                                     pooled.get(pooled_key("auroc_high")))
+        cells = " | ".join(_fmt(pooled.get(pooled_key(m))) for m in ("auprc", "f1", "loss"))
+        lines.append(f"| pooled (centralized eval) | {int(pooled.get(pooled_key('n'), 0))} | "
+                     f"{int(pooled.get(pooled_key('positives'), 0))} | {auroc} | {cells} |")
+        lines.append(f"\nPooled Brier score: {_fmt(pooled.get(pooled_key('brier')))}.")
+    return "\n".join(lines) + "\n"
+
+
+def run_status(rounds: list[dict], finished: bool) -> str:
+    """``FAILED`` (no site ever trained), ``INCOMPLETE`` (stopped early) or ``finished``."""
+    trained = [r for r in rounds if r["kind"] == "train" and r.get("accepted")]
+    if not trained:
+        return "FAILED"
+    return "finished" if finished else "INCOMPLETE"
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and PNGs into ``out`` (default RUN_DIR/report)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such directory")
+    if not (run_dir / "rounds.jsonl").is_file():
+        raise ValueError(f"{run_dir}: not a run directory (no rounds.jsonl)")
+    out = Path(out or run_dir / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    rounds, sites = _jsonl(run_dir / "rounds.jsonl"), _jsonl(run_dir / "site_metrics.jsonl")
+    evals = [s for s in sites if s.get("kind") == "evaluate"]
+    summary = _read_json(run_dir / DATA_SUMMARY)
+    config = _read_json(run_dir / "config.json")
+    known = sorted(set(summary.get("sites", {})) | {r["site"] for r in sites}
+                   | {s for r in rounds if r["kind"] == "train" for s in _answered(r)})
+    colours = site_colours(known) | {POOLED: "black"}
+    pretrain_end = int(config.get("pretrain-rounds", 0) or 0) or None
+    cross = run_dir / "cross_site.md"
+    status = run_status(rounds, cross.is_file())
+
+    sections = [Section("Run configuration", None, _config_table(config))]
+    sections.append(Section("Data per site", None, _data_table(summary, rounds)))
+    sections.append(Section("Sites per round", None, _sites_per_round(rounds, known)))
+    auroc = {s: [(r["round"], r.get(split_key("test", "auroc"))) for r in evals if r["site"] == s]
+             for s in {r["site"] for r in evals}}
+    pooled = [r for r in rounds if r["kind"] == "centralized-eval"]
+    if pooled:
+        auroc[POOLED] = [(r["round"], r.get(pooled_key("auroc"))) for r in pooled]
+    sections.append(Section("Test AUROC per round", round_plot(
+        auroc, "test AUROC", "Global model: test AUROC per site", out / "auroc.png",
+        colours=colours, pretrain_end=pretrain_end).name))
+    loss = {"train loss (accepted updates, sample-weighted)":
+            [(r["round"], r.get("train_loss")) for r in rounds if r["kind"] == "train"],
+            "test loss (sample-weighted)":
+            [(r["round"], r.get(split_key("test", "loss"))) for r in rounds if r["kind"] == "evaluate"]}
+    sections.append(Section("Loss per round", round_plot(
+        loss, "BCE (+ balance)", "Loss per round", out / "loss.png",
+        colours={k: c for k, c in zip(loss, ("tab:blue", "tab:orange"), strict=True)},
+        pretrain_end=pretrain_end).name))
+    sections += _calibration_section(pooled, out)
+    ledger = _jsonl(run_dir / "privacy_ledger.jsonl")
+    if ledger:
+        from shared_model.ledger import ledger_table, plot_epsilon
+
+        plot_epsilon(ledger, out / "epsilon.png", colours)
+        sections.append(Section("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
+    sections += _gate_sections(rounds, out, pretrain_end)
+    last = max((r["round"] for r in evals), default=None)
+    for site in sorted({r["site"] for r in evals if r["round"] == last}):
+        final = next(r for r in evals if r["site"] == site and r["round"] == last)
+        table = _routing(site, final)
+        if table:
+            png = routing_heatmap(table, out / f"routing-{site}.png",
+                                  f"{site}: mean routing weight (round {last})")
+            sections.append(Section(f"Expert routing at {site}", png.name))
+    if last is not None:
+        sections.append(Section(f"Test AUROC per modality combination (round {last})", None,
+                                _combination_table({r["site"]: r for r in evals
+                                                    if r["round"] == last})))
+    sections.append(Section("Cross-site evaluation (final global model)", None,
+                            cross.read_text() if cross.is_file() else "(run not finished)"))
+    contrib = next((r for r in reversed(rounds) if r["kind"] == "train" and r.get("contributors")),
+                   None)
+    if contrib:
+        lines = ["| group | contributing sites (training samples) |", "|---|---|"]
+        lines += [f"| {g} | {', '.join(f'{s} ({n})' for s, n in sites_.items())} |"
+                  for g, sites_ in contrib["contributors"].items()]
+        sections.append(Section(f"Who trained what (round {contrib['round']})", None,
+                                "\n".join(lines) + "\n"))
+    return _write(out, run_dir, status, sections)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _answered(train_round: dict) -> set[str]:
+    return set(train_round.get("accepted", [])) | set(train_round.get("rejected", {})) | set(
+        train_round.get("declined", {}))
+
+
+def _config_table(config: dict) -> str:
+    if not config:
+        return "(no config.json)"
+    lines = ["| key | value |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in sorted(config.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _data_table(summary: dict, rounds: list[dict]) -> str:
+    """Samples, positives (prevalence) and modality mix per site (simulation's data summary); in
+    deployment only what the sites reported: training samples per site."""
+    if summary.get("sites"):
+        lines = [f"Task: {summary.get('task', '?')}.\n",
+                 "| site | train | val | test | positives (all splits) | prevalence | "
+                 "with notes | with CXR |", "|---|---|---|---|---|---|---|---|"]
+        for site, splits in sorted(summary["sites"].items()):
+            total = sum(s["samples"] for s in splits.values())
+            pos = sum(s["positives"] for s in splits.values())
+            notes = sum(s.get("with_notes", 0) for s in splits.values())
+            cxr = sum(s.get("with_cxr", 0) for s in splits.values())
+            shares = " | ".join(f"{k / total:.0%}" if total else "" for k in (pos, notes, cxr))
+            lines.append(f"| {site} | {splits['train']['samples']} | {splits['val']['samples']} | "
+                         f"{splits['test']['samples']} | {pos} | {shares} |")
+        return "\n".join(lines) + "\n"
+    trained = next((r for r in reversed(rounds) if r["kind"] == "train" and r.get("contributors")),
+                   None)
+    if not trained:
+        return "(no data summary: nothing was trained)"
+    samples: dict[str, int] = {}
+    for sites in trained["contributors"].values():
+        for site, n in sites.items():
+            samples[site] = max(samples.get(site, 0), int(n))
+    lines = ["Deployment: the coordinator knows only the aggregation weights the sites sent "
+             "(training samples; a DP site's public weight).\n",
+             "| site | aggregation weight |", "|---|---|"]
+    lines += [f"| {s} | {n} |" for s, n in sorted(samples.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _sites_per_round(rounds: list[dict], known: list[str]) -> str:
+    """Per train round: accepted sites, rejected and declined ones with reasons, and the known
+    sites that did not answer (not sampled, timed out or down)."""
+    lines = ["| round | phase | accepted | rejected | declined | no reply |", "|---|---|---|---|---|---|"]
+    for r in (r for r in rounds if r["kind"] == "train"):
+        missing = [s for s in known if s not in _answered(r)]
+        accepted = ", ".join(r.get("accepted", [])) or "**none: global model unchanged**"
+        lines.append(f"| {r['round']} | {r.get('phase', '')} | {accepted} | "
+                     f"{_reasons(r.get('rejected', {}))} | {_reasons(r.get('declined', {}))} | "
+                     f"{', '.join(missing)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _reasons(by_site: dict[str, str]) -> str:
+    return "; ".join(f"{site}: {why}" for site, why in sorted(by_site.items()))
+
+
+def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
+    """Reliability diagram and Brier score of the final global model on the pooled test split."""
+    final = pooled[-1] if pooled else {}
+    bins = {k: final.get(pooled_key(f"{RELIABILITY}.{k}")) for k in ("predicted", "observed", "count")}
+    if not all(bins.values()):
+        return []
+    brier = final.get(pooled_key("brier"))
+    png = reliability_plot(bins, brier, f"Calibration of the global model (round {final['round']}, "
+                           f"pooled test, n={int(final.get(pooled_key('n'), 0))})",
+                           out / "reliability.png")
+    return [Section("Calibration (pooled test split)", png.name,
+                    f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
+                    f"{_fmt(_prevalence_brier(final))}).\n")]
+
+
+def _prevalence_brier(final: dict) -> float | None:
+    n, pos = final.get(pooled_key("n")), final.get(pooled_key("positives"))
+    if not n:
+        return None
+    p = pos / n
+    return p * (1 - p)
 
 
 def _routing(site: str, metrics: dict) -> dict[str, dict[str, float]]:
@@ -53,85 +257,7 @@ def _routing(site: str, metrics: dict) -> dict[str, dict[str, float]]:
     return {c: {e: t.get(e, 0.0) for e in COMBINATIONS} for c, t in table.items()}
 
 
-def _fmt(value) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
-def cross_site_table(per_site: dict[str, EvaluateReply], pooled: dict[str, float] | None) -> str:
-    """Global model on each site's test split, plus the pooled test set when evaluated. F1 is
-    at the threshold chosen on the matching validation split (the site's, or the pooled one)."""
-    lines = ["| site | test n | positives | AUROC | AUPRC | F1 (threshold from validation) | loss |",
-             "|---|---|---|---|---|---|---|"]
-    for site, reply in sorted(per_site.items()):
-        cells = " | ".join(_fmt(reply.get("test", m)) for m in ("auroc", "auprc", "f1", "loss"))
-        lines.append(f"| {site} | {reply.num_examples} |  | {cells} |")
-    if pooled:
-        auroc = (f"{_fmt(pooled.get(pooled_key('auroc')))} [{_fmt(pooled.get(pooled_key('auroc_low')))}, "
-                 f"{_fmt(pooled.get(pooled_key('auroc_high')))}]")
-        cells = " | ".join(_fmt(pooled.get(pooled_key(m))) for m in ("auprc", "f1", "loss"))
-        lines.append(f"| pooled (centralized eval; AUROC with 95% bootstrap interval) | "
-                     f"{int(pooled.get(pooled_key('n'), 0))} | "
-                     f"{int(pooled.get(pooled_key('positives'), 0))} | {auroc} | {cells} |")
-        lines.append(f"\nPooled Brier score: {_fmt(pooled.get(pooled_key('brier')))}.")
-    return "\n".join(lines) + "\n"
-
-
-def build_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write ``report.md``, ``report.html`` and PNGs into ``out`` (default RUN_DIR/report)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "rounds.jsonl").is_file():
-        raise ValueError(f"{run_dir}: not a run directory (no rounds.jsonl)")
-    out = Path(out or run_dir / "report")
-    out.mkdir(parents=True, exist_ok=True)
-    rounds, sites = _jsonl(run_dir / "rounds.jsonl"), _jsonl(run_dir / "site_metrics.jsonl")
-    evals = [s for s in sites if s.get("kind") == "evaluate"]
-    sections: list[tuple[str, str | None, str]] = []
-
-    auroc = {s: [(r["round"], r.get(split_key("test", "auroc"))) for r in evals if r["site"] == s]
-             for s in {r["site"] for r in evals}}
-    pooled = [(r["round"], r.get(pooled_key("auroc"))) for r in rounds
-              if r["kind"] == "centralized-eval"]
-    if pooled:
-        auroc["pooled test (centralized eval)"] = pooled
-    sections.append(("Test AUROC per round", str(_line_plot(auroc, "test AUROC",
-                     "Global model: test AUROC per site", out / "auroc.png").name), ""))
-    loss = {"train loss (sample-weighted)": [(r["round"], r.get("train_loss")) for r in rounds
-                                             if r["kind"] == "train"],
-            "test loss (sample-weighted)": [(r["round"], r.get(split_key("test", "loss"))) for r in rounds
-                                            if r["kind"] == "evaluate"]}
-    sections.append(("Loss per round", _line_plot(loss, "BCE (+ balance)", "Loss per round",
-                                                  out / "loss.png").name, ""))
-    ledger = _jsonl(run_dir / "privacy_ledger.jsonl")
-    if ledger:
-        from shared_model.ledger import ledger_table, plot_epsilon
-
-        plot_epsilon(ledger, out / "epsilon.png")
-        sections.append(("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
-    last = max((r["round"] for r in evals), default=None)
-    for site in sorted({r["site"] for r in evals}):
-        final = next(r for r in evals if r["site"] == site and r["round"] == last)
-        table = _routing(site, final)
-        if table:
-            png = routing_heatmap(table, out / f"routing-{site}.png",
-                                  f"{site}: mean routing weight (round {last})")
-            sections.append((f"Expert routing at {site}", png.name, ""))
-    sections += _gate_sections(rounds, out)
-    if last is not None:
-        sections.append((f"Test AUROC per modality combination (round {last})", None,
-                         _combination_table({r["site"]: r for r in evals if r["round"] == last})))
-    cross = run_dir / "cross_site.md"
-    sections.append(("Cross-site evaluation (final global model)", None,
-                     cross.read_text() if cross.is_file() else "(run not finished)"))
-    contrib = next((r for r in reversed(rounds) if r["kind"] == "train"), None)
-    if contrib:
-        lines = ["| group | contributing sites (training samples) |", "|---|---|"]
-        lines += [f"| {g} | {', '.join(f'{s} ({n})' for s, n in sites_.items())} |"
-                  for g, sites_ in contrib["contributors"].items()]
-        sections.append((f"Who trained what (round {contrib['round']})", None, "\n".join(lines) + "\n"))
-    return _write(out, run_dir, sections)
-
-
-def _gate_sections(rounds: list[dict], out: Path) -> list[tuple[str, str | None, str]]:
+def _gate_sections(rounds: list[dict], out: Path, pretrain_end: int | None) -> list[Section]:
     """Share of routing weight per expert over the rounds, and misrouted combinations."""
     gates = [(r["round"], r["gate"]) for r in rounds if r["kind"] == "evaluate" and r.get("gate")]
     if not gates:
@@ -139,13 +265,13 @@ def _gate_sections(rounds: list[dict], out: Path) -> list[tuple[str, str | None,
     experts = sorted({e for _, g in gates for e in g["expert_share"]})
     series = {f"experts.{e}": [(rnd, g["expert_share"].get(e, 0.0)) for rnd, g in gates]
               for e in experts}
-    png = _line_plot(series, "share of routing weight", "Gate health: routing weight per expert",
-                     out / "gate.png")
+    png = round_plot(series, "share of routing weight", "Gate health: routing weight per expert",
+                     out / "gate.png", colours=site_colours(list(series)), pretrain_end=pretrain_end)
     last_round, last = gates[-1]
     text = "| samples | share routed to experts of modalities they lack |\n|---|---|\n"
     text += "".join(f"| {c} | {m:.2f} |\n" for c, m in last["misrouted"].items()) or "| (none) | |\n"
-    return [(f"Gate health (misrouting over {MISROUTED:.1f} flagged, round {last_round})", png.name,
-             text)]
+    return [Section(f"Gate health (misrouting over {MISROUTED:.1f} flagged, round {last_round})",
+                    png.name, text)]
 
 
 def _combination_table(final: dict[str, dict]) -> str:
@@ -154,21 +280,72 @@ def _combination_table(final: dict[str, dict]) -> str:
         for combo, values in sorted(EvaluateReply.parse(site, metrics).by_combination.items()):
             lines.append(f"| {site} | {combo} | {int(values.get('n', 0))} | "
                          f"{_fmt(values.get('auroc'))} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\nCombinations with fewer test patients than a site's "
+                                      "minimum cell size are not sent.\n")
 
 
-def _write(out: Path, run_dir: Path, sections: list[tuple[str, str | None, str]]) -> Path:
-    md = [f"# moehealth run report\n\nRun directory: `{run_dir}`\n"]
-    body = [f"<h1>moehealth run report</h1><p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
-    for title, image, text in sections:
-        md.append(f"## {title}\n")
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        if image:
-            md.append(f"![{title}]({image})\n")
-            body.append(f'<img src="{image}" style="max-width:900px">')
-        if text:
-            md.append(text + "\n")
-            body.append(f"<pre>{html.escape(text)}</pre>")
+# --- writers -------------------------------------------------------------------------------------
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:3px 8px;
+font-size:13px;text-align:left}th{background:#f0f0f0}img{max-width:100%}
+.banner{padding:.8em 1em;font-size:20px;font-weight:bold;border-radius:4px;margin:1em 0}
+.FAILED{background:#c62828;color:white}.INCOMPLETE{background:#f9a825}.finished{background:#2e7d32;
+color:white}code{background:#f4f4f4;padding:0 3px}"""
+
+_BANNER = {"FAILED": "FAILED: no site contributed an update in any round; nothing was trained",
+           "INCOMPLETE": "INCOMPLETE: the run stopped before its last round (resume-from continues it)",
+           "finished": "Finished"}
+
+
+def _write(out: Path, run_dir: Path, status: str, sections: list[Section]) -> Path:
+    md = [f"# moehealth run report\n\nRun directory: `{run_dir}`\n\n**Status: {_BANNER[status]}**\n"]
+    body = [f"<h1>moehealth run report</h1><p>Run directory: <code>{html.escape(str(run_dir))}"
+            f"</code></p><div class='banner {status}'>{html.escape(_BANNER[status])}</div>"]
+    for section in sections:
+        md.append(f"## {section.title}\n")
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.image:
+            md.append(f"![{section.title}]({section.image})\n")
+            data = base64.b64encode((out / section.image).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(section.title)}" src="data:image/png;base64,{data}">')
+        if section.text:
+            md.append(section.text + "\n")
+            body.append(markdown_to_html(section.text))
     (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text("<html><body>" + "\n".join(body) + "</body></html>\n")
+    (out / "report.html").write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+                                     f"moehealth run report</title><style>{_STYLE}</style></head>"
+                                     f"<body>{''.join(body)}</body></html>\n")
     return out / "report.md"
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+
+def markdown_to_html(text: str) -> str:
+    """The Markdown the report writes (pipe tables and paragraphs) as HTML."""
+    parts: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, *rows = table
+            parts.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
+                                   for row in rows) + "</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                table.append(cells)
+            continue
+        flush()
+        if stripped:
+            parts.append(f"<p>{_inline(stripped)}</p>")
+    flush()
+    return "\n".join(parts)

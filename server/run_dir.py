@@ -9,6 +9,8 @@ Layout::
     RUN_DIR/checkpoints/round-NNN.safetensors   global model (+ server optimizer state)
     RUN_DIR/checkpoints/latest.json             last complete checkpoint (round, file, state)
     RUN_DIR/cross_site.md           final table: global model on each site's test split
+    RUN_DIR/data_summary.json       simulation: samples, positives, modality mix per site/split
+    RUN_DIR/tensorboard/            tracking = "tensorboard": round metrics as event files
 
 Files are appended line by line or replaced atomically, so a crash never corrupts what was
 written before it.
@@ -27,9 +29,11 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from server.tracking import Tracker
 from shared_model.paths import default_cache_dir
 
 OPT_PREFIX = "server_optimizer/"
+DATA_SUMMARY = "data_summary.json"
 
 
 def _clean(value: Any) -> Any:
@@ -63,6 +67,7 @@ class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.tracker: Tracker | None = None  # also streams every appended line (tracking key)
 
     @classmethod
     def create(cls, requested: str, run_config: dict[str, Any]) -> RunDirectory:
@@ -81,6 +86,8 @@ class RunDirectory:
             fh.write(json.dumps(_clean({**record, "time": round(time.time(), 3)})) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if self.tracker is not None:
+            self.tracker.record(name, record)
 
     def save_checkpoint(self, server_round: int, arrays: dict[str, np.ndarray],
                         optimizer_state: dict[str, np.ndarray], state: dict[str, Any]) -> Path:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from server.aggregation import Aggregation
+from server.tracking import Tracking
 from shared_model.protocol import AggregationRule, Phase, RoundConfig
 from shared_model.run_config import TASKS
 
@@ -40,9 +41,11 @@ class FederationSettings:
     centralized_eval: bool = True
     round_timeout: float = 3600.0
     aggregation_rule: AggregationRule = AggregationRule.MODALITY_AWARE
+    tracking: Tracking = Tracking.NONE
 
     def __post_init__(self) -> None:
-        for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule)):
+        for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule),
+                           ("tracking", Tracking)):
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -70,6 +73,7 @@ class FederationSettings:
         "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
         "resume-from": "resume_from", "centralized-eval": "centralized_eval",
         "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
+        "tracking": "tracking",
     }  # run-config key -> field
 
     @classmethod

@@ -124,27 +124,31 @@ def ledger_table(rows: list[dict[str, Any]], findings: list[Finding] | None = No
     return "\n".join(lines) + "\n"
 
 
-def plot_epsilon(rows: list[dict[str, Any]], path: Path) -> Path:
-    """PNG of epsilon spent per round, one line per site, with each site's target."""
+def plot_epsilon(rows: list[dict[str, Any]], path: Path,
+                 colours: dict[str, str] | None = None) -> Path:
+    """PNG of epsilon spent per round, one line per site (``colours``: site -> colour), with each
+    site's target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for site in sorted({str(r["site"]) for r in rows}):
         mine = sorted((r for r in rows if str(r["site"]) == site), key=lambda r: int(r["round"]))
         line, = ax.plot([r["round"] for r in mine], [r["epsilon"] for r in mine], marker="o",
-                        label=site)
+                        label=site, color=(colours or {}).get(site))
         target = mine[-1].get("target_epsilon")
         if target and math.isfinite(float(target)):
             ax.axhline(float(target), color=line.get_color(), linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("epsilon spent (dotted: target)")
     ax.set_title("Sample-level privacy budget per site")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

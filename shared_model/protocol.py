@@ -167,6 +167,7 @@ SPLIT_METRICS = ("auroc", "auprc", "f1", "loss")  # per split; the server averag
 TEST_EXTRAS = ("auroc_low", "auroc_high", "positives")  # test split: bootstrap 95% interval, count
 MIN_CELL_SIZE = 10  # default: no value derived from fewer patients leaves a site (site YAML)
 POOLED_PREFIX = "pooled."  # centralized evaluation on the pooled test split (simulation)
+RELIABILITY = "reliability"  # pooled.reliability.{predicted,observed,count}: lists per bin
 
 
 def split_key(split: str, metric: str) -> str:

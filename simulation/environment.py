@@ -3,6 +3,7 @@ manifest (one deployment-shaped node config per site), and the pooled test evalu
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,23 @@ import numpy as np
 
 from client.data.dataset import SiteData, concat_sites
 from client.privacy.settings import DPSettings, FilePrivacyStore
-from client.rounds.evaluation import best_f1_threshold, bootstrap_auroc, evaluate_predictions
+from client.rounds.evaluation import (
+    best_f1_threshold,
+    bootstrap_auroc,
+    evaluate_predictions,
+    reliability_bins,
+)
 from client.rounds.training import predict, resolve_device
 from client.site.manifest import MANIFEST_NAME, write_manifest
 from server.app import PooledEvaluate, SimulatedSites
+from server.run_dir import DATA_SUMMARY
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
 from shared_model.modalities import MODALITIES
 from shared_model.params import load_arrays
-from shared_model.protocol import ConfigValue, NodeConfigKey, pooled_key
+from shared_model.protocol import RELIABILITY, ConfigValue, NodeConfigKey, pooled_key
 from shared_model.run_config import DP_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
 from simulation.prepare import FederationData, prepare_sites
@@ -73,11 +80,28 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
         out = {pooled_key(k): float(result[k])
                for k in ("auroc", "auprc", "f1", "loss", "brier", "n")}
         low, high = bootstrap_auroc(test_pred.labels, test_pred.probs)
+        bins = reliability_bins(test_pred.labels, test_pred.probs)
         return out | {pooled_key("positives"): float(test_pred.labels.sum()),
                       pooled_key("threshold"): threshold, pooled_key("auroc_low"): low,
-                      pooled_key("auroc_high"): high}
+                      pooled_key("auroc_high"): high} | {
+            pooled_key(f"{RELIABILITY}.{k}"): v for k, v in bins.items()}
 
     return evaluate
+
+
+def write_data_summary(path: Path, features: dict[str, Path], task: str) -> None:
+    """Per site and split: samples, positives and modality mix, for the run report (simulation
+    only: in deployment the coordinator sees no such counts)."""
+    summary = {}
+    for site, feature_dir in features.items():
+        data = SiteData.load(feature_dir, task, site)
+        available = data.inputs["available"].numpy() > 0.5
+        summary[site] = {split: {
+            "samples": data.size(split),
+            "positives": int(data.labels.numpy()[data.split == split].sum()),
+            **{f"with_{m.value}": int(available[data.split == split, i].sum())
+               for i, m in enumerate(MODALITIES)}} for split in ("train", "val", "test")}
+    path.write_text(json.dumps({"task": task, "sites": summary}, indent=2))
 
 
 def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_dir: Path,
@@ -111,6 +135,7 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
                               simulated_dp(run_config, site), declared_modalities(data, site))
              for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
+    write_data_summary(run_dir / DATA_SUMMARY, features, str(run_config[TASK]))
     evaluate = pooled_evaluator(features, str(run_config[TASK]),
                                 model_config_from_run_config(run_config))
     return SimulatedSites(str(manifest), evaluate)

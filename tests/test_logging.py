@@ -30,3 +30,20 @@ def test_random_init_image_warning_is_printed_once_per_process() -> None:
                           "ImageEncoder(); ImageEncoder()"], cwd=REPO, check=True,
                          capture_output=True, text=True)
     assert out.stderr.count("NO IMAGE WEIGHTS CONFIGURED") == 1
+
+
+def test_no_progress_bars_when_output_is_not_a_terminal() -> None:
+    code = """
+import moehealth.serverapp, client.app  # the entry points of the server and site processes
+import pandas as pd
+from client.features.text import TextEncoder
+from simulation.partition import PartitionConfig, partition_patients
+TextEncoder()  # transformers' "Loading weights" bar
+cohort = pd.DataFrame({"subject_id": [1, 2, 3, 4], "intime": pd.to_datetime(["2020-01-01"] * 4),
+                       "first_careunit": ["MICU", "SICU", "MICU", "CCU"],
+                       "mortality": [0.0, 1.0, 0.0, 1.0]})
+partition_patients(cohort, PartitionConfig(num_sites=2, scheme="careunit"))  # flwr-datasets' bar
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
+                         text=True)
+    assert "it/s]" not in out.stderr and "Loading weights" not in out.stderr, out.stderr[-500:]

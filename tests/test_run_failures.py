@@ -44,6 +44,11 @@ def test_a_run_in_which_no_site_trained_ends_failed(tmp_path: Path) -> None:
     assert outcome.status == "finished:failed", outcome.status
     assert "no site contributed an update in any of rounds 1..1" in outcome.log
     assert '"accepted": []' in (run_dir / "rounds.jsonl").read_text()
+    assert main(["report", str(run_dir)]) == 0  # the report says so in its banner
+    page = (run_dir / "report" / "report.html").read_text()
+    assert "class='banner FAILED'" in page and "none: global model unchanged" in page
+    results = (tmp_path / "results.csv").read_text()  # the cross-run table lists it as failed
+    assert "run,FAILED,mortality" in results
 
 
 def test_moehealth_version(capsys) -> None:

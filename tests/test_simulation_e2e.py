@@ -24,7 +24,7 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     config = {"num-server-rounds": 2, "pretrain-rounds": 1, "data.num-sites": 3,
               "data.patients": 300, "data.scheme": "careunit", "data.dir": str(tmp_path / "data"),
               "run-dir": str(run_dir), "dp.enabled": True, "dp.sites": "site-0",
-              "dp.target-epsilon": 20.0, "dp.planned-rounds": 3}
+              "dp.target-epsilon": 20.0, "dp.planned-rounds": 3, "tracking": "tensorboard"}
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         first = sim.run(config, num_supernodes=3)
         assert first.ok, first.log[-3000:]
@@ -59,8 +59,16 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     assert "Gate health" in report and "Test AUROC per modality combination" in report
     gate = [r for r in rounds if r["kind"] == "evaluate"][-1]["gate"]
     assert sum(gate["expert_share"].values()) == pytest.approx(1.0, abs=1e-3)
-    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-1.png", "gate.png"):
+    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-1.png", "gate.png",
+                "reliability.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000, png
+    page = (run_dir / "report" / "report.html").read_text()
+    assert "class='banner finished'" in page and page.count("data:image/png;base64,") >= 6
+    assert "<th>prevalence</th>" in page and "<td>num-server-rounds</td>" in page
+    assert "Calibration (pooled test split)" in page and "<th>no reply</th>" in page
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # tracking = tensorboard
+    assert main(["results", str(tmp_path)]) == 0
+    assert "run,finished,mortality,3," in (tmp_path / "results.csv").read_text()
     assert _ray_processes() == 0
 
 

@@ -75,5 +75,5 @@ def test_site_check_offline(site_yaml: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "[ok] config: site hospital-a" in out and "[ok] data, cohort and features" in out
     bad = _edit(site_yaml, superlink__address="nothing")
-    assert main(["site", "check", "--offline", str(bad)]) == 1
+    assert main(["site", "check", "--offline", str(bad)]) == 2  # an input error, as elsewhere
     assert "[FAIL] config" in capsys.readouterr().out

@@ -44,6 +44,17 @@ def bootstrap_auroc(labels: np.ndarray, probs: np.ndarray, *, resamples: int = 2
     return float(low), float(high)
 
 
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10
+                     ) -> dict[str, list[float]]:
+    """Reliability diagram: equal-count bins of the predicted probability (risk is skewed, so
+    equal-width bins would leave most empty), with mean predicted and observed rate per bin."""
+    order = np.argsort(probs, kind="stable")
+    chunks = [c for c in np.array_split(order, min(bins, len(order))) if len(c)]
+    return {"predicted": [float(probs[c].mean()) for c in chunks],
+            "observed": [float(labels[c].mean()) for c in chunks],
+            "count": [float(len(c)) for c in chunks]}
+
+
 def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """Threshold maximizing F1 (chosen on validation data, applied to test)."""
     candidates = np.unique(np.round(probs, 4))

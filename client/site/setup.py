@@ -61,18 +61,19 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    input_error: bool = False  # the site's own files (config, data) are wrong, not the network
 
 
 def check_site(path: Path, connect: bool = True) -> list[CheckResult]:
     """Every check of ``moehealth site check``, stopping at the first failure."""
     results: list[CheckResult] = []
 
-    def step(name: str, fn: Callable[[], str]) -> bool:
+    def step(name: str, fn: Callable[[], str], input_check: bool = True) -> bool:
         try:
             results.append(CheckResult(name, True, fn()))
             return True
         except MoeHealthInputError as err:
-            results.append(CheckResult(name, False, str(err)))
+            results.append(CheckResult(name, False, str(err), input_error=input_check))
             return False
 
     holder: dict[str, SiteConfig] = {}
@@ -90,5 +91,5 @@ def check_site(path: Path, connect: bool = True) -> list[CheckResult]:
         return f"{len(samples)} samples ({splits}); features in {cache}"
 
     if step("config", load) and step("data, cohort and features", features) and connect:
-        step("SuperLink connection", lambda: check_superlink(holder["config"]))
+        step("SuperLink connection", lambda: check_superlink(holder["config"]), input_check=False)
     return results

@@ -1,0 +1,79 @@
+"""A results table across runs (FLamby style): one row per run directory under a folder, rebuilt
+from each run's own records, so it never disagrees with them. Written as ``results.csv`` and
+``results.md`` in that folder at the end of every run, and by ``moehealth results [DIR]``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from server.report import run_status
+from shared_model.protocol import pooled_key, split_key
+
+COLUMNS = ("run", "status", "task", "rounds", "sites", "dp", "aggregation", "fusion", "seed",
+           "pooled_test_auroc", "pooled_auroc_low", "pooled_auroc_high", "pooled_brier",
+           "mean_site_test_auroc", "final_train_loss", "started")
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """One run's configuration and final results."""
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    rounds = _lines(run_dir / "rounds.jsonl")
+    train = [r for r in rounds if r["kind"] == "train"]
+    pooled = next((r for r in reversed(rounds) if r["kind"] == "centralized-eval"), {})
+    evaluate = next((r for r in reversed(rounds) if r["kind"] == "evaluate"), {})
+    sites = sorted({s for r in train for s in r.get("accepted", [])})
+
+    def num(value: Any) -> float | str:
+        return round(float(value), 4) if value is not None and math.isfinite(float(value)) else ""
+
+    return {"run": run_dir.name, "status": run_status(rounds, (run_dir / "cross_site.md").is_file()),
+            "task": config.get("task", ""), "rounds": max((r["round"] for r in train), default=0),
+            "sites": len(sites), "dp": config.get("dp.enabled", ""),
+            "aggregation": f"{config.get('aggregation-rule', '')}/{config.get('aggregation', '')}",
+            "fusion": config.get("model.fusion", ""), "seed": config.get("seed", ""),
+            "pooled_test_auroc": num(pooled.get(pooled_key("auroc"))),
+            "pooled_auroc_low": num(pooled.get(pooled_key("auroc_low"))),
+            "pooled_auroc_high": num(pooled.get(pooled_key("auroc_high"))),
+            "pooled_brier": num(pooled.get(pooled_key("brier"))),
+            "mean_site_test_auroc": num(evaluate.get(split_key("test", "auroc"))),
+            "final_train_loss": num(train[-1].get("train_loss")) if train else "",
+            "started": _started(train)}
+
+
+def _started(train: list[dict[str, Any]]) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(train[0]["time"])) if train else ""
+
+
+def results_table(runs_dir: Path) -> list[dict[str, Any]]:
+    """Rows of every run directory (a folder with rounds.jsonl) directly under ``runs_dir``."""
+    runs = sorted(p for p in Path(runs_dir).iterdir() if (p / "rounds.jsonl").is_file())
+    return [run_row(p) for p in runs]
+
+
+def write_results_table(runs_dir: Path) -> Path:
+    """``results.csv`` and ``results.md`` in ``runs_dir``; returns the Markdown file."""
+    rows = results_table(runs_dir)
+    with open(runs_dir / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (runs_dir / "results.md").write_text("\n".join(lines) + "\n")
+    return runs_dir / "results.md"

@@ -1,0 +1,66 @@
+"""What a site without DP sends, checked on real replies of the ClientApp against the table in
+deploy/README.md ("What leaves a hospital"), and the minimum cell size on the values sent."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from client.app import app as client_app
+from server.settings import FederationSettings
+from shared_model.protocol import MIN_CELL_SIZE, Record, SiteStatus
+from tests.test_dp_site_replies import _context, _message
+
+DEPLOY_README = Path(__file__).resolve().parents[1] / "deploy" / "README.md"
+
+
+def _documented_patterns() -> list[re.Pattern[str]]:
+    """Backticked keys of the first column of the table, ``<placeholder>`` matching a name."""
+    section = DEPLOY_README.read_text().split("## What leaves a hospital", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    keys = [key for row in rows for key in re.findall(r"`([^`]+)`", row.split("|")[1])]
+    return [re.compile("^" + re.sub(r"<[a-z]+>", r"[a-z+.]+?", re.escape(k).replace(r"\<", "<")
+                                    .replace(r"\>", ">")) + "$") for k in keys]
+
+
+def _undocumented(keys: set[str]) -> set[str]:
+    patterns = _documented_patterns()
+    return {k for k in keys if not any(p.match(k) for p in patterns)}
+
+
+@pytest.fixture()
+def node(tmp_path: Path, synth_features: Path) -> dict:
+    return {"site-id": "hospital-a", "data-dir": str(tmp_path), "feature-dir": str(synth_features),
+            "privacy-dir": str(tmp_path / "privacy")}
+
+
+def test_train_reply_keys_are_documented_and_respect_the_cell_size(node) -> None:
+    cfg = FederationSettings(num_rounds=2, pretrain_rounds=0, local_epochs=1).round_config(1)
+    content = client_app(_message("train", cfg.to_record()), _context(node)).content
+    metrics = dict(content[Record.METRICS])
+    sent = set(metrics) | set(content[Record.SITE]) | set(content.array_records)
+    assert not _undocumented(sent), _undocumented(sent)
+    weights = {k: v for k, v in metrics.items() if k.startswith("weight:")}
+    assert weights and min(weights.values()) >= MIN_CELL_SIZE
+    assert content[Record.SITE]["status"] == SiteStatus.TRAINED
+
+
+def test_evaluate_reply_keys_are_documented_and_respect_the_cell_size(node) -> None:
+    content = client_app(_message("evaluate", {"server-round": 1}), _context(node)).content
+    metrics = dict(content[Record.METRICS])
+    sent = set(metrics) | set(content[Record.SITE])
+    assert not _undocumented(sent), _undocumented(sent)
+    assert any(k.startswith("route.") for k in metrics) and "test.auroc_low" in metrics
+    assert not any("threshold" in k for k in metrics)
+    for key, value in metrics.items():
+        if key.endswith(".n") or key in ("num-examples", "test.positives"):
+            assert value >= MIN_CELL_SIZE, (key, value)
+    small = client_app(_message("evaluate", {"server-round": 1}),
+                       _context({**node, "min-cell-size": 10_000})).content
+    assert dict(small[Record.METRICS]) == {"num-examples": 0}  # a too-small site sends nothing
+
+
+def test_patterns_reject_an_undocumented_key() -> None:
+    assert _undocumented({"test.threshold", "route.ehr.ehr", "weight:gate"}) == {"test.threshold"}
