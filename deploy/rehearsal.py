@@ -1,11 +1,13 @@
 """Dress rehearsal of a real deployment on one machine, with plain processes (no containers).
 
-Coordinator: private CA + SuperLink certificate, `flower-superlink` with TLS and SuperNode
-authentication. Hospitals: one key pair each (registered with the SuperLink), one YAML each,
-`moehealth site run` -> `flower-supernode` connecting outward over TLS. Then `flwr run` of the app
-with `simulation=false`, and every process is stopped at the end (also on failure).
+Coordinator: private CA + server certificate, `flower-superlink` on 127.0.0.1 with TLS and
+SuperNode authentication, and (``--proxy``) the hospital-facing nginx proxy that forwards only the
+Fleet API, with mutual TLS (``--mtls``). Hospitals: one key pair each (registered with the
+SuperLink), a TLS client certificate (mutual TLS), one YAML each, `moehealth site run` ->
+`flower-supernode` connecting outward over TLS. Then `flwr run` of the app with
+`simulation=false`, and every process is stopped at the end (also on failure).
 
-    python deploy/rehearsal.py --workdir /tmp/moehealth-rehearsal --sites 3 --rounds 2
+    python deploy/rehearsal.py --workdir /tmp/moehealth-rehearsal --sites 3 --rounds 2 --proxy --mtls
 
 Site data: a synthetic MIMIC set split into the sites (each hospital gets its own folder).
 """
@@ -36,8 +38,9 @@ class Rehearsal:
     """Paths and processes of one rehearsal; ``stop()`` ends every process group it started."""
 
     workdir: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=free_port)  # the SuperLink, on 127.0.0.1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    proxies: dict[str, int] = field(default_factory=dict)  # proxy name -> hospital-facing port
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,14 +72,16 @@ class Rehearsal:
                 pass
 
     def stop(self) -> None:
-        """SuperNodes first, then the SuperLink."""
-        for name in [n for n in self.procs if n != "superlink"] + ["superlink"]:
+        """SuperNodes first, then the proxies, then the SuperLink."""
+        last = [*self.proxies, "superlink"]
+        for name in [n for n in self.procs if n not in last] + last:
             self.kill(name)
 
-    def coordinator(self) -> None:
+    def coordinator(self, proxy: bool = False, mtls: bool = False) -> None:
+        """CA, certificates, the SuperLink on loopback, and (``proxy``) the hospital-facing proxy
+        "proxy" (with mutual TLS when ``mtls``) that the hospitals then connect to."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self.sh(str(SCRIPTS / "make-ca.sh"), str(self.workdir / "certs"), "DNS:localhost",
-                "IP:127.0.0.1")
+        self.sh(str(SCRIPTS / "make-ca.sh"), str(self.workdir / "ca"), str(self.workdir / "certs"))
         home = self.workdir / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
@@ -85,21 +90,45 @@ class Rehearsal:
         self.start("superlink", [str(SCRIPTS / "start-superlink.sh"), str(self.workdir / "certs"),
                                  str(self.workdir / "superlink-state"), "127.0.0.1", str(self.port)])
         wait_for_port(self.port, self.procs["superlink"], 60)
+        if proxy:
+            self.start_proxy("proxy", mtls)
+
+    def start_proxy(self, name: str, mtls: bool) -> int:
+        """A hospital-facing nginx proxy in front of the SuperLink; returns its port."""
+        port = free_port()
+        self.start(name, [str(SCRIPTS / "start-proxy.sh"), str(self.workdir / "certs"),
+                          str(self.workdir / f"{name}-state"), f"127.0.0.1:{port}", str(self.port),
+                          *(["--mtls"] if mtls else [])])
+        wait_for_port(port, self.procs[name], 30)
+        self.proxies[name] = port
+        return port
+
+    @property
+    def hospital_address(self) -> str:
+        """Where hospitals connect: the proxy when there is one, else the SuperLink itself."""
+        return f"127.0.0.1:{self.proxies.get('proxy', self.port)}"
 
     def hospital(self, site: str, samples_dir: Path, register: bool = True,
-                 privacy: dict | None = None) -> Path:
-        """Key pair (+ registration by the coordinator) and the site's YAML file."""
+                 privacy: dict | None = None, client_certificate: bool = True) -> Path:
+        """Credentials (+ registration and a signed TLS client certificate from the
+        coordinator) and the site's YAML file."""
         keys = self.workdir / "hospitals" / site
         self.sh(str(SCRIPTS / "make-node-key.sh"), str(keys), site)
         if register:
             self.sh("flwr", "supernode", "register", str(keys / f"{site}.key.pub"), "coordinator")
+        tls = {}
+        if client_certificate:
+            self.sh(str(SCRIPTS / "sign-hospital-cert.sh"), str(self.workdir / "ca"),
+                    str(keys / f"{site}.csr"))
+            tls = {"client_certificate": str(keys / f"{site}.crt"),
+                   "client_key": str(keys / f"{site}.tls.key")}
         config = {
             "site_id": site, "work_dir": str(keys / "work"),
             "data": {"samples_dir": str(samples_dir)}, "modalities": ["ehr", "notes", "cxr"],
             "privacy": privacy or {"enabled": False},
-            "superlink": {"address": f"127.0.0.1:{self.port}",
-                          "root_certificates": str(self.workdir / "certs" / "ca.crt"),
-                          "auth_private_key": str(keys / f"{site}.key")},
+            "superlink": {"address": self.hospital_address,
+                          "root_certificates": str(self.workdir / "ca" / "ca.crt"),
+                          "auth_private_key": str(keys / f"{site}.key"), **tls},
             "runtime_port": free_port()}
         path = keys / f"{site}.yaml"
         path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
@@ -107,6 +136,18 @@ class Rehearsal:
 
     def supernode(self, site: str, config: Path) -> subprocess.Popen:
         return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", str(config)])
+
+    def rogue(self, *args: str, proxy: str = "proxy") -> subprocess.CompletedProcess:
+        """A `flwr` command by someone holding only ca.crt and network reach, against the
+        hospital-facing address of ``proxy`` (its own Flower home)."""
+        home = self.workdir / f"rogue-home-{proxy}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "rogue"\n\n[superlink.rogue]\n'
+            f'address = "127.0.0.1:{self.proxies[proxy]}"\n'
+            f'root-certificates = "{self.workdir}/ca/ca.crt"\n')
+        return subprocess.run(["flwr", *args], env={**self.env, "FLWR_HOME": str(home)},
+                              capture_output=True, text=True, timeout=120)
 
     def nodes(self) -> list[dict]:
         """The SuperNodes the SuperLink knows (``flwr supernode list``), with their status."""
@@ -170,11 +211,13 @@ def main() -> int:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--patients", type=int, default=600)
+    parser.add_argument("--proxy", action="store_true", help="hospitals connect through nginx")
+    parser.add_argument("--mtls", action="store_true", help="the proxy requires client certificates")
     args = parser.parse_args()
     started = time.perf_counter()
     samples = synthetic_sites(args.workdir, args.sites, args.patients)
     with rehearsal(args.workdir) as r:
-        r.coordinator()
+        r.coordinator(proxy=args.proxy or args.mtls, mtls=args.mtls)
         for i, folder in enumerate(samples):
             r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", folder))
         r.wait_for_nodes(args.sites)

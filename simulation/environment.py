@@ -28,8 +28,14 @@ from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
 from shared_model.modalities import MODALITIES
 from shared_model.params import load_arrays
-from shared_model.protocol import RELIABILITY, ConfigValue, NodeConfigKey, pooled_key
-from shared_model.run_config import DP_PREFIX, TASK
+from shared_model.protocol import (
+    MIN_CELL_SIZE,
+    RELIABILITY,
+    ConfigValue,
+    NodeConfigKey,
+    pooled_key,
+)
+from shared_model.run_config import DATA_PREFIX, DP_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
 from simulation.prepare import FederationData, prepare_sites
 
@@ -46,13 +52,18 @@ def simulated_dp(run_config: dict[str, Any], site: str) -> DPSettings:
     return settings
 
 
+SITE_MIN_CELL_SIZE = DATA_PREFIX + "min-cell-size"  # stands in for each hospital's site YAML
+
+
 def site_node_config(site: str, samples_dir: Path, feature_dir: Path, run_dir: Path,
-                     dp: DPSettings, modalities: tuple[str, ...]) -> dict[str, ConfigValue]:
+                     dp: DPSettings, modalities: tuple[str, ...],
+                     min_cell_size: int = MIN_CELL_SIZE) -> dict[str, ConfigValue]:
     """What a hospital's node config would say for this virtual site."""
     return {NodeConfigKey.SITE_ID: site, NodeConfigKey.DATA_DIR: str(samples_dir),
             NodeConfigKey.FEATURE_DIR: str(feature_dir),
             NodeConfigKey.PRIVACY_DIR: str(run_dir / "sites" / site),  # a resume continues it
-            NodeConfigKey.MODALITIES: ",".join(modalities), **dp.node_config()}
+            NodeConfigKey.MODALITIES: ",".join(modalities),
+            NodeConfigKey.MIN_CELL_SIZE: min_cell_size, **dp.node_config()}
 
 
 def declared_modalities(data: FederationData, site: str) -> tuple[str, ...]:
@@ -131,8 +142,12 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     features = prepare_sites(data)
     check_dp_budgets(run_config, features, run_dir,
                      FederationSettings.from_run_config(run_config).num_rounds - start_round)
+    min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))
+    if min_cell_size < 1:
+        raise MoeHealthInputError(f"data.min-cell-size must be at least 1, got {min_cell_size}")
     nodes = [site_node_config(site, data.sites_dir() / site, path, run_dir,
-                              simulated_dp(run_config, site), declared_modalities(data, site))
+                              simulated_dp(run_config, site), declared_modalities(data, site),
+                              min_cell_size)
              for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
     write_data_summary(run_dir / DATA_SUMMARY, features, str(run_config[TASK]))

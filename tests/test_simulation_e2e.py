@@ -24,7 +24,8 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     config = {"num-server-rounds": 2, "pretrain-rounds": 1, "data.num-sites": 3,
               "data.patients": 300, "data.scheme": "careunit", "data.dir": str(tmp_path / "data"),
               "run-dir": str(run_dir), "dp.enabled": True, "dp.sites": "site-0",
-              "dp.target-epsilon": 20.0, "dp.planned-rounds": 3, "tracking": "tensorboard"}
+              "dp.target-epsilon": 20.0, "dp.planned-rounds": 3, "tracking": "tensorboard",
+              "data.min-cell-size": 1}  # tiny sites: let every routing average through
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         first = sim.run(config, num_supernodes=3)
         assert first.ok, first.log[-3000:]

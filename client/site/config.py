@@ -15,6 +15,8 @@ Example (deploy/examples/hospital-a.yaml)::
       address: coordinator.example.org:9092
       root_certificates: /etc/moehealth/ca.crt
       auth_private_key: /etc/moehealth/hospital-a.key
+      client_certificate: /etc/moehealth/hospital-a.crt   # mutual TLS at the proxy (optional)
+      client_key: /etc/moehealth/hospital-a.tls.key
     runtime_port: 9094                        # the SuperNode's local API, loopback only
     min_cell_size: 10                         # no value derived from fewer patients is sent
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,8 @@ class SiteConfig:
     auth_private_key: Path
     runtime_port: int
     min_cell_size: int = MIN_CELL_SIZE
+    client_certificate: Path | None = None  # TLS client certificate (mutual TLS at the proxy)
+    client_key: Path | None = None
 
     @property
     def site_dir(self) -> Path:
@@ -130,7 +135,8 @@ class SiteConfig:
             auth_private_key=_readable(link.get("auth_private_key"), "superlink.auth_private_key",
                                        source) or _missing(source, "superlink.auth_private_key"),
             runtime_port=int(raw.get("runtime_port", 9094)),
-            min_cell_size=_min_cell_size(raw.get("min_cell_size", MIN_CELL_SIZE), source))
+            min_cell_size=_min_cell_size(raw.get("min_cell_size", MIN_CELL_SIZE), source),
+            **_client_certificate(link, source))
 
     def node_config(self, feature_dir: Path | None = None) -> dict[str, ConfigValue]:
         """What the ClientApp reads from ``context.node_config`` (``feature-dir``: the cache that
@@ -162,12 +168,24 @@ class SiteConfig:
 
     def supernode_command(self, executable: str = "flower-supernode",
                           feature_dir: Path | None = None) -> list[str]:
-        """The SuperNode process: outbound TLS to the SuperLink, local API on loopback only."""
-        return [executable, "--superlink", self.superlink_address,
+        """The SuperNode process: outbound TLS to the SuperLink, local API on loopback only; with a
+        client certificate, through the mutual-TLS launcher (client/site/supernode.py)."""
+        launcher = ([sys.executable, "-m", "client.site.supernode", str(self.client_certificate),
+                     str(self.client_key), "--"] if self.client_certificate else [executable])
+        return [*launcher, "--superlink", self.superlink_address,
                 "--root-certificates", str(self.root_certificates),
                 "--auth-supernode-private-key", str(self.auth_private_key),
                 "--node-config", self.node_config_toml(feature_dir),
                 "--host", "127.0.0.1", "--port", str(self.runtime_port)]
+
+
+def _client_certificate(link: dict[str, Any], source: Path) -> dict[str, Path | None]:
+    cert = _readable(link.get("client_certificate"), "superlink.client_certificate", source)
+    key = _readable(link.get("client_key"), "superlink.client_key", source)
+    if bool(cert) != bool(key):
+        raise MoeHealthInputError(f"{source}: superlink.client_certificate and superlink.client_key "
+                                  "go together (mutual TLS): set both or neither")
+    return {"client_certificate": cert, "client_key": key}
 
 
 def _missing(source: Path, key: str):
