@@ -104,6 +104,11 @@ class Rehearsal:
         return port
 
     @property
+    def registry(self) -> Path:
+        """The coordinator's site registry (node id -> site name)."""
+        return self.workdir / "site-registry.json"
+
+    @property
     def hospital_address(self) -> str:
         """Where hospitals connect: the proxy when there is one, else the SuperLink itself."""
         return f"127.0.0.1:{self.proxies.get('proxy', self.port)}"
@@ -114,8 +119,9 @@ class Rehearsal:
         coordinator) and the site's YAML file."""
         keys = self.workdir / "hospitals" / site
         self.sh(str(SCRIPTS / "make-node-key.sh"), str(keys), site)
-        if register:
-            self.sh("flwr", "supernode", "register", str(keys / f"{site}.key.pub"), "coordinator")
+        if register:  # flwr supernode register + node id -> name in the site registry
+            self.sh(str(BIN / "moehealth"), "coordinator", "register", str(keys / f"{site}.key.pub"),
+                    site, "--registry", str(self.registry))
         tls = {}
         if client_certificate:
             self.sh(str(SCRIPTS / "sign-hospital-cert.sh"), str(self.workdir / "ca"),
@@ -166,7 +172,8 @@ class Rehearsal:
     def run_app(self, run_config: dict[str, object], timeout: float = 900) -> tuple[str, str]:
         """`flwr run` on the coordinator connection; returns (status, log)."""
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in
-                             {"simulation": False, "centralized-eval": False, **run_config}.items())
+                             {"simulation": False, "centralized-eval": False,
+                              "site-registry": str(self.registry), **run_config}.items())
         out = subprocess.run(["flwr", "run", str(REPO), "coordinator", "--stream", "--run-config",
                               overrides], env=self.env, capture_output=True, text=True, timeout=timeout)
         log = out.stdout + out.stderr

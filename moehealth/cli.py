@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import shared_model.progress_bars  # noqa: F401  (first: no bars when output is not a terminal)
 from moehealth.cli_options import DEFAULTS, add_data_args, federation_data
 from shared_model.errors import MoeHealthInputError
 from shared_model.run_config import Scheme
@@ -246,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     from moehealth.cli_site import add_site_commands
 
     add_site_commands(sub)
+    from moehealth.cli_coordinator import add_coordinator_commands
+
+    add_coordinator_commands(sub)
     return parser
 
 

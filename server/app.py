@@ -22,6 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.aggregation import FedAdamState
 from server.flower_io import from_array_record, to_array_record
+from server.identity import SiteIdentity
 from server.report import cross_site_table
 from server.results import write_results_table
 from server.run_dir import RunDirectory
@@ -103,10 +104,12 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
                                   "(moehealth.serverapp:app)")
     if simulated:  # before anything is prepared or written: the likeliest mistake fails at once
         _check_supernodes(grid, int(run_config[DATA_PREFIX + "num-sites"]))
+    identity = SiteIdentity.from_setting(settings.site_registry)
     run, start, arrays, optimizer = _open_run(settings, run_config)
     run.tracker = make_tracker(settings.tracking, run.path)
     try:
-        _run_rounds(grid, run_config, settings, run, start, arrays, optimizer, simulation)
+        _run_rounds(grid, run_config, settings, run, start, arrays, optimizer, simulation,
+                    identity)
     finally:
         if run.tracker is not None:
             run.tracker.close()
@@ -119,8 +122,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
 
 
 def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSettings,
-                run: RunDirectory, start: int, arrays, optimizer, simulation: SimulationHook | None
-                ) -> None:
+                run: RunDirectory, start: int, arrays, optimizer, simulation: SimulationHook | None,
+                identity: SiteIdentity) -> None:
     """Prepare the simulated sites (if any), run the rounds, write the cross-site table."""
     model_config = model_config_from_run_config(run_config)
     simulated = bool(run_config.get(SIMULATION, False))
@@ -140,7 +143,8 @@ def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSett
     if sites is not None and sites.pooled_evaluate is not None and settings.centralized_eval:
         evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start)
     strategy = ModalityAwareStrategy(settings, run, round_offset=start, server_optimizer=optimizer,
-                                     sites_manifest=sites.sites_manifest if sites else "")
+                                     sites_manifest=sites.sites_manifest if sites else "",
+                                     identity=identity)
     result = strategy.start(grid, to_array_record(arrays), num_rounds=settings.num_rounds - start,
                             timeout=settings.round_timeout, evaluate_fn=evaluate_fn)
     if not strategy.trained_rounds:

@@ -42,6 +42,7 @@ class FederationSettings:
     round_timeout: float = 3600.0
     aggregation_rule: AggregationRule = AggregationRule.MODALITY_AWARE
     tracking: Tracking = Tracking.NONE
+    site_registry: str = ""  # deployment: node id -> site name file of the coordinator
 
     def __post_init__(self) -> None:
         for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule),
@@ -73,7 +74,7 @@ class FederationSettings:
         "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
         "resume-from": "resume_from", "centralized-eval": "centralized_eval",
         "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
-        "tracking": "tracking",
+        "tracking": "tracking", "site-registry": "site_registry",
     }  # run-config key -> field
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,13 +28,13 @@ from server.aggregation import (
     validate_update,
 )
 from server.flower_io import (
-    declared_site,
     from_array_record,
     parse_evaluate_reply,
     parse_train_reply,
     to_array_record,
 )
 from server.gate_health import gate_health, warn_misrouting
+from server.identity import SiteIdentity
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model.errors import ProtocolError
@@ -62,6 +62,7 @@ class CollectedRound:
     replies: dict[str, TrainReply] = field(default_factory=dict)  # accepted, by site
     rejected: dict[str, str] = field(default_factory=dict)  # site -> reason
     declined: dict[str, str] = field(default_factory=dict)  # site -> reason
+    no_reply: dict[str, str] = field(default_factory=dict)  # sampled site -> reason
     ledger_rows: list[dict[str, Any]] = field(default_factory=list)
     bytes_received: dict[str, int] = field(default_factory=dict)
 
@@ -70,7 +71,8 @@ class ModalityAwareStrategy(FedAvg):
     """FedAvg with modality-aware, per-group aggregation, phases, run records and resume."""
 
     def __init__(self, settings: FederationSettings, run: RunDirectory, *, round_offset: int = 0,
-                 server_optimizer: FedAdamState | None = None, sites_manifest: str = "") -> None:
+                 server_optimizer: FedAdamState | None = None, sites_manifest: str = "",
+                 identity: SiteIdentity | None = None) -> None:
         super().__init__(fraction_train=settings.fraction_train, fraction_evaluate=1.0,
                          min_train_nodes=settings.min_sites, min_evaluate_nodes=settings.min_sites,
                          min_available_nodes=settings.min_sites)
@@ -82,6 +84,8 @@ class ModalityAwareStrategy(FedAvg):
         self.current: dict[str, np.ndarray] = {}
         self.last_site_eval: dict[str, EvaluateReply] = {}
         self.trained_rounds: list[int] = []  # rounds in which at least one update was accepted
+        self.identity = identity or SiteIdentity()
+        self._sampled: set[int] = set()  # node ids sent the current round's messages
         self._untrimmed_groups: set[str] = set()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -89,8 +93,10 @@ class ModalityAwareStrategy(FedAvg):
         self.current = from_array_record(arrays)
         rnd = server_round + self.round_offset
         record = self.settings.round_config(rnd, self.sites_manifest).to_record()
-        return _with_round(super().configure_train(server_round, arrays, ConfigRecord(record), grid),
-                           rnd)
+        messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
+                                                       grid), rnd)
+        self._sampled = {m.metadata.dst_node_id for m in messages}
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -108,12 +114,17 @@ class ModalityAwareStrategy(FedAvg):
 
     def collect(self, rnd: int, replies: Iterable[Message]) -> CollectedRound:
         """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        out = CollectedRound()
+        replies = list(replies)
+        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        out = CollectedRound(no_reply=self._silent(replies))
         for msg in errors:
-            out.rejected[f"node-{msg.metadata.src_node_id}"] = f"error reply: {msg.error.reason}"
+            out.rejected[self.identity.name(msg.metadata.src_node_id)] = \
+                f"error reply: {msg.error.reason}"
         for msg in valid:
-            site = declared_site(msg)
+            site, refused = self.identity.identify(msg)
+            if refused:
+                out.rejected[site] = refused
+                continue
             try:
                 reply = parse_train_reply(msg)
             except ProtocolError as err:
@@ -136,7 +147,15 @@ class ModalityAwareStrategy(FedAvg):
             log.warning("round %d: site %s declined: %s", rnd, site, reason)
         for site, reason in out.rejected.items():
             log.warning("round %d: rejected update of site %s: %s", rnd, site, reason)
+        for site, reason in out.no_reply.items():
+            log.warning("round %d: site %s sent nothing: %s", rnd, site, reason)
         return out
+
+    def _silent(self, replies: list[Message]) -> dict[str, str]:
+        """Sampled sites that did not answer (killed, disconnected, or slower than the timeout)."""
+        answered = {m.metadata.src_node_id for m in replies}
+        return {self.identity.name(node): f"no reply within round-timeout "
+                f"({self.settings.round_timeout:g} s)" for node in self._sampled - answered}
 
     def aggregate(self, collected: CollectedRound
                   ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
@@ -173,7 +192,8 @@ class ModalityAwareStrategy(FedAvg):
         self.run.append("rounds.jsonl", {
             "round": rnd, "kind": "train", "phase": str(self.settings.phase(rnd)),
             "contributors": contributors, "rejected": collected.rejected,
-            "declined": collected.declined, "bytes_received": collected.bytes_received,
+            "declined": collected.declined, "no_reply": collected.no_reply,
+            "bytes_received": collected.bytes_received,
             "accepted": sorted(collected.replies), "train_loss": loss})
         return loss
 
@@ -186,13 +206,25 @@ class ModalityAwareStrategy(FedAvg):
                            grid: Grid) -> Iterable[Message]:
         rnd = server_round + self.round_offset
         record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
-        return _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
+        messages = _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
+        self._sampled = {m.metadata.dst_node_id for m in messages}
+        return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         rnd = server_round + self.round_offset
-        valid, _ = self._check_and_log_replies(list(replies), is_train=False, validate=False)
-        per_site = {r.site_id: r for r in map(parse_evaluate_reply, valid) if r is not None}
+        replies = list(replies)
+        valid, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
+        per_site: dict[str, EvaluateReply] = {}
+        refused: dict[str, str] = {}
+        for msg in valid:
+            site, problem = self.identity.identify(msg)
+            reply = parse_evaluate_reply(msg)
+            if problem:
+                refused[site] = problem
+                log.warning("round %d: rejected evaluation of site %s: %s", rnd, site, problem)
+            elif reply is not None:
+                per_site[site] = replace(reply, site_id=site)
         for site, reply in sorted(per_site.items()):
             self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "evaluate",
                                                    **reply.metrics()})
@@ -201,7 +233,8 @@ class ModalityAwareStrategy(FedAvg):
         health = gate_health(list(per_site.values()))
         warn_misrouting(rnd, health)
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
-                                         "gate": health})
+                                         "gate": health, "rejected": refused,
+                                         "no_reply": self._silent(replies)})
         self.last_site_eval = per_site
         return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
 

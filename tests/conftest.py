@@ -55,3 +55,11 @@ def synth_features(synth_cohort, tmp_path_factory: pytest.TempPathFactory) -> Pa
     samples = assign_splits(synth_cohort, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0))
     return build_site_features(samples, "pooled", EncoderConfig(),
                                tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def hospital_data(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three hospitals' samples folders (synthetic), for the deployment tests."""
+    from tests.test_deployment import reh
+
+    return reh.synthetic_sites(tmp_path_factory.mktemp("deploydata"), sites=3, patients=300)

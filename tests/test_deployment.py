@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,19 +28,16 @@ def _load_rehearsal():
 reh = _load_rehearsal()
 
 
-@pytest.fixture(scope="module")
-def hospital_data(tmp_path_factory) -> list[Path]:
-    return reh.synthetic_sites(tmp_path_factory.mktemp("deploydata"), sites=3, patients=300)
-
-
 def _leftovers(workdir: Path) -> int:
     out = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
     return len(out.stdout.split())
 
 
 def test_tls_federation_of_authenticated_hospitals(tmp_path: Path, hospital_data) -> None:
+    """Through the coordinator's proxy with mutual TLS when nginx is installed (as in CI)."""
+    proxy = shutil.which("nginx") is not None
     with reh.rehearsal(tmp_path) as r:
-        r.coordinator()
+        r.coordinator(proxy=proxy, mtls=proxy)
         for i in range(2):
             r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", hospital_data[i],
                                                     privacy={"enabled": i == 0,
@@ -55,6 +53,9 @@ def test_tls_federation_of_authenticated_hospitals(tmp_path: Path, hospital_data
     ledger = tmp_path / "hospitals" / "hospital-0" / "work" / "privacy" / "ledger.jsonl"
     assert len(ledger.read_text().splitlines()) == 2  # the hospital's own ledger
     assert len((tmp_path / "run" / "privacy_ledger.jsonl").read_text().splitlines()) == 2
+    if proxy:  # every hospital request went through the proxy, each with its client certificate
+        access = (tmp_path / "proxy-state" / "nginx-access.log").read_text()
+        assert "push-messages" in access and "CN=hospital-0" in access and "CN=hospital-1" in access
     time.sleep(1)
     assert _leftovers(tmp_path) == 0
 
@@ -96,3 +97,4 @@ def test_supernode_killed_mid_run_the_others_go_on(tmp_path: Path, hospital_data
                if json.loads(x)["kind"] == "train"]
     assert len(trained[0]["bytes_received"]) == 3
     assert set(trained[-1]["bytes_received"]) == {"hospital-0", "hospital-1"}
+    assert "no reply within round-timeout" in trained[-1]["no_reply"]["hospital-2"]  # recorded

@@ -64,6 +64,13 @@ def test_node_config_carries_identity_data_and_privacy(site_yaml: Path) -> None:
     ({"superlink__root_certificates": "/nope.crt"}, "superlink.root_certificates '/nope.crt'"),
     ({"site_id": "bad id!"}, "site_id 'bad id!'"),
     ({"modalities": ["notes"]}, "modalities must include 'ehr'"),
+    ({"privacy__enabeld": False}, "unknown key 'privacy.enabeld'; did you mean 'privacy.enabled'"),
+    ({"runtime_prot": 9095}, "unknown key 'runtime_prot'; did you mean 'runtime_port'"),
+    ({"superlink__adress": "x:1"}, "unknown key 'superlink.adress'; did you mean 'superlink.address'"),
+    ({"privacy__target_epsilon": 0}, "privacy: DP: target epsilon (0.0"),
+    ({"min_cell_size": 0}, "min_cell_size must be an integer >= 1"),
+    ({"superlink__client_certificate": "/etc/hosts"},
+     "superlink.client_certificate and superlink.client_key go together"),
 ])
 def test_bad_site_configs_name_the_problem(site_yaml: Path, change: dict, message: str) -> None:
     with pytest.raises(MoeHealthInputError, match="site.yaml: " + message.replace("(", r"\(")):
@@ -77,3 +84,11 @@ def test_site_check_offline(site_yaml: Path, capsys) -> None:
     bad = _edit(site_yaml, superlink__address="nothing")
     assert main(["site", "check", "--offline", str(bad)]) == 2  # an input error, as elsewhere
     assert "[FAIL] config" in capsys.readouterr().out
+
+
+def test_node_config_typos_are_refused(tmp_path: Path) -> None:
+    from client.errors import SiteDataError
+    from client.site.runtime import resolve_site
+
+    with pytest.raises(SiteDataError, match="unknown key 'dp-enabeld'; did you mean 'dp-enabled'"):
+        resolve_site({"site-id": "h", "data-dir": str(tmp_path), "dp-enabeld": True})

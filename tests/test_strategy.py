@@ -214,3 +214,42 @@ def test_gate_health_weights_sites_by_combination_counts_and_flags_misrouting() 
     assert health["expert_share"] == pytest.approx({"ehr": 0.4 * 40 / 60,
                                                     "ehr+notes": (0.6 * 40 + 20) / 60})
     assert health["misrouted"] == pytest.approx({"ehr": 0.6})  # EHR-only samples -> notes expert
+
+
+def test_records_use_the_registered_name_and_an_impostor_is_rejected(tmp_path: Path, caplog) -> None:
+    from server.identity import SiteIdentity, register_site
+
+    registry = tmp_path / "site-registry.json"
+    register_site(registry, 11, "hospital-a")
+    register_site(registry, 22, "hospital-b")
+    global_arrays = model_to_arrays(build_model())
+    run = RunDirectory.create(str(tmp_path / "run"), {})
+    strategy = ModalityAwareStrategy(FederationSettings(num_rounds=2, pretrain_rounds=0), run,
+                                     identity=SiteIdentity.from_setting(str(registry)))
+    strategy.current = global_arrays
+    groups = {"encoders.ehr", "gate"}
+    honest = _reply(11, train_reply("hospital-a", _site_arrays(global_arrays, groups, 1.0),
+                                    dict.fromkeys(groups, 50), {}))
+    impostor = _reply(22, train_reply("hospital-a", _site_arrays(global_arrays, groups, 9.0),
+                                      dict.fromkeys(groups, 50), {}))
+    stranger = _reply(33, train_reply("hospital-c", _site_arrays(global_arrays, groups, 9.0),
+                                      dict.fromkeys(groups, 50), {}))
+    with caplog.at_level("WARNING"):
+        new = from_array_record(strategy.aggregate_train(1, [honest, impostor, stranger])[0])
+    name = next(n for n in new if n.startswith("gate."))
+    assert np.allclose(new[name], 1.0)  # only the honest update
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["accepted"] == ["hospital-a"]
+    assert record["rejected"]["hospital-b"] == ("node 22 is registered as 'hospital-b' but claims "
+                                                "to be 'hospital-a'")
+    assert "not in the coordinator's site registry" in record["rejected"]["node-33"]
+
+
+def test_a_sampled_site_that_never_answers_is_recorded(setup) -> None:
+    strategy, g, run = setup
+    strategy._sampled = {1, 2}  # what configure_train sent this round
+    groups = {"encoders.ehr", "gate"}
+    strategy.aggregate_train(1, [_reply(1, train_reply("a", _site_arrays(g, groups, 1.0),
+                                                       dict.fromkeys(groups, 10), {}))])
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["no_reply"] == {"node-2": "no reply within round-timeout (3600 s)"}

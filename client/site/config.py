@@ -23,10 +23,11 @@ Example (deploy/examples/hospital-a.yaml)::
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ class SiteConfig:
 
     @classmethod
     def from_mapping(cls, raw: dict[str, Any], source: Path) -> SiteConfig:
+        _check_keys(raw, source)
         site_id = str(raw.get("site_id", ""))
         if not _SITE_ID.match(site_id):
             raise MoeHealthInputError(f"{source}: site_id '{site_id}' must be 1-63 letters, digits, "
@@ -177,6 +179,38 @@ class SiteConfig:
                 "--auth-supernode-private-key", str(self.auth_private_key),
                 "--node-config", self.node_config_toml(feature_dir),
                 "--host", "127.0.0.1", "--port", str(self.runtime_port)]
+
+
+_SECTIONS: dict[str, tuple[str, ...] | None] = {  # key -> its sub-keys (None: a plain value)
+    "site_id": None, "work_dir": None, "modalities": None, "runtime_port": None,
+    "min_cell_size": None,
+    "data": ("mimic_iv", "mimic_note", "mimic_cxr", "samples_dir"),
+    "encoders": ("text_model", "image_weights"),
+    "privacy": tuple(f.name for f in fields(DPSettings)),
+    "superlink": ("address", "root_certificates", "auth_private_key", "client_certificate",
+                  "client_key"),
+}
+
+
+def _check_keys(raw: dict[str, Any], source: Path) -> None:
+    """Unknown keys are an error naming the key and the closest valid one (a typo such as
+    ``privacy: {enabeld: true}`` must not silently run without DP)."""
+    def refuse(key: str, valid: tuple[str, ...], where: str = "") -> None:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
+        raise MoeHealthInputError(f"{source}: unknown key '{where}{key}'{hint}")
+
+    for key, value in raw.items():
+        if key not in _SECTIONS:
+            refuse(str(key), tuple(_SECTIONS))
+        sub = _SECTIONS[key]
+        if sub is None or value is None:
+            continue
+        if not isinstance(value, dict):
+            raise MoeHealthInputError(f"{source}: '{key}' must be a mapping of {', '.join(sub)}")
+        for inner in value:
+            if inner not in sub:
+                refuse(str(inner), sub, f"{key}.")
 
 
 def _client_certificate(link: dict[str, Any], source: Path) -> dict[str, Path | None]:

@@ -8,6 +8,7 @@ Simulation: ``partition-id`` picks the site's entry of the sites manifest, which
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     """Identify the site and make sure its feature cache exists."""
     if NodeConfigKey.PARTITION_ID in node_config:
         node_config = simulated_node_config(node_config, sites_manifest)
+    valid = [k.value for k in NodeConfigKey]
+    for key in node_config:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            raise SiteDataError(f"node config: unknown key '{key}'"
+                                + (f"; did you mean '{close[0]}'?" if close else ""))
     if NodeConfigKey.SITE_ID not in node_config:
         raise SiteDataError(f"node config lacks '{NodeConfigKey.SITE_ID}' (keys: "
                             f"{', '.join(sorted(node_config)) or 'none'})")
