@@ -9,6 +9,7 @@ simulation/.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,9 +34,10 @@ from shared_model import build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
 from shared_model.params import model_to_arrays
-from shared_model.run_config import DATA_PREFIX, SIMULATION
+from shared_model.run_config import DATA_PREFIX, SIMULATION, pyproject_defaults
 
 log = logging.getLogger(__name__)
+RESUME_FROM, RUN_DIR = "resume-from", "run-dir"
 PooledEvaluate = Callable[[dict[str, np.ndarray]], dict[str, float | list[float]]]
 
 
@@ -78,6 +80,31 @@ def _open_run(settings: FederationSettings, run_config: dict):
     return run, 0, None, optimizer
 
 
+def resumed_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """With ``resume-from``, the stored run's ``config.json`` supplies every key the resuming
+    command left at its pyproject default, so ``-c 'resume-from="RUN_DIR"'`` alone continues a
+    run as it was started (deployment: ``simulation=false`` and all); keys given a non-default
+    value (e.g. more ``num-server-rounds``) override it."""
+    resume = str(run_config.get(RESUME_FROM, ""))
+    if not resume:
+        return run_config
+    stored_file = Path(resume) / "config.json"
+    try:
+        stored = json.loads(stored_file.read_text())
+    except FileNotFoundError:
+        raise MoeHealthInputError(f"resume-from: {stored_file} not found (not a run directory)"
+                                  ) from None
+    except json.JSONDecodeError as err:
+        raise MoeHealthInputError(f"resume-from: {stored_file} is corrupt ({err})") from None
+    defaults = pyproject_defaults()
+    merged = dict(run_config)
+    for key, value in stored.items():
+        if key in defaults and key not in (RESUME_FROM, RUN_DIR) and \
+                run_config.get(key) == defaults[key] and value is not None:
+            merged[key] = value
+    return merged
+
+
 def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int):
     """Flower's ``evaluate_fn``: the pooled evaluation of each round, also written to rounds.jsonl
     (kind "centralized-eval"); the initial model (round 0) is not evaluated."""
@@ -96,6 +123,7 @@ def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int):
 def run_federation(grid: Grid, run_config: dict[str, Any],
                    simulation: SimulationHook | None) -> RunDirectory:
     """Validate the settings, open (or resume) the run directory, run the rounds, write tables."""
+    run_config = resumed_run_config(run_config)
     settings = FederationSettings.from_run_config(run_config)
     simulated = bool(run_config.get(SIMULATION, False))
     if simulated and simulation is None:

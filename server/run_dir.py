@@ -19,6 +19,7 @@ written before it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -32,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 from server.tracking import Tracker
 from shared_model.paths import default_cache_dir
 
+log = logging.getLogger(__name__)
 OPT_PREFIX = "server_optimizer/"
 DATA_SUMMARY = "data_summary.json"
 
@@ -103,15 +105,41 @@ class RunDirectory:
         return file
 
     def load_latest(self) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-        """(round, model arrays, optimizer state, strategy state) of the last checkpoint."""
+        """(round, model arrays, optimizer state, strategy state) of the last intact checkpoint.
+
+        A truncated or corrupt checkpoint (or ``latest.json``) is named in a warning and the one
+        before it is used; with none intact, one clear error naming the folder."""
+        state = self._latest_state()
+        candidates = sorted(self.path.glob("checkpoints/round-*.safetensors"), reverse=True)
+        if state is not None:
+            pointed = self.path / "checkpoints" / str(state.get("file", ""))
+            candidates = [pointed] + [c for c in candidates if c != pointed]
+        for file in candidates:
+            try:
+                tensors = load_file(str(file))
+                rnd = int(file.stem.removeprefix("round-"))
+            except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+                log.warning("checkpoint %s is unreadable (%s); trying the one before it", file,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+                continue
+            model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
+            opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+            if state is None or state.get("file") != file.name:
+                state = {"round": rnd, "file": file.name}
+            return rnd, model, opt, state
+        raise ValueError(f"{self.path}: no intact checkpoint to resume from "
+                         f"({len(candidates)} unreadable)" if candidates
+                         else f"{self.path}: no checkpoint to resume from")
+
+    def _latest_state(self) -> dict[str, Any] | None:
         latest = self.path / "checkpoints" / "latest.json"
         if not latest.is_file():
-            raise ValueError(f"{self.path}: no checkpoint to resume from")
-        state = json.loads(latest.read_text())
-        tensors = load_file(str(self.path / "checkpoints" / state["file"]))
-        model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
-        opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
-        return int(state["round"]), model, opt, state
+            return None
+        try:
+            return dict(json.loads(latest.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            log.warning("%s is corrupt; resuming from the newest intact checkpoint", latest)
+            return None
 
     def discard_if_unstarted(self) -> None:
         """Remove the folder of a run that failed before its first round (nothing of value in

@@ -92,3 +92,15 @@ def test_node_config_typos_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SiteDataError, match="unknown key 'dp-enabeld'; did you mean 'dp-enabled'"):
         resolve_site({"site-id": "h", "data-dir": str(tmp_path), "dp-enabeld": True})
+
+
+def test_declared_modalities_hold_for_prepared_samples(site_yaml: Path) -> None:
+    from client.data.dataset import SiteData
+    from client.site.setup import prepare_site
+    from shared_model.modalities import MODALITIES, Modality
+
+    config = SiteConfig.load(site_yaml)  # modalities: [ehr, notes]; the samples include X-rays
+    data = SiteData.load(prepare_site(config, progress=False), "mortality", "h")
+    available = data.inputs["available"].numpy()
+    assert available[:, MODALITIES.index(Modality.CXR)].sum() == 0
+    assert available[:, MODALITIES.index(Modality.NOTES)].sum() > 0

@@ -253,3 +253,36 @@ def test_a_sampled_site_that_never_answers_is_recorded(setup) -> None:
                                                        dict.fromkeys(groups, 10), {}))])
     record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
     assert record["no_reply"] == {"node-2": "no reply within round-timeout (3600 s)"}
+
+
+def test_resume_falls_back_from_a_corrupt_checkpoint_and_names_it(tmp_path: Path, caplog) -> None:
+    run = RunDirectory.create(str(tmp_path / "r"), {})
+    arrays = model_to_arrays(build_model())
+    run.save_checkpoint(1, arrays, {}, {"optimizer": "avg"})
+    run.save_checkpoint(2, {k: v + 1 for k, v in arrays.items()}, {}, {"optimizer": "avg"})
+    latest = run.path / "checkpoints" / "round-002.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated (disk full, crash mid-copy)
+    with caplog.at_level("WARNING"):
+        rnd, loaded, _, _ = RunDirectory(run.path).load_latest()
+    assert rnd == 1 and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+    assert "round-002.safetensors is unreadable" in caplog.text
+    (run.path / "checkpoints" / "latest.json").write_text("{not json")
+    assert RunDirectory(run.path).load_latest()[0] == 1  # a corrupt pointer is survivable too
+    (run.path / "checkpoints" / "round-001.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no intact checkpoint to resume from"):
+        RunDirectory(run.path).load_latest()
+
+
+def test_resume_from_alone_continues_the_run_as_it_was_started(tmp_path: Path) -> None:
+    from server.app import resumed_run_config
+    from shared_model.run_config import pyproject_defaults
+
+    defaults = pyproject_defaults()
+    stored = {**defaults, "simulation": False, "num-server-rounds": 4, "data.num-sites": 3,
+              "centralized-eval": False}
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    resumed = resumed_run_config({**defaults, "resume-from": str(tmp_path)})
+    assert resumed["simulation"] is False and resumed["num-server-rounds"] == 4
+    assert resumed["data.num-sites"] == 3 and resumed["resume-from"] == str(tmp_path)
+    longer = resumed_run_config({**defaults, "resume-from": str(tmp_path), "num-server-rounds": 6})
+    assert longer["num-server-rounds"] == 6 and longer["simulation"] is False  # given: it wins

@@ -23,27 +23,36 @@ from client.site.config import SiteConfig
 
 
 def prepare_site(config: SiteConfig, progress: bool = True) -> Path:
-    """Build the site's samples (when from MIMIC roots) and feature cache; return the cache dir."""
+    """Build the site's samples (when from MIMIC roots) and feature cache; return the cache dir.
+    The YAML's ``modalities`` hold for prepared samples (``samples_dir``) too: what the site does
+    not declare is removed before encoding."""
+    missing = [m for m in ("notes", "cxr") if m not in config.modalities]
     if config.samples_dir is None:
         path = config.site_dir / "samples.parquet"
         if not path.is_file():
             cohort = build_cohort(MimicRoots(config.mimic_iv, config.mimic_note, config.mimic_cxr),
                                   CohortConfig(progress=progress))
             samples = assign_splits(cohort, SplitConfig(), site=config.site_id)
-            missing = [m for m in ("notes", "cxr") if m not in config.modalities]
             samples = drop_modalities(samples, missing)
             samples.attrs = cohort.attrs
             write_site_samples(samples, config.site_dir)
     encoders = EncoderConfig(text_model_path=str(config.text_model) if config.text_model else None,
                              image_weights=str(config.image_weights) if config.image_weights else None)
-    return build_site_features(read_site_samples(config.site_dir), config.site_id, encoders,
-                               config.work_dir / "cache", progress=progress)
+    samples = read_site_samples(config.site_dir)
+    if missing:
+        attrs = samples.attrs
+        samples = drop_modalities(samples, missing)
+        samples.attrs = attrs
+    return build_site_features(samples, config.site_id, encoders, config.work_dir / "cache",
+                               progress=progress)
 
 
 def check_superlink(config: SiteConfig, timeout: float = 5.0) -> str:
     """Open a TLS connection to the SuperLink, verifying its certificate with the site's CA."""
     host, port = config.superlink_address.rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(config.root_certificates))
+    if config.client_certificate and config.client_key:  # mutual TLS at the coordinator's proxy
+        context.load_cert_chain(str(config.client_certificate), str(config.client_key))
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as tls:
