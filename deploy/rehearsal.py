@@ -140,8 +140,9 @@ class Rehearsal:
         path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
         return path
 
-    def supernode(self, site: str, config: Path) -> subprocess.Popen:
-        return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", str(config)])
+    def supernode(self, site: str, config: Path, retries: int = 10) -> subprocess.Popen:
+        return self.start(site, [str(BIN / "moehealth"), "site", "run", "--quiet", "--retries",
+                                 str(retries), str(config)])
 
     def rogue(self, *args: str, proxy: str = "proxy") -> subprocess.CompletedProcess:
         """A `flwr` command by someone holding only ca.crt and network reach, against the

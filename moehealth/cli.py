@@ -159,7 +159,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moehealth", description=__doc__)
+    parser = argparse.ArgumentParser(prog="moehealth", description=__doc__,
+                                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version",
                         version=f"moehealth {_version()} (flwr {_version('flwr')})")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -168,67 +169,70 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic MIMIC-IV / Note / CXR-JPG set")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--patients", type=int, default=DEFAULTS["data.patients"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"])
+    p.add_argument("--out", type=Path, required=True, help="folder for the MIMIC-format tables")
+    p.add_argument("--patients", type=int, default=DEFAULTS["data.patients"], help="patients to draw")
+    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"], help="random seed")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("cohort", help="build the prediction cohort (parquet) from MIMIC roots")
-    p.add_argument("--mimic-iv", type=Path, required=True)
-    p.add_argument("--mimic-note", type=Path)
-    p.add_argument("--mimic-cxr", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--window-hours", type=int, default=48)
-    p.add_argument("--los-days", type=float, default=7.0)
+    p.add_argument("--mimic-iv", type=Path, required=True, help="MIMIC-IV root (hosp/, icu/)")
+    p.add_argument("--mimic-note", type=Path, help="MIMIC-IV-Note root (optional)")
+    p.add_argument("--mimic-cxr", type=Path, help="MIMIC-CXR-JPG root (optional)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (cohort.parquet)")
+    p.add_argument("--window-hours", type=int, default=48,
+                   help="hours after ICU admission the model sees (prediction time)")
+    p.add_argument("--los-days", type=float, default=7.0, help="length-of-stay label threshold")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_cohort)
 
     p = sub.add_parser("partition", help="split a cohort into virtual sites (patient level)")
-    p.add_argument("--cohort", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--sites", type=int, default=DEFAULTS["data.num-sites"])
-    p.add_argument("--scheme", choices=[s.value for s in Scheme], default=DEFAULTS["data.scheme"])
+    p.add_argument("--cohort", type=Path, required=True, help="cohort folder (moehealth cohort)")
+    p.add_argument("--out", type=Path, required=True, help="folder of site folders")
+    p.add_argument("--sites", type=int, default=DEFAULTS["data.num-sites"], help="virtual sites")
+    p.add_argument("--scheme", choices=[s.value for s in Scheme], default=DEFAULTS["data.scheme"],
+                   help="how patients are split into sites")
     p.add_argument("--alpha", type=float, default=DEFAULTS["data.alpha"],
                    help="Dirichlet concentration")
     p.add_argument("--profile", type=Path, help="site profile YAML (modalities to remove)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["data.seed"], help="random seed")
     p.set_defaults(func=cmd_partition)
 
     p = sub.add_parser("encode", help="run frozen encoders once per sample, cache per site")
-    p.add_argument("--sites-dir", type=Path, required=True)
+    p.add_argument("--sites-dir", type=Path, required=True, help="folder of site folders")
     p.add_argument("--site", action="append", help="site id (repeatable; default: all)")
     p.add_argument("--cache-dir", type=Path, help="default: $MOEHEALTH_CACHE or ~/.cache/moehealth")
     p.add_argument("--text-model", help="local BERT-family model dir (default: bundled MiniLM)")
     p.add_argument("--image-weights", help="local DenseNet-121 state dict (.pt)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("prepare", help="synth -> cohort -> partition -> encode, cached")
     add_data_args(p, seed_flag="--seed")
-    p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--cache-dir", type=Path, help="default: $MOEHEALTH_CACHE or ~/.cache/moehealth")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("audit", help="privacy ledger: table, final budgets, --verify, plot")
     p.add_argument("ledger", type=Path, help="a site's ledger.jsonl or a run's privacy_ledger.jsonl")
     p.add_argument("--verify", action="store_true",
                    help="recompute every epsilon with dp-accounting; exit 1 on under-reporting")
-    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="--verify: relative epsilon difference accepted")
     p.add_argument("--plot", type=Path, help="write a PNG of epsilon per round per site")
     p.add_argument("--empirical", action="store_true",
                    help="one-run canary audit (Steinke et al. 2023) of a site's DP-SGD")
     p.add_argument("--features", type=Path, help="--empirical: the site's feature cache dir")
     p.add_argument("--site", help="--empirical: which site of the ledger to audit")
-    p.add_argument("--task", default="mortality")
-    p.add_argument("--canaries", type=int, default=5000)
+    p.add_argument("--task", default="mortality", help="--empirical: the task trained")
+    p.add_argument("--canaries", type=int, default=5000, help="--empirical: canaries inserted")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("config", help="list the run-config keys of `flwr run`, defaults, meanings")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("report", help="Markdown/HTML report with plots of a run directory")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a run directory (printed at the start of a run)")
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report")
     p.set_defaults(func=cmd_report)
 
@@ -250,7 +254,29 @@ def _parser() -> argparse.ArgumentParser:
     from moehealth.cli_coordinator import add_coordinator_commands
 
     add_coordinator_commands(sub)
+    _show_defaults(parser)
     return parser
+
+
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every option's default (where it has one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is not None and default is not False and default != argparse.SUPPRESS \
+                and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """The defaults formatter for every subcommand, however deep."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = DefaultsFormatter
+                _show_defaults(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,12 +36,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
-                                    "privacy-utility"])
-    p.add_argument("--out", type=Path, required=True)
+                                    "privacy-utility"], help="which experiment (README's table)")
+    p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--rounds", type=int, default=DEFAULTS["num-server-rounds"])
-    p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    p.add_argument("--rounds", type=int, default=DEFAULTS["num-server-rounds"],
+                   help="federated rounds (the baselines get as many epochs)")
+    p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"],
+                   help="expert pre-training rounds among them")
     p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")

@@ -76,14 +76,15 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="centralized training: pooled sites or one site, baselines")
     add_data_args(p)
     add_task_arg(p)
-    p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"])
+    p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"],
+                   help="model variant (repeatable; default: moe-health)")
     p.add_argument("--site", help="train on this site only (default: all sites pooled)")
     p.add_argument("--epochs", type=int, help="maximum joint epochs (default: TrainConfig's, 50)")
     p.add_argument("--pretrain-epochs", type=int, help="expert pre-training epochs (default: 5)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: 5)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-4, the paper's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     p.set_defaults(func=_with_defaults)
 
 

@@ -6,7 +6,6 @@ when they are fine but the SuperLink cannot be reached or refuses the node."""
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from pathlib import Path
 
@@ -31,13 +30,23 @@ def cmd_site(args: argparse.Namespace) -> int:
     command = config.supernode_command(shutil.which("flower-supernode") or "flower-supernode",
                                        features)
     print("starting:", " ".join(command[:-6]), "...", flush=True)
-    os.execvp(command[0], command)  # the SuperNode replaces this process (for service managers)
+    from client.site.supervise import run_supervised
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    code = run_supervised(command, retries=args.retries, say=say)
+    return 0 if code == 0 else 1
 
 
 def add_site_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("site", help="hospital site: prepare data, check, run the SuperNode")
-    p.add_argument("action", choices=["prepare", "check", "run"])
+    p.add_argument("action", choices=["prepare", "check", "run"],
+                   help="prepare data and features; check everything; run the SuperNode")
     p.add_argument("config", type=Path, help="the site's YAML file")
     p.add_argument("--offline", action="store_true", help="check: skip the SuperLink connection")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--retries", type=int, default=10,
+                   help="run: restarts of a SuperNode that exits with an error (refused right "
+                        "after a crash, disconnected), with pauses of 10, 20, 40, 60, 60... s")
     p.set_defaults(func=cmd_site)

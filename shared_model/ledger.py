@@ -22,9 +22,20 @@ REQUIRED = ("round", "site", "epsilon", "delta", "noise_multiplier", "sample_rat
 
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ledger file (JSON lines), checked for the required fields."""
+    """Rows of a ledger file (JSON lines), checked for the required fields. A run directory reads
+    its ``privacy_ledger.jsonl``; a run without DP sites says so."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "rounds.jsonl").is_file():
+            raise MoeHealthInputError(f"{path}: neither a ledger file nor a run directory")
+        if not (path / "privacy_ledger.jsonl").is_file():
+            raise MoeHealthInputError(f"{path}: this run has no privacy ledger: no site trained "
+                                      "under DP (nothing to audit)")
+        path = path / "privacy_ledger.jsonl"
+    if not path.exists():
+        raise MoeHealthInputError(f"{path}: no such ledger file")
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = path.read_text().splitlines()
     except OSError as err:
         raise MoeHealthInputError(f"{path}: cannot read ledger ({err})") from None
     rows = []

@@ -55,3 +55,31 @@ def test_moehealth_version(capsys) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("moehealth 0.")
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from moehealth.cli import _parser
+
+    def walk(parser: argparse.ArgumentParser, name: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}")
+            elif action.help is None:
+                yield f"{name} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(walk(_parser(), "moehealth")) == []
+
+
+def test_audit_and_report_say_plainly_what_is_wrong(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "rounds.jsonl").write_text("")
+    assert main(["audit", str(run)]) == 2
+    assert "this run has no privacy ledger: no site trained under DP" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "nowhere.jsonl")]) == 2
+    assert "no such ledger file" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no such directory" in capsys.readouterr().err
