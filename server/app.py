@@ -105,12 +105,13 @@ def resumed_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int):
-    """Flower's ``evaluate_fn``: the pooled evaluation of each round, also written to rounds.jsonl
-    (kind "centralized-eval"); the initial model (round 0) is not evaluated."""
+def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int,
+                 settings: FederationSettings):
+    """Flower's ``evaluate_fn``: the pooled evaluation of each evaluated round (evaluate-every),
+    also written to rounds.jsonl (kind "centralized-eval"); the initial model is not evaluated."""
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round == 0:
+        if server_round == 0 or not settings.evaluates(server_round + offset):
             return None
         result = evaluate(from_array_record(arrays))
         run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
@@ -169,7 +170,7 @@ def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSett
         raise
     evaluate_fn = None
     if sites is not None and sites.pooled_evaluate is not None and settings.centralized_eval:
-        evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start)
+        evaluate_fn = _evaluate_fn(sites.pooled_evaluate, run, start, settings)
     strategy = ModalityAwareStrategy(settings, run, round_offset=start, server_optimizer=optimizer,
                                      sites_manifest=sites.sites_manifest if sites else "",
                                      identity=identity)

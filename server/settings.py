@@ -43,6 +43,7 @@ class FederationSettings:
     aggregation_rule: AggregationRule = AggregationRule.MODALITY_AWARE
     tracking: Tracking = Tracking.NONE
     site_registry: str = ""  # deployment: node id -> site name file of the coordinator
+    evaluate_every: int = 1  # evaluate the global model every N rounds (and after the last)
 
     def __post_init__(self) -> None:
         for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule),
@@ -62,8 +63,12 @@ class FederationSettings:
             raise ValueError("trim-fraction must be in [0, 0.5)")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.min_sites < 1 or self.local_epochs < 1:
-            raise ValueError("min-sites and local-epochs must be at least 1")
+        if self.min_sites < 1 or self.local_epochs < 1 or self.evaluate_every < 1:
+            raise ValueError("min-sites, local-epochs and evaluate-every must be at least 1")
+
+    def evaluates(self, server_round: int) -> bool:
+        """Whether round ``server_round`` ends with an evaluation (every N-th, and the last)."""
+        return server_round % self.evaluate_every == 0 or server_round == self.num_rounds
 
     KEYS: ClassVar[dict[str, str]] = {
         "num-server-rounds": "num_rounds", "pretrain-rounds": "pretrain_rounds",
@@ -75,6 +80,7 @@ class FederationSettings:
         "resume-from": "resume_from", "centralized-eval": "centralized_eval",
         "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
         "tracking": "tracking", "site-registry": "site_registry",
+        "evaluate-every": "evaluate_every",
     }  # run-config key -> field
 
     @classmethod

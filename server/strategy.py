@@ -86,6 +86,7 @@ class ModalityAwareStrategy(FedAvg):
         self.trained_rounds: list[int] = []  # rounds in which at least one update was accepted
         self.identity = identity or SiteIdentity()
         self._sampled: set[int] = set()  # node ids sent the current round's messages
+        self._evaluating = True  # whether this round's evaluation was sent (evaluate-every)
         self._untrimmed_groups: set[str] = set()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -205,6 +206,9 @@ class ModalityAwareStrategy(FedAvg):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         rnd = server_round + self.round_offset
+        self._evaluating = self.settings.evaluates(rnd)
+        if not self._evaluating:  # evaluate-every: no messages, nothing recorded this round
+            return []
         record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
         messages = _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
         self._sampled = {m.metadata.dst_node_id for m in messages}
@@ -213,6 +217,8 @@ class ModalityAwareStrategy(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         rnd = server_round + self.round_offset
+        if not self._evaluating:
+            return None
         replies = list(replies)
         valid, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
         per_site: dict[str, EvaluateReply] = {}

@@ -46,9 +46,10 @@ def test_tls_federation_of_authenticated_hospitals(tmp_path: Path, hospital_data
                                                              "planned_rounds": 2}))
         r.wait_for_nodes(2)
         status, log = r.run_app({"num-server-rounds": 2, "pretrain-rounds": 1, "min-sites": 2,
-                                 "run-dir": str(tmp_path / "run")})
+                                 "evaluate-every": 2, "run-dir": str(tmp_path / "run")})
         assert status == "finished:completed", log[-3000:]
     rounds = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds if r["kind"] == "evaluate"] == [2]  # evaluate-every
     trained = [r for r in rounds if r["kind"] == "train"]
     assert [set(r["bytes_received"]) for r in trained] == [{"hospital-0", "hospital-1"}] * 2
     ledger = tmp_path / "hospitals" / "hospital-0" / "work" / "privacy" / "ledger.jsonl"
@@ -61,53 +62,44 @@ def test_tls_federation_of_authenticated_hospitals(tmp_path: Path, hospital_data
     assert _leftovers(tmp_path) == 0
 
 
-def test_unregistered_supernode_is_refused(tmp_path: Path, hospital_data) -> None:
-    with reh.rehearsal(tmp_path) as r:
-        r.coordinator()
-        intruder = r.supernode("intruder", r.hospital("intruder", hospital_data[0], register=False),
-                               retries=0)
-        code = intruder.wait(timeout=120)
-        known = r.nodes()
-        log = (tmp_path / "logs" / "intruder.log").read_text()
-    assert code != 0, log[-2000:]  # the node gave up ...
-    assert not [n for n in known if n.get("status") == "online"], known  # ... and never joined
-
-
 def test_a_killed_hospital_is_recorded_and_rejoins(tmp_path: Path, hospital_data) -> None:
-    """A hospital's SuperNode crashes (SIGKILL) after round 1: the others go on, its silence is
+    """A hospital's SuperNode crashes (SIGKILL) after round 1: the other goes on, the silence is
     recorded, `moehealth site run` restarts it and retries until the SuperLink admits it again
     (refused for ~50 s after a crash), and it contributes in a later round."""
     with reh.rehearsal(tmp_path) as r:
         r.coordinator()
-        configs = [r.hospital(f"hospital-{i}", hospital_data[i]) for i in range(3)]
+        configs = [r.hospital(f"hospital-{i}", hospital_data[i]) for i in range(2)]
         for i, config in enumerate(configs):
             r.supernode(f"hospital-{i}", config)
-        r.wait_for_nodes(3)
+        r.wait_for_nodes(2)
         rounds_file = tmp_path / "run" / "rounds.jsonl"
 
         def crash_after_first_round() -> None:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                if rounds_file.is_file() and '"kind": "evaluate"' in rounds_file.read_text():
-                    supervisor = psutil.Process(r.procs["hospital-2"].pid)
+                if rounds_file.is_file() and '"kind": "train"' in rounds_file.read_text():
+                    supervisor = psutil.Process(r.procs["hospital-1"].pid)
                     for child in supervisor.children(recursive=True):  # the SuperNode's tree
                         child.kill()
                     return
-                time.sleep(1)
+                time.sleep(0.5)
 
         killer = threading.Thread(target=crash_after_first_round, daemon=True)
         killer.start()
-        status, log = r.run_app({"num-server-rounds": 6, "pretrain-rounds": 1, "min-sites": 2,
-                                 "round-timeout": 45.0, "run-dir": str(tmp_path / "run")})
+        status, log = r.run_app({"num-server-rounds": 6, "pretrain-rounds": 1, "min-sites": 1,
+                                 "round-timeout": 30.0, "evaluate-every": 6,
+                                 "run-dir": str(tmp_path / "run")})
         killer.join(timeout=5)
         assert status == "finished:completed", log[-3000:]
-        supernode_log = (tmp_path / "logs" / "hospital-2.log").read_text()
+        supernode_log = (tmp_path / "logs" / "hospital-1.log").read_text()
     trained = [json.loads(x) for x in rounds_file.read_text().splitlines()
                if json.loads(x)["kind"] == "train"]
-    assert len(trained[0]["bytes_received"]) == 3
-    without = [r["round"] for r in trained if "hospital-2" not in r["bytes_received"]]
-    assert without and without[0] == 2, [sorted(r["bytes_received"]) for r in trained]
-    assert "no reply within round-timeout" in trained[1]["no_reply"]["hospital-2"]  # recorded
-    assert {"hospital-0", "hospital-1"} <= set(trained[1]["bytes_received"])  # the others went on
-    rejoined = [r["round"] for r in trained[2:] if "hospital-2" in r["bytes_received"]]
-    assert rejoined, (supernode_log[-3000:], [sorted(r["bytes_received"]) for r in trained])
+    senders = [sorted(r["bytes_received"]) for r in trained]
+    assert senders[0] == ["hospital-0", "hospital-1"], senders
+    silent = [r for r in trained[1:] if "hospital-1" in r["no_reply"]]
+    assert silent and "no reply within round-timeout" in silent[0]["no_reply"]["hospital-1"], senders
+    assert all("hospital-0" in s for s in senders)  # the other went on every round
+    rejoined = [r["round"] for r in trained if r["round"] > silent[0]["round"]
+                and "hospital-1" in r["bytes_received"]]
+    assert rejoined, (supernode_log[-3000:], senders)
+    assert "starting it again" in supernode_log

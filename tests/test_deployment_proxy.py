@@ -1,6 +1,7 @@
 """The coordinator's hospital-facing proxy (nginx from Debian's packages), with real processes on
 loopback: only the Fleet API passes, so someone holding ca.crt cannot list nodes, register a key or
-start a run; with mutual TLS, a hospital without a client certificate is refused at the handshake.
+start a run; with mutual TLS, a hospital without a client certificate is refused; a node whose key
+was never registered is refused by the SuperLink behind it.
 (A registered SuperNode training to the end through the proxy: tests/test_deployment.py.)"""
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def test_only_the_fleet_api_is_reachable_from_hospitals(tmp_path: Path, hospital
         while time.monotonic() < deadline and not refused.search(access_log.read_text()):
             time.sleep(2)
         assert refused.search(access_log.read_text()), access_log.read_text()[-2000:]
+        assert not [n for n in r.nodes() if n.get("status") == "online"]
+
+        stranger = r.hospital("stranger", hospital_data[2], register=False)  # certificate, no key
+        code = r.supernode("stranger", stranger, retries=0).wait(timeout=120)
+        assert code != 0  # passed the proxy, refused by the SuperLink's node authentication
         assert not [n for n in r.nodes() if n.get("status") == "online"]
     access = (tmp_path / "proxy-state" / "nginx-access.log").read_text()
     assert "/v1/control/" in access and "CN=hospital-0" in access  # the proxy's audit trail

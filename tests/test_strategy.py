@@ -286,3 +286,15 @@ def test_resume_from_alone_continues_the_run_as_it_was_started(tmp_path: Path) -
     assert resumed["data.num-sites"] == 3 and resumed["resume-from"] == str(tmp_path)
     longer = resumed_run_config({**defaults, "resume-from": str(tmp_path), "num-server-rounds": 6})
     assert longer["num-server-rounds"] == 6 and longer["simulation"] is False  # given: it wins
+
+
+def test_evaluate_every_skips_rounds_but_never_the_last(tmp_path: Path) -> None:
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    settings = FederationSettings(num_rounds=5, pretrain_rounds=0, evaluate_every=2)
+    assert [r for r in range(1, 6) if settings.evaluates(r)] == [2, 4, 5]
+    run = RunDirectory.create(str(tmp_path / "run"), {})
+    strategy = ModalityAwareStrategy(settings, run)
+    assert list(strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None)) == []
+    assert strategy.aggregate_evaluate(3, []) is None
+    assert not (run.path / "rounds.jsonl").exists()  # nothing recorded for a skipped round

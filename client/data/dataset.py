@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from client.errors import SiteDataError
-from client.features.cache import FEATURES_FILE
-from client.mimic.cohort import TASKS
+from client.features import FEATURES_FILE
 from client.mimic.variables import VARIABLES
 from shared_model.modalities import COMBINATIONS
 from shared_model.moe import combination_index
+from shared_model.run_config import TASKS
 
 _NORMAL = np.array([v.normal for v in VARIABLES], dtype=np.float32)
 _SCALE = np.array([v.scale for v in VARIABLES], dtype=np.float32)

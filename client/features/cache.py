@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from client.errors import SiteDataError
+from client.features import FEATURES_FILE
 from client.mimic.cohort import TASKS, ehr_array
 from shared_model.paths import default_cache_dir
 
@@ -30,7 +31,6 @@ __all__ = ["EncoderConfig", "default_cache_dir", "site_cache_key", "build_site_f
            "FEATURES_FILE"]
 
 log = logging.getLogger(__name__)
-FEATURES_FILE = "features.npz"
 MANIFEST_FILE = "manifest.json"
 
 

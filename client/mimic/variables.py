@@ -8,9 +8,12 @@ data) used to impute and standardize the hourly series.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ClinicalVariable", "VARIABLES", "VARIABLE_NAMES", "CHART_ITEMIDS", "LAB_ITEMIDS",
            "harmonize_events"]
@@ -76,6 +79,8 @@ def harmonize_events(itemid: pd.Series, valuenum: pd.Series, value: pd.Series | 
     Applies unit conversions (F to C, lbs to kg, inches to cm, FiO2 in percent to a fraction),
     reads capillary refill from its text value and drops values outside the plausible range.
     """
+    import pandas as pd  # here, not at import: a site's training message never needs pandas
+
     index = itemid.map(_ITEM_TO_INDEX).fillna(-1).to_numpy(dtype=np.int64)
     values = pd.to_numeric(valuenum, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan,
                                                               copy=True)

@@ -16,12 +16,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from client.data.dataset import SiteData
-from client.rounds.evaluation import (
-    best_f1_threshold,
-    bootstrap_auroc,
-    evaluate_predictions,
-    routing_table,
-)
 from client.rounds.training import (
     TrainConfig,
     make_loader,
@@ -171,6 +165,12 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
     """Metrics of the global model on this site's validation and test splits: aggregates only,
     none over fewer than ``min_cell_size`` patients and no count below it (small cells are left
     out, not sent as markers). The F1 threshold is chosen on validation and stays at the site."""
+    from client.rounds.evaluation import (  # scikit-learn: only for evaluation messages
+        best_f1_threshold,
+        evaluate_predictions,
+        routing_table,
+    )
+
     device = resolve_device()
     model = prepare_model(model_config, global_arrays, device)
     splits: dict[str, dict[str, float]] = {}
@@ -201,6 +201,8 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
 def _test_extras(labels: np.ndarray, probs: np.ndarray, min_cell_size: int) -> dict[str, float]:
     """Bootstrap 95% interval of the test AUROC, and the number of positives where it and the
     number of negatives are both at least ``min_cell_size`` (a small count is left out)."""
+    from client.rounds.evaluation import bootstrap_auroc
+
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):
         return {}

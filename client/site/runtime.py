@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.errors import SiteDataError
-from client.features.cache import EncoderConfig, build_site_features
 from client.privacy.settings import DPSettings
 from client.site.manifest import simulated_node_config
 from shared_model.modalities import MODALITIES, Modality
@@ -69,7 +68,8 @@ def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValu
     prepared = Path(str(node_config.get(NodeConfigKey.FEATURE_DIR, "")))
     if node_config.get(NodeConfigKey.FEATURE_DIR) and (prepared / "manifest.json").is_file():
         return prepared  # validated when the site was prepared
-    from client.data.sites import read_site_samples
+    from client.data.sites import read_site_samples  # pandas: only when features are missing
+    from client.features.cache import EncoderConfig, build_site_features
 
     encoders = EncoderConfig(text_model_path=node_config.get(NodeConfigKey.TEXT_MODEL) or None,
                              image_weights=node_config.get(NodeConfigKey.IMAGE_WEIGHTS) or None)
