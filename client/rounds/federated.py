@@ -190,8 +190,9 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
         if split == "test":
             splits[split] |= _test_extras(pred.labels, pred.probs, min_cell_size)
             for combo, res in result["by_combination"].items():
-                if res["n"] >= min_cell_size and np.isfinite(res["auroc"]):
-                    by_combination[combo] = {"auroc": res["auroc"], "n": res["n"]}
+                if res["n"] >= min_cell_size:  # n weights the gate-health averages
+                    by_combination[combo] = {"n": res["n"]} | (
+                        {"auroc": res["auroc"]} if np.isfinite(res["auroc"]) else {})
             routing = {combo: weights for combo, weights in routing_table(pred).items()
                        if int((pred.combo == COMBINATIONS.index(combo)).sum()) >= min_cell_size}
     test_n = data.size("test") if "test" in splits else 0
