@@ -33,7 +33,7 @@ class Section:
     text: str = ""  # Markdown: paragraphs and pipe tables
 
 
-def _jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
@@ -98,10 +98,10 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         raise ValueError(f"{run_dir}: not a run directory (no rounds.jsonl)")
     out = Path(out or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
-    rounds, sites = _jsonl(run_dir / "rounds.jsonl"), _jsonl(run_dir / "site_metrics.jsonl")
+    rounds, sites = read_jsonl(run_dir / "rounds.jsonl"), read_jsonl(run_dir / "site_metrics.jsonl")
     evals = [s for s in sites if s.get("kind") == "evaluate"]
-    summary = _read_json(run_dir / DATA_SUMMARY)
-    config = _read_json(run_dir / "config.json")
+    summary = read_json(run_dir / DATA_SUMMARY)
+    config = read_json(run_dir / "config.json")
     known = sorted(set(summary.get("sites", {})) | {r["site"] for r in sites}
                    | {s for r in rounds if r["kind"] == "train" for s in _answered(r)})
     colours = site_colours(known) | {POOLED: "black"}
@@ -129,7 +129,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         colours={k: c for k, c in zip(loss, ("tab:blue", "tab:orange"), strict=True)},
         pretrain_end=pretrain_end).name))
     sections += _calibration_section(pooled, out)
-    ledger = _jsonl(run_dir / "privacy_ledger.jsonl")
+    ledger = read_jsonl(run_dir / "privacy_ledger.jsonl")
     if ledger:
         from shared_model.ledger import ledger_table, plot_epsilon
 
@@ -161,7 +161,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     return _write(out, run_dir, status, sections)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:

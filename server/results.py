@@ -5,12 +5,11 @@ from each run's own records, so it never disagrees with them. Written as ``resul
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from server.report import run_status
+from server.report import read_json, read_jsonl, run_status
 from shared_model.protocol import pooled_key, split_key
 
 COLUMNS = ("run", "status", "task", "rounds", "sites", "dp", "aggregation", "fusion", "seed",
@@ -18,20 +17,10 @@ COLUMNS = ("run", "status", "task", "rounds", "sites", "dp", "aggregation", "fus
            "mean_site_test_auroc", "final_train_loss", "started")
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def run_row(run_dir: Path) -> dict[str, Any]:
     """One run's configuration and final results."""
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    rounds = _lines(run_dir / "rounds.jsonl")
+    config = read_json(run_dir / "config.json")
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
     train = [r for r in rounds if r["kind"] == "train"]
     pooled = next((r for r in reversed(rounds) if r["kind"] == "centralized-eval"), {})
     evaluate = next((r for r in reversed(rounds) if r["kind"] == "evaluate"), {})
