@@ -67,7 +67,7 @@ def test_availability_and_oracle(synth_root: Path, synth_cohort) -> None:
                    for d in ("mimic-iv", "mimic-iv-note", "mimic-cxr-jpg"))
     assert synth_cohort.has_ehr.all()
     assert 0.65 < synth_cohort.has_notes.mean() < 0.95
-    assert 0.15 < synth_cohort.has_cxr.mean() < 0.35
+    assert 0.2 < synth_cohort.has_cxr.mean() < 0.5
     oracle = pd.read_csv(synth_root / "oracle.csv").set_index("stay_id").loc[synth_cohort.stay_id]
     for task in ("mortality", "los", "readmission"):
         known = synth_cohort[task].notna().to_numpy()
@@ -91,3 +91,31 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     c = pd.read_csv(tmp_path / "a" / "oracle.csv")
     assert np.isfinite(c[["mortality", "los", "readmission"]].to_numpy()).all()
+    assert c.equals(pd.read_csv(tmp_path / "b" / "oracle.csv"))
+
+
+def test_reachable_ceiling_sits_between_ehr_and_truth(synth_root: Path, synth_cohort) -> None:
+    """The reachable ceiling (what the written data shows) is below the true probability and
+    above what the EHR alone shows, on every task."""
+    oracle = pd.read_csv(synth_root / "oracle.csv").set_index("stay_id").loc[synth_cohort.stay_id]
+    for task in ("mortality", "los", "readmission"):
+        known = synth_cohort[task].notna().to_numpy()
+        labels = synth_cohort[task][known]
+        auroc = {col: roc_auc_score(labels, oracle[col].to_numpy()[known])
+                 for col in (task, f"{task}_reachable", f"{task}_reachable_ehr")}
+        assert auroc[f"{task}_reachable_ehr"] < auroc[f"{task}_reachable"] <= auroc[task] + 0.02, (
+            task, auroc)
+    assert ((oracle.filter(like="_reachable") > 0) & (oracle.filter(like="_reachable") < 1)).all().all()
+
+
+def test_populations_in_different_id_blocks_share_no_identifier(tmp_path: Path) -> None:
+    a = generate_synthetic_mimic(tmp_path / "a", patients=60, seed=1, id_block=0)
+    b = generate_synthetic_mimic(tmp_path / "b", patients=60, seed=1, id_block=1)
+    assert a.id_block == 0 and b.id_block == 1
+    for table, column in (("mimic-iv/hosp/patients.csv.gz", "subject_id"),
+                          ("mimic-iv/hosp/admissions.csv.gz", "hadm_id"),
+                          ("mimic-iv/icu/icustays.csv.gz", "stay_id"),
+                          ("mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz", "study_id")):
+        ids_a = set(pd.read_csv(tmp_path / "a" / table)[column])
+        ids_b = set(pd.read_csv(tmp_path / "b" / table)[column])
+        assert ids_a and ids_b and not ids_a & ids_b, table

@@ -1,7 +1,9 @@
 """Chest X-rays in MIMIC-CXR-JPG layout: JPEGs plus metadata, split and CheXpert tables.
 
-A drawn frontal film: body, two lung fields, a heart whose width grows with ``frailty``
-(cardiomegaly), effusion and patchy opacity that grow with ``z_img``, a tube when ventilated.
+A drawn frontal film renders the findings of ``signals.film_findings``: body, two lung fields, a
+heart whose width is ``cardio`` (cardiomegaly), a basal effusion whose height is ``effusion``,
+patchy opacities whose number and density follow ``opacity``, and a tube when ``device``. The
+in-window film of a stay shows that stay's drawn findings; other films draw their own.
 """
 
 from __future__ import annotations
@@ -12,41 +14,40 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from simulation.synth.population import draw_ids
+from simulation.synth.signals import FILM_FINDINGS, film_findings
+
 IMAGE_SIZE = 256
-CXR_SHARE = 0.27
 CHEXPERT = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
             "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion",
             "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices")
 
 
-def draw_film(rng: np.random.Generator, z_img: float, frailty: float, size: int = IMAGE_SIZE
-              ) -> tuple[Image.Image, dict[str, float]]:
-    """Render one frontal chest film and return it with its true findings."""
+def draw_film(rng: np.random.Generator, findings: dict[str, float], size: int = IMAGE_SIZE
+              ) -> Image.Image:
+    """Render one frontal chest film showing ``findings`` (see ``signals.film_findings``)."""
     img = Image.new("L", (size, size), 20)
     d = ImageDraw.Draw(img)
     s = size / 256
     d.rounded_rectangle([30 * s, 20 * s, 226 * s, 250 * s], radius=40 * s, fill=150)
     for x0 in (45, 135):
         d.ellipse([x0 * s, 35 * s, (x0 + 76) * s, 215 * s], fill=55)
-    cardio = float(np.clip(0.5 + 0.3 * frailty + rng.normal(0, 0.15), 0.2, 1.0))
-    w = (35 + 40 * cardio) * s
+    w = (35 + 40 * findings["cardio"]) * s
     d.ellipse([128 * s - w * 0.6, 120 * s, 128 * s + w, 205 * s], fill=185)
-    effusion = float(np.clip(0.3 * z_img + rng.normal(0, 0.25), 0, 1))
+    effusion = findings["effusion"]
     if effusion > 0.05:
-        top = (215 - 70 * effusion) * s
-        d.rectangle([45 * s, top, 211 * s, 215 * s], fill=int(120 + 60 * effusion))
-    opacity = float(np.clip(0.4 * z_img + rng.normal(0, 0.3), 0, 1))
-    for _ in range(int(opacity * 14)):
-        cx, cy, r = rng.uniform(55, 200) * s, rng.uniform(50, 200) * s, rng.uniform(6, 16) * s
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=int(rng.uniform(110, 170)))
-    device = bool(z_img + rng.normal(0, 0.8) > 1.0)
-    if device:
+        top = (215 - 110 * effusion) * s
+        d.rectangle([45 * s, top, 211 * s, 215 * s], fill=int(110 + 80 * effusion))
+    opacity = findings["opacity"]
+    for _ in range(int(round(opacity * 16))):
+        cx, cy, r = rng.uniform(55, 200) * s, rng.uniform(50, 170) * s, rng.uniform(8, 18) * s
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=int(100 + 90 * opacity))
+    if findings["device"]:
         d.line([128 * s, 0, 128 * s, 130 * s], fill=240, width=max(1, int(3 * s)))
     img = img.filter(ImageFilter.GaussianBlur(2 * s))
     noise = rng.normal(0, 8, (size, size))
     arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr), {"cardio": cardio, "effusion": effusion, "opacity": opacity,
-                                  "device": float(device)}
+    return Image.fromarray(arr)
 
 
 def _dicom_id(rng: np.random.Generator) -> str:
@@ -54,28 +55,39 @@ def _dicom_id(rng: np.random.Generator) -> str:
     return "-".join(f"{int(x):08x}" for x in rng.integers(0, 1 << 32, 5))
 
 
-def _study_row(rng: np.random.Generator, st, when: pd.Timestamp, view: str) -> dict:
+def _study_row(rng: np.random.Generator, st, when: pd.Timestamp, view: str,
+               findings: dict[str, float]) -> dict:
     return {"dicom_id": _dicom_id(rng), "subject_id": st.subject_id, "stay_id": st.stay_id,
-            "view": view, "time": when,
-            "z_img": st.z_img, "frailty": st.frailty}
+            "view": view, "time": when, **{f"film_{k}": v for k, v in findings.items()}}
 
 
-def plan_studies(rng: np.random.Generator, stays: pd.DataFrame) -> pd.DataFrame:
-    """Which films exist: ~27% of stays in the window, plus films outside it and lateral views."""
+def _stay_findings(st) -> dict[str, float]:
+    return {name: float(getattr(st, f"film_{name}")) for name in FILM_FINDINGS}
+
+
+def _fresh_findings(rng: np.random.Generator, st) -> dict[str, float]:
+    drawn = film_findings(rng, np.array([st.z_img]), np.array([st.frailty]))
+    return {name: float(values[0]) for name, values in drawn.items()}
+
+
+def plan_studies(rng: np.random.Generator, stays: pd.DataFrame, id_block: int = 0) -> pd.DataFrame:
+    """Which films exist: stays with ``has_film`` get one in the window (showing the stay's drawn
+    findings), plus films outside it and lateral views."""
     rows = []
     for st in stays.itertuples():
-        if rng.random() < CXR_SHARE:
+        if st.has_film:
             hours = min(47.5, st.icu_los * 24)
             rows.append(_study_row(rng, st, st.intime + pd.Timedelta(
-                hours=float(rng.uniform(0.2, hours))), "AP"))
+                hours=float(rng.uniform(0.2, hours))), "AP", _stay_findings(st)))
         if rng.random() < 0.15:
             rows.append(_study_row(rng, st, st.intime - pd.Timedelta(
-                hours=float(rng.uniform(2, 30))), str(rng.choice(["PA", "AP"]))))
+                hours=float(rng.uniform(2, 30))), str(rng.choice(["PA", "AP"])),
+                _fresh_findings(rng, st)))
         if st.icu_los > 2.2 and rng.random() < 0.2:
             rows.append(_study_row(rng, st, st.intime + pd.Timedelta(
-                hours=float(rng.uniform(49, 60))), "AP"))
+                hours=float(rng.uniform(49, 60))), "AP", _fresh_findings(rng, st)))
     plan = pd.DataFrame(rows)
-    plan["study_id"] = 50_000_000 + rng.choice(np.arange(1, 9_000_000), len(plan), replace=False)
+    plan["study_id"] = draw_ids(rng, 50_000_000, id_block, len(plan))
     lateral = plan.sample(frac=0.3, random_state=int(rng.integers(1 << 31))).copy()
     lateral["view"] = "LL"
     lateral["dicom_id"] = [_dicom_id(rng) for _ in range(len(lateral))]
@@ -87,7 +99,8 @@ def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path
     """Write the JPEGs and return the metadata, split and chexpert tables."""
     meta, findings = [], {}
     for st in plan.itertuples():
-        img, found = draw_film(rng, st.z_img, st.frailty)
+        found = {name: float(getattr(st, f"film_{name}")) for name in FILM_FINDINGS}
+        img = draw_film(rng, found)
         sid = str(st.subject_id)
         path = root / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{st.study_id}" / f"{st.dicom_id}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +129,9 @@ def _chexpert(findings: dict[tuple[int, int], dict[str, float]]) -> pd.DataFrame
         row = dict.fromkeys(CHEXPERT, np.nan)
         row.update({"subject_id": subject, "study_id": study})
         row["Cardiomegaly"] = 1.0 if f["cardio"] > 0.75 else (-1.0 if f["cardio"] > 0.65 else np.nan)
-        row["Pleural Effusion"] = 1.0 if f["effusion"] > 0.3 else (0.0 if f["effusion"] == 0 else -1.0)
-        row["Lung Opacity"] = 1.0 if f["opacity"] > 0.3 else np.nan
+        row["Pleural Effusion"] = (1.0 if f["effusion"] > 0.6 else 0.0 if f["effusion"] < 0.35
+                                   else -1.0)
+        row["Lung Opacity"] = 1.0 if f["opacity"] > 0.6 else np.nan
         row["Support Devices"] = 1.0 if f["device"] else np.nan
         if not any(row[k] == 1.0 for k in CHEXPERT):
             row["No Finding"] = 1.0

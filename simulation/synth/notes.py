@@ -1,6 +1,7 @@
 """Radiology reports and discharge summaries in MIMIC-IV-Note format.
 
-Radiology wording follows ``z_note`` (and, for chest films, ``z_img``); reports written after the
+Radiology wording follows the graded findings drawn in ``signals.py`` (from ``z_note`` and, for
+chest films, ``z_img``); reports written after the
 prediction window and discharge summaries mention the outcome, so any leak shows up in AUROC.
 """
 
@@ -9,56 +10,77 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simulation.synth.signals import NOTE_FINDINGS
+
 _EXAMS = ("CT HEAD W/O CONTRAST", "CT ABD & PELVIS WITH CONTRAST", "CTA CHEST",
           "US ABD LIMIT, SINGLE ORGAN", "MR HEAD W & W/O CONTRAST")
-_MILD = ("No acute intracranial process.", "No acute abnormality in the abdomen or pelvis.",
-         "Unremarkable study.", "Stable postoperative appearance.")
-_MODERATE = ("Small bilateral pleural effusions with adjacent atelectasis.",
-             "Mild bowel wall thickening, possibly inflammatory.",
-             "Interval increase in moderate ascites.", "Patchy ground-glass opacities.")
-_SEVERE = ("Large territory acute infarct with mass effect.",
-           "Free intraperitoneal air concerning for perforation.",
-           "Extensive bilateral pulmonary emboli with right heart strain.",
-           "Diffuse cerebral edema with effacement of the basal cisterns.")
+# Per finding, its wording at grades 0 (negated) .. 5 (critical), as radiologists write them.
+_FINDINGS: tuple[tuple[str, ...], ...] = (
+    ("No pleural effusion.", "Trace pleural fluid.", "Small pleural effusion.",
+     "Moderate pleural effusions.", "Large bilateral pleural effusions.",
+     "Massive pleural effusion with mediastinal shift."),
+    ("No pneumothorax.", "Tiny apical pneumothorax, unchanged.", "Small pneumothorax.",
+     "Moderate pneumothorax.", "Large pneumothorax.", "Tension pneumothorax."),
+    ("No focal consolidation.", "Minimal bibasilar atelectasis.", "Mild patchy opacities.",
+     "Moderate multifocal consolidation.", "Extensive bilateral consolidation.",
+     "Diffuse airspace disease consistent with ARDS."),
+    ("No free intraperitoneal air.", "Minimal free fluid in the pelvis.",
+     "Mild bowel wall thickening.", "Moderate ascites.",
+     "Pneumatosis with portal venous gas.", "Free intraperitoneal air concerning for perforation."),
+    ("No acute intracranial hemorrhage.", "Minimal chronic microvascular change.",
+     "Small focus of hypodensity.", "Moderate subdural collection.",
+     "Large territory acute infarct with mass effect.",
+     "Diffuse cerebral edema with effacement of the basal cisterns."),
+    ("No pulmonary embolism.", "Minimal subsegmental atelectasis.",
+     "Small subsegmental filling defect.", "Segmental pulmonary emboli.",
+     "Extensive bilateral pulmonary emboli.",
+     "Saddle embolus with right heart strain."),
+)
+_IMPRESSIONS = ("No acute process.", "No significant acute abnormality.",
+                "Mild findings, clinical correlation advised.",
+                "Moderate findings as above, discussed with the team.",
+                "Severe findings, discussed with the ICU team.",
+                "Critical findings, communicated to the ICU team by telephone.")
 _CHRONIC = ("Chronic small vessel ischemic disease.", "Cardiomegaly, unchanged.",
             "Emphysematous changes.", "Cirrhotic liver morphology.")
-_CXR_FINDINGS = {
-    "clear": "Lungs are clear. No pleural effusion or pneumothorax.",
-    "mild": "Mild pulmonary vascular congestion. Small left pleural effusion.",
-    "severe": "Worsening bilateral airspace opacities and moderate bilateral effusions, "
-              "concerning for ARDS or multifocal pneumonia.",
-}
+_CXR_FINDINGS = (
+    "Lungs are clear. No pleural effusion or pneumothorax.",
+    "Mild pulmonary vascular congestion. Small left pleural effusion.",
+    "Moderate bilateral effusions and patchy airspace opacities.",
+    "Worsening bilateral airspace opacities and large bilateral effusions, "
+    "concerning for ARDS or multifocal pneumonia.",
+)
 
 
-def radiology_text(rng: np.random.Generator, z_note: float, frailty: float, exam: str,
-                   z_img: float | None = None) -> str:
+def radiology_text(rng: np.random.Generator, grades: np.ndarray, frailty: float, exam: str,
+                   cxr_grade: int | None = None) -> str:
     """A report with EXAMINATION / INDICATION / FINDINGS / IMPRESSION sections.
 
-    Two findings and the impression come from the severity level of ``z_note``; the wording, not
-    the template, carries the signal.
+    Each finding is written at its grade (``signals.note_grades``) and the impression at their
+    rounded mean; the wording, not the template, carries the signal. A chest film's report also
+    describes the film at ``cxr_grade``.
     """
-    level = z_note + rng.normal(0, 0.3)
-    pool = _SEVERE if level > 0.8 else _MODERATE if level > -0.4 else _MILD
-    findings = [str(x) for x in rng.choice(pool, 2, replace=False)]
+    topics = rng.choice(len(_FINDINGS), len(grades), replace=False)
+    findings = [_FINDINGS[t][g] for t, g in zip(topics, grades, strict=True)]
     if frailty + rng.normal(0, 0.5) > 0.8:
         findings.append(str(rng.choice(_CHRONIC)))
-    if z_img is not None:
-        img = z_img + rng.normal(0, 0.6)
-        findings.append(_CXR_FINDINGS["severe" if img > 1.0 else "mild" if img > 0 else "clear"])
-    impression = {id(_SEVERE): "Critical findings, discussed with the ICU team.",
-                  id(_MODERATE): "Findings as above, clinical correlation advised.",
-                  id(_MILD): "No acute process."}[id(pool)]
+    if cxr_grade is not None:
+        findings.append(_CXR_FINDINGS[cxr_grade])
+    worst = findings[int(np.argmax(grades))]
+    impression = _IMPRESSIONS[int(np.round(np.mean(grades)))]
     return (f"EXAMINATION:  {exam}\n\nINDICATION:  ___ with ___, evaluate.\n\n"
-            f"FINDINGS:  {' '.join(findings)}\n\nIMPRESSION:  {findings[0]} {impression}")
+            f"FINDINGS:  {' '.join(findings)}\n\nIMPRESSION:  {worst} {impression}")
 
 
 def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd.Series
                     ) -> pd.DataFrame:
-    """About 80% of stays get a report inside the window; some get later ones (after 48 h)."""
+    """Stays with ``has_report`` get a report inside the window; some get later ones (after 48 h)."""
     rows = []
+    grade_columns = [f"note_grade_{i}" for i in range(NOTE_FINDINGS)]
+    all_grades = stays[grade_columns].to_numpy()
     for i, st in enumerate(stays.itertuples()):
         times = []
-        if rng.random() < 0.8:
+        if st.has_report:
             times.append(("in", st.intime + pd.Timedelta(hours=float(rng.uniform(-20, 40)))))
         if st.icu_los > 2.5 and rng.random() < 0.5:
             times.append(("late", st.intime + pd.Timedelta(hours=float(rng.uniform(60, 90)))))
@@ -69,8 +91,8 @@ def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd
             else:
                 has_film = pd.notna(cxr_times.iloc[i])
                 exam = "CHEST (PORTABLE AP)" if has_film else str(rng.choice(_EXAMS))
-                text = radiology_text(rng, st.z_note, st.frailty, exam,
-                                      st.z_img if has_film else None)
+                text = radiology_text(rng, all_grades[i], st.frailty, exam,
+                                      int(st.cxr_report_grade) if has_film else None)
             store = t + pd.Timedelta(hours=float(rng.uniform(0.3, 6)))
             hadm = pd.NA if rng.random() < 0.1 else st.hadm_id
             rows.append((st.subject_id, hadm, "RR", t.floor("min"), store.floor("min"), text))

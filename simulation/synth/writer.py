@@ -1,8 +1,10 @@
 """Write a synthetic population as MIMIC-format releases plus ``oracle.csv``.
 
 Layout under ``out``: ``mimic-iv/{hosp,icu}/*.csv.gz``, ``mimic-iv-note/note/*.csv.gz``,
-``mimic-cxr-jpg/*.csv.gz`` + ``files/``, and ``oracle.csv`` (true outcome probabilities, for
-evaluation only; no training code reads it).
+``mimic-cxr-jpg/*.csv.gz`` + ``files/``, and ``oracle.csv`` (for evaluation only; no training code
+reads it): per task the true outcome probability (``mortality``, ``los``, ``readmission``) and the
+reachable ceiling, the best probability given what the written data shows (``<task>_reachable``,
+``<task>_reachable_ehr``; see ``ceiling.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from client.mimic.tables import TABLES
+from simulation.synth.ceiling import reachable_probabilities
 from simulation.synth.events import D_LABITEMS, chart_events, lab_events
 from simulation.synth.images import plan_studies, write_studies
 from simulation.synth.notes import discharge_notes, radiology_notes
@@ -35,6 +38,7 @@ class SynthSummary:
     out: str
     patients: int
     seed: int
+    id_block: int
     admissions: int
     icu_stays: int
     chart_rows: int
@@ -55,18 +59,24 @@ def _write_table(frame: pd.DataFrame, root: Path, name: str) -> None:
     _write(frame, root / f"{spec.stem}.csv.gz", spec.columns)
 
 
-def _oracle(pop: Population) -> pd.DataFrame:
+def _oracle(pop: Population, seed: int) -> pd.DataFrame:
     st = pop.stays
-    return pd.DataFrame({"stay_id": st.stay_id, "subject_id": st.subject_id,
-                         "hadm_id": st.hadm_id, "mortality": st.p_mortality, "los": st.p_los,
-                         "readmission": st.p_readmission})
+    truth = pd.DataFrame({"stay_id": st.stay_id, "subject_id": st.subject_id,
+                          "hadm_id": st.hadm_id, "mortality": st.p_mortality, "los": st.p_los,
+                          "readmission": st.p_readmission})
+    return pd.concat([truth, reachable_probabilities(st, seed)], axis=1)
 
 
-def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0) -> SynthSummary:
-    """Generate the three releases under ``out`` (replacing any earlier synthetic set there)."""
+def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_block: int = 0
+                             ) -> SynthSummary:
+    """Generate the three releases under ``out`` (replacing any earlier synthetic set there).
+
+    ``id_block`` picks the population's identifier range: populations written with different
+    blocks never share a patient, admission, stay or study.
+    """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    pop = build_population(rng, patients)
+    pop = build_population(rng, patients, id_block)
     out = Path(out)
     for sub in ("mimic-iv", "mimic-iv-note", "mimic-cxr-jpg"):
         shutil.rmtree(out / sub, ignore_errors=True)
@@ -83,7 +93,7 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0) -> 
     _write_table(charts, iv, "chartevents")
     _write_table(d_items_table(), iv, "d_items")
 
-    plan = plan_studies(rng, pop.stays)
+    plan = plan_studies(rng, pop.stays, id_block)
     tables = write_studies(rng, plan, cxr)
     for name, frame in tables.items():
         _write(frame, cxr / f"{TABLES[name].stem}.csv.gz", TABLES[name].columns)
@@ -94,8 +104,8 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0) -> 
     _write_table(radiology_notes(rng, pop.stays, cxr_times), note, "radiology")
     _write_table(discharge_notes(pop.admissions), note, "discharge")
 
-    _oracle(pop).to_csv(out / "oracle.csv", index=False)
-    summary = SynthSummary(str(out), patients, seed, len(pop.admissions), len(pop.stays),
+    _oracle(pop, seed).to_csv(out / "oracle.csv", index=False)
+    summary = SynthSummary(str(out), patients, seed, id_block, len(pop.admissions), len(pop.stays),
                            len(charts), round(time.perf_counter() - started, 2))
     (out / "synth.json").write_text(json.dumps(asdict(summary), indent=2))
     log.info("synthetic MIMIC written to %s in %.1f s", out, summary.seconds)

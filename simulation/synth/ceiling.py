@@ -1,0 +1,81 @@
+"""The reachable ceiling: the best outcome probability given only what the written data shows.
+
+The true probability (``oracle.csv``'s ``mortality`` etc.) depends on latent states that no input
+shows exactly. The reachable ceiling replaces it with ``E[p | rendered signals]``: a logistic model
+per task, fitted on a large independent draw of the same generator (its own identifier block and
+seed, never the population it scores), on the signals each modality renders (``signals.py``):
+
+- EHR: the acute latent ``z_ehr``, ``frailty`` and age, taken as fully observed (dense vitals and
+  labs show them), so the EHR side of the ceiling is generous;
+- notes: the grades of the findings a report in the window states, and its chest-film grade;
+- chest X-ray: the findings the in-window film shows.
+
+Two ceilings per task: ``<task>_reachable`` (all modalities, with their availability) and
+``<task>_reachable_ehr`` (EHR alone). Each is fitted by weighting every drawn stay by its true
+probability (label 1) and its complement (label 0), which estimates ``E[p | signals]`` without
+outcome noise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+
+from simulation.synth.signals import NOTE_FINDINGS
+
+TASK_PROBABILITIES = {"mortality": "p_mortality", "los": "p_los", "readmission": "p_readmission"}
+FIT_PATIENTS = 10_000
+FIT_ID_BLOCK = 9  # identifiers of the fitting draw: never a written population's
+_FIT_SEED_OFFSET = 7_919
+
+
+def ehr_signals(stays: pd.DataFrame) -> np.ndarray:
+    """What the EHR shows: acute latent, frailty, age (centred)."""
+    return np.column_stack([stays["z_ehr"], stays["frailty"], (stays["age"] - 65) / 16])
+
+
+def all_signals(stays: pd.DataFrame) -> np.ndarray:
+    """EHR signals plus the report's grades and the film's findings, zero where absent."""
+    report = stays["has_report"].to_numpy(float)
+    film = stays["has_film"].to_numpy(float)
+    grades = stays[[f"note_grade_{i}" for i in range(NOTE_FINDINGS)]].to_numpy(float)
+    mean_grade = grades.mean(axis=1) - 2.5
+    columns = [ehr_signals(stays), report, report * mean_grade, report * mean_grade ** 2,
+               report * film * (stays["cxr_report_grade"].to_numpy(float) - 1.5), film]
+    for name in ("cardio", "effusion", "opacity", "device"):
+        columns.append(film * (stays[f"film_{name}"].to_numpy(float) - 0.5))
+    return np.column_stack(columns)
+
+
+def _fit(features: np.ndarray, probability: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.vstack([features, features])
+    y = np.r_[np.ones(len(features)), np.zeros(len(features))]
+    weights = np.r_[probability, 1 - probability]
+    return LogisticRegression(C=100.0, max_iter=2000).fit(x, y, sample_weight=weights)
+
+
+@functools.lru_cache(maxsize=4)
+def fit_ceilings(seed: int) -> dict[str, object]:
+    """Per ``<task>_reachable`` and ``<task>_reachable_ehr``, a fitted model of E[p | signals]."""
+    from simulation.synth.population import build_population
+
+    draw = build_population(np.random.default_rng(seed + _FIT_SEED_OFFSET), FIT_PATIENTS,
+                            id_block=FIT_ID_BLOCK).stays
+    models: dict[str, object] = {}
+    for task, column in TASK_PROBABILITIES.items():
+        probability = draw[column].to_numpy()
+        models[f"{task}_reachable"] = (all_signals, _fit(all_signals(draw), probability))
+        models[f"{task}_reachable_ehr"] = (ehr_signals, _fit(ehr_signals(draw), probability))
+    return models
+
+
+def reachable_probabilities(stays: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The reachable-ceiling columns of ``oracle.csv`` for ``stays``."""
+    out = pd.DataFrame(index=stays.index)
+    for name, (signals, model) in fit_ceilings(seed).items():
+        out[name] = model.predict_proba(signals(stays))[:, 1]
+    return out
