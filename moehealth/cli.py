@@ -92,14 +92,29 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from client.features.cache import EncoderConfig
-    from simulation.prepare import prepare_sites
+    from simulation.prepare import prepare_sites, prepare_test_population
 
     data = federation_data(args)
     started = time.perf_counter()
-    sites = prepare_sites(data, EncoderConfig(), args.cache_dir, progress=not args.quiet)
+    encoders = data.encoder_config()
+    sites = prepare_sites(data, encoders, args.cache_dir, progress=not args.quiet)
+    test_population = prepare_test_population(data, encoders, args.cache_dir,
+                                              progress=not args.quiet)
     print(json.dumps({"sites": {k: str(v) for k, v in sites.items()},
-                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+                      "test_population": test_population and str(test_population),
+                      "image_weights": encoders.image_weights,
+                      "seconds": round(time.perf_counter() - started, 1),
+                      "peak_rss_mb": round(_peak_rss_mb(), 1)}, indent=2))
+    return 0
+
+
+def cmd_pretrain_image(args: argparse.Namespace) -> int:
+    from simulation.image_pretraining import PacsPretraining, pretrain_image_encoder
+
+    config = PacsPretraining(patients=args.patients, seed=args.seed, image_size=args.image_size,
+                             epochs=args.epochs)
+    path = pretrain_image_encoder(config, args.out)
+    print(json.dumps({"weights": str(path), "card": str(path.with_suffix(".json"))}, indent=2))
     return 0
 
 
@@ -212,6 +227,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="default: $MOEHEALTH_CACHE or ~/.cache/moehealth")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain-image", help="pre-train the DenseNet-121 image backbone on a "
+                       "synthetic PACS disjoint from every site (cached state dict)")
+    p.add_argument("--patients", type=int, default=1200, help="patients in the synthetic archive")
+    p.add_argument("--seed", type=int, default=0, help="seed of the archive and the training")
+    p.add_argument("--image-size", type=int, default=128, help="pixels the backbone sees")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the archive")
+    p.add_argument("--out", type=Path,
+                   help="state dict to write (default: $MOEHEALTH_CACHE/image-encoder/...)")
+    p.set_defaults(func=cmd_pretrain_image)
 
     p = sub.add_parser("audit", help="privacy ledger: table, final budgets, --verify, plot")
     p.add_argument("ledger", type=Path, help="a site's ledger.jsonl or a run's privacy_ledger.jsonl")

@@ -23,6 +23,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     elif args.name == "ablations":
         frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
                                        budget)
+    elif args.name == "yardstick":
+        from simulation.tabular_baselines import benchmark_yardstick, yardstick_markdown
+
+        frame, diffs = benchmark_yardstick(data, tasks(args))
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "results.csv", index=False)
+        diffs.to_csv(args.out / "differences.csv", index=False)
+        (args.out / "results.md").write_text(
+            "# Benchmark yardstick: ceilings and tuned tabular baselines\n\n"
+            + yardstick_markdown(frame, diffs))
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget)
@@ -36,7 +46,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
-                                    "privacy-utility"], help="which experiment (README's table)")
+                                    "privacy-utility", "yardstick"],
+                   help="which experiment (README's table); yardstick: reachable ceilings and "
+                        "tuned logistic regression / gradient boosting on the cached inputs")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")

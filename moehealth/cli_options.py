@@ -22,6 +22,17 @@ def add_data_args(p: argparse.ArgumentParser, seed_flag: str = "--data-seed") ->
                    help="how patients are cut into sites (default: %(default)s)")
     p.add_argument(seed_flag, dest="data_seed", type=int, default=DEFAULTS["data.seed"],
                    help="seed of the synthetic set and partition (default: %(default)s)")
+    p.add_argument("--test-patients", type=int, default=DEFAULTS["data.test-patients"],
+                   help="patients of an independent test population scored instead of the "
+                        "sites' test splits (0: none; default: %(default)s)")
+    p.add_argument("--image-encoder", default=DEFAULTS["data.image-encoder"],
+                   help="random | synthetic-pacs | a DenseNet-121 state dict (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=DEFAULTS["data.image-size"],
+                   help="pixels the image backbone sees (default: %(default)s)")
+    p.add_argument("--preset", choices=["benchmark"],
+                   help="benchmark: 20,000 patients over 5 care-unit sites, a 12,500-patient "
+                        "independent test population, image backbone pre-trained on a disjoint "
+                        "synthetic PACS at 128 px (overrides the options above)")
 
 
 def add_task_arg(p: argparse.ArgumentParser) -> None:
@@ -35,8 +46,12 @@ def tasks(args: argparse.Namespace) -> list[str]:
 
 def federation_data(args: argparse.Namespace):
     """The synthetic federation named by the options of :func:`add_data_args`."""
-    from simulation.prepare import FederationData
+    from simulation.prepare import FederationData, preset_values
 
     where = {"data_dir": args.data_dir} if args.data_dir else {}
-    return FederationData(**where, patients=args.patients, seed=args.data_seed,
-                          num_sites=args.sites, scheme=args.scheme)
+    values = {"patients": args.patients, "seed": args.data_seed, "num_sites": args.sites,
+              "scheme": args.scheme, "test_patients": args.test_patients,
+              "image_encoder": args.image_encoder, "image_size": args.image_size}
+    if args.preset:
+        values |= preset_values(args.preset)
+    return FederationData(**where, **values)

@@ -29,11 +29,18 @@ class EHREncoder(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """Projection head over cached frozen-backbone features (notes or images)."""
+    """Projection head over cached frozen-backbone features (notes or images).
+
+    A LayerNorm first puts every sample's features on one scale (backbone outputs arrive
+    unscaled, while the EHR is standardized); it normalizes within the sample, so no statistic is
+    fitted on any site's data (DP-safe, identical at every site). Dropout acts on the projection,
+    not on the raw features.
+    """
 
     def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, out_features), nn.ReLU())
+        self.net = nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, out_features),
+                                 nn.ReLU(), nn.Dropout(dropout))
         self.out_features = out_features
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,12 @@ from shared_model.protocol import (
 )
 from shared_model.run_config import DATA_PREFIX, DP_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
-from simulation.prepare import FederationData, prepare_sites
+from simulation.prepare import (
+    TEST_POPULATION_SITE,
+    FederationData,
+    prepare_sites,
+    prepare_test_population,
+)
 
 DP_SITES = "dp.sites"  # simulation only: "all" or a comma list of the sites that run DP
 
@@ -72,13 +77,16 @@ def declared_modalities(data: FederationData, site: str) -> tuple[str, ...]:
     return tuple(m.value for m in MODALITIES if m.value not in dropped)
 
 
-def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig
-                     ) -> PooledEvaluate:
+def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig,
+                     test_population: Path | None = None) -> PooledEvaluate:
     """AUROC (with a 95% bootstrap interval), AUPRC, F1, loss and Brier score of a global model on
-    the pooled test split of all virtual sites, with n and positives; F1 at the threshold that
-    maximizes it on the pooled validation split (the same rule as at the sites)."""
+    the pooled test split of all virtual sites (or, when given, on the independent test
+    population), with n and positives; F1 at the threshold that maximizes it on the pooled
+    validation split (the same rule as at the sites)."""
     pooled = concat_sites([SiteData.load(d, task, s) for s, d in sites.items()])
     val, test = pooled.subset("val"), pooled.subset("test")
+    if test_population is not None:
+        test = SiteData.load(test_population, task, TEST_POPULATION_SITE).subset("test")
     device = resolve_device()
 
     def evaluate(arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -150,7 +158,9 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
                               min_cell_size)
              for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
-    write_data_summary(run_dir / DATA_SUMMARY, features, str(run_config[TASK]))
+    test_population = prepare_test_population(data)
+    shown = features | ({TEST_POPULATION_SITE: test_population} if test_population else {})
+    write_data_summary(run_dir / DATA_SUMMARY, shown, str(run_config[TASK]))
     evaluate = pooled_evaluator(features, str(run_config[TASK]),
-                                model_config_from_run_config(run_config))
+                                model_config_from_run_config(run_config), test_population)
     return SimulatedSites(str(manifest), evaluate)

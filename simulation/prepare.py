@@ -3,6 +3,10 @@
 Each step is skipped when its output exists for the same parameters, so the first run of a
 simulation generates the data and later runs reuse it. Real MIMIC roots can replace the synthetic
 set (``mimic_iv`` etc.); the rest of the chain is the same.
+
+Optionally (``test_patients`` > 0, the benchmark preset) an independent synthetic test population
+that nobody trains on is built the same way (its own seed and identifier block) and encoded as the
+pseudo-site ``test-population``: pooled evaluation then scores it instead of the sites' test splits.
 """
 
 from __future__ import annotations
@@ -40,9 +44,14 @@ class FederationData:
     mimic_iv: Path | None = None
     mimic_note: Path | None = None
     mimic_cxr: Path | None = None
+    test_patients: int = 0
+    image_encoder: str = "random"
+    image_size: int = 224
 
     def key(self) -> str:
-        blob = {k: str(v) for k, v in asdict(self).items() if k not in ("data_dir", "profile")}
+        """Identity of the cohort and its partition (not of the encoders or the test population)."""
+        ignored = ("data_dir", "profile", "test_patients", "image_encoder", "image_size")
+        blob = {k: str(v) for k, v in asdict(self).items() if k not in ignored}
         if self.profile:
             blob["profile_text"] = Path(self.profile).read_text()
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
@@ -64,11 +73,37 @@ class FederationData:
         synth = self.synth_dir()
         return synth / "oracle.csv" if synth else None
 
+    def test_population_dir(self) -> Path | None:
+        """The independent test population's synthetic set (None when there is none)."""
+        if self.test_patients <= 0:
+            return None
+        return Path(self.data_dir) / (f"test-population-{self.test_patients}-seed{self.seed}"
+                                      f"-block{TEST_POPULATION_ID_BLOCK}")
+
+    def test_oracle_csv(self) -> Path | None:
+        """The test population's true and reachable probabilities (None without one)."""
+        root = self.test_population_dir()
+        return root / "synth" / "oracle.csv" if root else None
+
+    def encoder_config(self) -> EncoderConfig:
+        """Frozen encoders of this federation: bundled MiniLM; the image backbone named by
+        ``image_encoder`` ("random", "synthetic-pacs" or a state-dict path) at ``image_size``."""
+        if self.image_encoder == "random":
+            weights = None
+        elif self.image_encoder == SYNTHETIC_PACS:
+            from simulation.image_pretraining import PacsPretraining, pretrain_image_encoder
+
+            weights = str(pretrain_image_encoder(PacsPretraining(image_size=self.image_size)))
+        else:
+            weights = self.image_encoder
+        return EncoderConfig(image_weights=weights, image_size=self.image_size)
+
 
     KEYS: ClassVar[dict[str, str]] = {
         "patients": "patients", "seed": "seed", "num-sites": "num_sites", "scheme": "scheme",
         "alpha": "alpha", "mimic-iv": "mimic_iv", "mimic-note": "mimic_note",
-        "mimic-cxr": "mimic_cxr", "dir": "data_dir",
+        "mimic-cxr": "mimic_cxr", "dir": "data_dir", "test-patients": "test_patients",
+        "image-encoder": "image_encoder", "image-size": "image_size",
     }  # data.<key> of the run-config -> field
 
     def __post_init__(self) -> None:
@@ -85,6 +120,17 @@ class FederationData:
                 raise ValueError(f"{key}: '{path}' is not a directory")
         if self.profile is not None and not Path(self.profile).is_file():
             raise ValueError(f"data.profile: '{self.profile}' is not a file")
+        if self.test_patients < 0:
+            raise ValueError(f"data.test-patients must be at least 0, got {self.test_patients}")
+        if self.test_patients and self.mimic_iv:
+            raise ValueError("data.test-patients draws a synthetic test population; it cannot be "
+                             "combined with real MIMIC roots (data.mimic-iv)")
+        if self.image_encoder not in ("random", SYNTHETIC_PACS) and not Path(
+                self.image_encoder).is_file():
+            raise ValueError(f"data.image-encoder must be 'random', '{SYNTHETIC_PACS}' or a "
+                             f"DenseNet-121 state dict file, got {self.image_encoder!r}")
+        if self.image_size < 32:
+            raise ValueError(f"data.image-size must be at least 32, got {self.image_size}")
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationData:
@@ -97,7 +143,35 @@ class FederationData:
         profile = str(run_config.get(DATA_PREFIX + "profile") or "default")
         kwargs["profile"] = (None if profile == "none" else DEFAULT_PROFILE if profile == "default"
                              else Path(profile))
+        preset = str(run_config.get(DATA_PREFIX + "preset") or "")
+        if preset:
+            kwargs |= preset_values(preset)
         return cls(**kwargs)
+
+
+SYNTHETIC_PACS = "synthetic-pacs"
+TEST_POPULATION_ID_BLOCK = 1
+TEST_POPULATION_SITE = "test-population"
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~16,000 training stays over 5 care-unit sites, an independent test population of
+    # ~10,000 stays, and an image backbone pre-trained on a disjoint synthetic PACS.
+    "benchmark": {"patients": 20_000, "test_patients": 12_500, "num_sites": 5,
+                  "scheme": "careunit", "image_encoder": SYNTHETIC_PACS, "image_size": 128},
+}
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The FederationData fields a named preset fixes (``data.preset``, ``--preset``)."""
+    if name not in PRESETS:
+        raise ValueError(f"data.preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return dict(PRESETS[name])
+
+
+def _synthetic_roots(synth: Path, patients: int, seed: int, id_block: int) -> MimicRoots:
+    if not (synth / "synth.json").is_file():
+        log.info("generating synthetic MIMIC (%d patients) in %s", patients, synth)
+        generate_synthetic_mimic(synth, patients=patients, seed=seed, id_block=id_block)
+    return MimicRoots(synth / "mimic-iv", synth / "mimic-iv-note", synth / "mimic-cxr-jpg")
 
 
 def _roots(data: FederationData) -> MimicRoots:
@@ -105,10 +179,23 @@ def _roots(data: FederationData) -> MimicRoots:
     if synth is None:
         return MimicRoots(Path(data.mimic_iv), data.mimic_note and Path(data.mimic_note),
                           data.mimic_cxr and Path(data.mimic_cxr))
-    if not (synth / "synth.json").is_file():
-        log.info("generating synthetic MIMIC (%d patients) in %s", data.patients, synth)
-        generate_synthetic_mimic(synth, patients=data.patients, seed=data.seed)
-    return MimicRoots(synth / "mimic-iv", synth / "mimic-iv-note", synth / "mimic-cxr-jpg")
+    return _synthetic_roots(synth, data.patients, data.seed, id_block=0)
+
+
+def prepare_test_population(data: FederationData, encoders: EncoderConfig | None = None,
+                            cache_dir: Path | None = None, progress: bool = False) -> Path | None:
+    """Feature cache of the independent test population (every stay in split "test"), or None."""
+    root = data.test_population_dir()
+    if root is None:
+        return None
+    cohort_path = root / "cohort.parquet"
+    if not cohort_path.is_file():
+        roots = _synthetic_roots(root / "synth", data.test_patients, data.seed,
+                                 TEST_POPULATION_ID_BLOCK)
+        write_cohort(build_cohort(roots, CohortConfig(progress=progress)), cohort_path)
+    samples = read_cohort(cohort_path).assign(split="test")
+    return build_site_features(samples, TEST_POPULATION_SITE, encoders or data.encoder_config(),
+                               cache_dir, progress=progress)
 
 
 def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
@@ -127,7 +214,7 @@ def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
                          ignore_unknown_sites=data.profile == DEFAULT_PROFILE)
     sites = sorted((p.name for p in sites_dir.iterdir() if p.is_dir()),
                    key=lambda s: int(s.split("-")[-1]))
-    encoders = encoders or EncoderConfig()
+    encoders = encoders or data.encoder_config()
     built = {}
     for site in sites:
         built[site] = build_site_features(read_site_samples(sites_dir / site), site, encoders,

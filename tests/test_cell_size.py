@@ -50,9 +50,15 @@ def test_evaluation_reply_leaves_out_small_cells_and_the_threshold(site, arrays)
         assert values["n"] >= MIN_CELL_SIZE
     for combo in reply.routing:
         assert n[combo] >= MIN_CELL_SIZE
-    assert metrics[split_key("test", "positives")] >= MIN_CELL_SIZE  # fixture: >= 10 deaths
+    positives = sum(pos.values())
+    if positives >= MIN_CELL_SIZE:
+        assert metrics[split_key("test", "positives")] == positives
+    else:
+        assert split_key("test", "positives") not in metrics
+    exact = local_evaluate(site, build_model().config, arrays, "site-a", min_cell_size=positives)
+    assert exact.metrics()[split_key("test", "positives")] == positives  # a cell at the size: sent
     few = local_evaluate(site, build_model().config, arrays, "site-a",
-                         min_cell_size=sum(pos.values()) + 1)
+                         min_cell_size=positives + 1)
     assert split_key("test", "positives") not in few.metrics()  # a small count is left out
     assert split_key("test", "auroc") in few.metrics()  # over all test patients: kept
     low, high = metrics[split_key("test", "auroc_low")], metrics[split_key("test", "auroc_high")]

@@ -45,6 +45,15 @@ def _warn_random_init_once() -> None:
                     RANDOM_INIT_SEED)
 
 
+def film_transform(image_size: int) -> v2.Compose:
+    """PIL film -> normalized 3-channel tensor, the same for encoding and for pre-training."""
+    return v2.Compose([
+        v2.Grayscale(num_output_channels=3), v2.Resize(image_size), v2.CenterCrop(image_size),
+        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+
+
 class ImageEncoder:
     """Global-average-pooled DenseNet-121 features (1024-d) of a frontal chest film."""
 
@@ -65,11 +74,7 @@ class ImageEncoder:
         self.features = net.features.to(self.device).eval()
         self.dim = int(net.classifier.in_features)
         self.identity += f":{image_size}px"
-        self.transform = v2.Compose([
-            v2.Grayscale(num_output_channels=3), v2.Resize(image_size), v2.CenterCrop(image_size),
-            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ])
+        self.transform = film_transform(image_size)
 
     def load(self, path: str) -> torch.Tensor:
         try:

@@ -72,10 +72,11 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_
     """Generate the three releases under ``out`` (replacing any earlier synthetic set there).
 
     ``id_block`` picks the population's identifier range: populations written with different
-    blocks never share a patient, admission, stay or study.
+    blocks never share a patient, admission, stay or study, and (for blocks other than 0) draw
+    from their own random stream even with the same ``seed``.
     """
     started = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if id_block == 0 else [seed, id_block])
     pop = build_population(rng, patients, id_block)
     out = Path(out)
     for sub in ("mimic-iv", "mimic-iv-note", "mimic-cxr-jpg"):

@@ -1,0 +1,82 @@
+"""The benchmark preset: independent test population, pre-trained image backbone, yardstick."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moehealth.cli import main
+from shared_model.run_config import pyproject_defaults
+from simulation.prepare import PRESETS, FederationData
+
+
+def test_benchmark_preset_sets_the_federation_through_the_run_config() -> None:
+    config = {**pyproject_defaults(), "data.preset": "benchmark"}
+    data = FederationData.from_run_config(config)
+    assert data.test_patients == PRESETS["benchmark"]["test_patients"] >= 12000
+    assert data.image_encoder == "synthetic-pacs" and data.num_sites == 5
+    assert FederationData.from_run_config(pyproject_defaults()).test_patients == 0  # quick start
+    with pytest.raises(ValueError, match="data.preset must be one of benchmark"):
+        FederationData.from_run_config({**pyproject_defaults(), "data.preset": "huge"})
+    with pytest.raises(ValueError, match="data.image-encoder"):
+        FederationData(image_encoder="/nonexistent/weights.pt")
+
+
+def test_cohort_and_partition_do_not_depend_on_encoders_or_test_population() -> None:
+    base = FederationData(patients=100)
+    assert base.key() == FederationData(patients=100, test_patients=50, image_size=64).key()
+    assert base.test_population_dir() is None
+    assert FederationData(patients=100, test_patients=50).test_population_dir() is not None
+
+
+@pytest.fixture(scope="module")
+def pacs_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pacs") / "densenet121.pt"
+    assert main(["pretrain-image", "--patients", "30", "--image-size", "64", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_image_backbone_is_pretrained_on_an_archive_disjoint_from_every_site(
+        pacs_weights: Path, synth_cohort) -> None:
+    from client.features.image import ImageEncoder
+
+    card = json.loads(pacs_weights.with_suffix(".json").read_text())
+    assert card["films"] > 0 and set(card["held_out_r2"]) == {"cardio", "effusion", "opacity",
+                                                                "device"}
+    assert not set(card["subjects"]) & set(synth_cohort.subject_id.astype(int))
+    encoder = ImageEncoder(pacs_weights, image_size=64)
+    assert "random-init" not in encoder.identity
+
+
+@pytest.mark.slow
+def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_weights: Path,
+                                                         capsys) -> None:
+    out = tmp_path / "yardstick"
+    args = ["--data-dir", str(tmp_path / "data"), "--patients", "300", "--sites", "2",
+            "--test-patients", "150", "--image-encoder", str(pacs_weights), "--image-size", "64"]
+    assert main(["experiment", "yardstick", "--out", str(out), *args]) == 0
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.test_set) == {"independent test population"}
+    assert {"reachable ceiling, all modalities", "reachable ceiling, EHR",
+            "true probability (oracle)", "logistic regression, EHR",
+            "gradient boosting, all modalities"} <= set(rows.model)
+    assert ((rows.auroc_low <= rows.auroc) & (rows.auroc <= rows.auroc_high)).all()
+    ceiling = rows.set_index("model").loc["reachable ceiling, all modalities"]
+    assert ceiling.fraction_of_reachable == pytest.approx(1.0)
+    assert not rows.chosen_on_validation[rows.model.str.startswith("logistic")].isna().any()
+    diffs = pd.read_csv(out / "differences.csv")
+    assert (diffs.low <= diffs.high).all() and len(diffs) == 5
+    assert "n = " in (out / "results.md").read_text()
+
+    data = FederationData(data_dir=tmp_path / "data", patients=300, num_sites=2, test_patients=150,
+                          image_encoder=str(pacs_weights), image_size=64)
+    sites = data.sites_dir()
+    site_stays = np.concatenate([pd.read_parquet(p / "samples.parquet", columns=["stay_id"])
+                                 .stay_id.to_numpy() for p in sites.iterdir() if p.is_dir()])
+    test_stays = pd.read_csv(data.test_oracle_csv()).stay_id.to_numpy()
+    assert rows.n.iloc[0] <= len(test_stays) and not set(site_stays) & set(test_stays)
