@@ -53,7 +53,8 @@ def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
 
 def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainConfig,
                       pretrain: bool = True) -> CentralizedResult:
-    """Train on the train split, stop early on validation AUROC, report on the test split."""
+    """Train on the train split, stop early on validation loss (binary cross-entropy: smoother
+    than a validation AUROC on few positives), report on the test split."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -63,23 +64,23 @@ def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainCo
     optimizer = make_optimizer(model.parameters(), config)
     loader = make_loader(data.subset("train"), config.batch_size, config.seed + 1)
     val = data.subset("val")
-    best, best_state, stale, epoch = -1.0, copy.deepcopy(model.state_dict()), 0, 0
+    best, best_state, stale, epoch = np.inf, copy.deepcopy(model.state_dict()), 0, 0
     for epoch in range(1, config.max_epochs + 1):
         loss = train_epoch(model, loader, optimizer, config, device)
-        auroc = evaluate_predictions(predict(model, val, device))["auroc"]
-        auroc = -1.0 if np.isnan(auroc) else auroc
-        log.debug("epoch %d loss %.4f val auroc %.4f", epoch, loss, auroc)
-        if auroc > best:
-            best, best_state, stale = auroc, copy.deepcopy(model.state_dict()), 0
+        val_loss = evaluate_predictions(predict(model, val, device))["loss"]
+        log.debug("epoch %d loss %.4f val loss %.4f", epoch, loss, val_loss)
+        if val_loss < best:
+            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= config.patience:
                 break
     model.load_state_dict(best_state)
     val_pred = predict(model, val, device)
+    val_auroc = evaluate_predictions(val_pred)["auroc"]
     threshold = best_f1_threshold(val_pred.labels, val_pred.probs)
     test_pred = predict(model, data.subset("test"), device)
     test = evaluate_predictions(test_pred, threshold)
     test["threshold"] = threshold
-    return CentralizedResult(model, test, best, epoch, time.perf_counter() - started,
+    return CentralizedResult(model, test, val_auroc, epoch, time.perf_counter() - started,
                              routing_table(test_pred), test_pred.probs)
