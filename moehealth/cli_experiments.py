@@ -33,6 +33,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         (args.out / "results.md").write_text(
             "# Benchmark yardstick: ceilings and tuned tabular baselines\n\n"
             + yardstick_markdown(frame, diffs))
+    elif args.name == "models":
+        import pandas as pd
+
+        from simulation.model_comparison import compare_models, comparison_markdown
+
+        variants = args.variant or ["moe-health", "unimodal-ehr", "mlp-fusion"]
+        train = {"max_epochs": args.epochs} if args.epochs else {}
+        parts = [compare_models(data, task, variants, args.seeds, args.lrs, train)
+                 for task in tasks(args)]
+        frame = pd.concat([rows for rows, _ in parts], ignore_index=True)
+        diffs = pd.concat([d for _, d in parts], ignore_index=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "results.csv", index=False)
+        diffs.to_csv(args.out / "differences.csv", index=False)
+        (args.out / "results.md").write_text(
+            "# Centralized MoE-Health vs baselines\n\n" + comparison_markdown(frame, diffs))
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget)
@@ -44,11 +60,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from simulation.baselines import VARIANTS
+
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
-                                    "privacy-utility", "yardstick"],
+                                    "privacy-utility", "yardstick", "models"],
                    help="which experiment (README's table); yardstick: reachable ceilings and "
-                        "tuned logistic regression / gradient boosting on the cached inputs")
+                        "tuned logistic regression / gradient boosting on the cached inputs; "
+                        "models: centralized variants vs those, paired intervals")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
@@ -57,6 +76,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"],
                    help="expert pre-training rounds among them")
     p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
+    p.add_argument("--variant", action="append", choices=list(VARIANTS),
+                   help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "
+                        "mlp-fusion)")
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-4],
+                   help="models: learning rates to choose from by validation loss (first seed)")
+    p.add_argument("--epochs", type=int, help="models: maximum epochs (default: TrainConfig's)")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
     add_data_args(p)

@@ -32,6 +32,7 @@ class CentralizedResult:
     model: MoEHealth
     test: dict
     val_auroc: float
+    val_loss: float
     epochs: int
     seconds: float
     routing: dict
@@ -52,9 +53,11 @@ def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
 
 
 def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainConfig,
-                      pretrain: bool = True) -> CentralizedResult:
+                      pretrain: bool = True, test_data: SiteData | None = None
+                      ) -> CentralizedResult:
     """Train on the train split, stop early on validation loss (binary cross-entropy: smoother
-    than a validation AUROC on few positives), report on the test split."""
+    than a validation AUROC on few positives), report on the test split (of ``test_data`` when
+    given, e.g. an independent test population)."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -77,10 +80,11 @@ def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainCo
                 break
     model.load_state_dict(best_state)
     val_pred = predict(model, val, device)
-    val_auroc = evaluate_predictions(val_pred)["auroc"]
+    val_metrics = evaluate_predictions(val_pred)
     threshold = best_f1_threshold(val_pred.labels, val_pred.probs)
-    test_pred = predict(model, data.subset("test"), device)
+    test_pred = predict(model, (test_data or data).subset("test"), device)
     test = evaluate_predictions(test_pred, threshold)
     test["threshold"] = threshold
-    return CentralizedResult(model, test, val_auroc, epoch, time.perf_counter() - started,
+    return CentralizedResult(model, test, val_metrics["auroc"], val_metrics["loss"], epoch,
+                             time.perf_counter() - started,
                              routing_table(test_pred), test_pred.probs)

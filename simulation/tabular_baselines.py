@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,32 +143,69 @@ COMPARISONS = (
 )
 
 
+@dataclass(frozen=True)
+class BenchmarkSplits:
+    """One task's pooled training sites and the test set every model is scored on."""
+
+    task: str
+    pooled: SiteData
+    test: SiteData
+    test_name: str
+    oracle_csv: Path | None
+
+    def labels(self) -> np.ndarray:
+        return self.test.labels.numpy()[self.test.split == "test"]
+
+    def stay_ids(self) -> np.ndarray:
+        return self.test.stay_id[self.test.split == "test"]
+
+
+def benchmark_splits(data: FederationData, task: str) -> BenchmarkSplits:
+    """Pooled sites (train, val) and the test set: the independent test population when the
+    federation has one, else the sites' pooled test split."""
+    features = prepare_sites(data)
+    pooled = concat_sites([SiteData.load(d, task, s) for s, d in features.items()])
+    test_features = prepare_test_population(data)
+    if test_features is not None:
+        return BenchmarkSplits(task, pooled, SiteData.load(test_features, task, TEST_POPULATION_SITE),
+                               "independent test population", data.test_oracle_csv())
+    return BenchmarkSplits(task, pooled, pooled, "pooled test split of the sites",
+                           data.oracle_csv())
+
+
+def tabular_scores(splits: BenchmarkSplits) -> tuple[dict[str, np.ndarray], dict[str, str],
+                                                     dict[str, float]]:
+    """Test scores of every tabular baseline, the hyper-parameters chosen on validation, seconds."""
+    train, val = _split(splits.pooled, "train"), _split(splits.pooled, "val")
+    test = _split(splits.test, "test")
+    scores, chosen, seconds = {}, {}, {}
+    for name, (fit, (x_train, x_val, x_test)) in _models(train, val, test).items():
+        started = time.perf_counter()
+        _, model, params = fit(x_train, train.labels, x_val, val.labels)
+        scores[name] = model.predict_proba(x_test)[:, 1]
+        chosen[name], seconds[name] = str(params), time.perf_counter() - started
+        log.info("%s / %s: fitted in %.0f s (%s)", splits.task, name, seconds[name], params)
+    return scores, chosen, seconds
+
+
+def ceiling_scores(splits: BenchmarkSplits) -> dict[str, np.ndarray]:
+    """The true and reachable probabilities of the test stays (empty without ``oracle.csv``)."""
+    return _oracle_scores(splits.oracle_csv, splits.stay_ids(), splits.task)
+
+
 def benchmark_yardstick(data: FederationData, tasks: Iterable[str]
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows per task and model (AUROC with interval, fraction of the ceiling) and per comparison
     (paired difference with interval)."""
-    features = prepare_sites(data)
-    test_features = prepare_test_population(data)
     rows, diffs = [], []
     for task in tasks:
-        pooled = concat_sites([SiteData.load(d, task, s) for s, d in features.items()])
-        if test_features is not None:
-            test_data, test_name = SiteData.load(test_features, task, TEST_POPULATION_SITE), \
-                "independent test population"
-            oracle_csv = data.test_oracle_csv()
-        else:
-            test_data, test_name, oracle_csv = pooled, "pooled test split of the sites", \
-                data.oracle_csv()
-        train, val, test = _split(pooled, "train"), _split(pooled, "val"), _split(test_data, "test")
-        scores = _oracle_scores(oracle_csv, test.stay_id, task)
-        chosen: dict[str, str] = {}
-        seconds: dict[str, float] = {}
-        for name, (fit, (x_train, x_val, x_test)) in _models(train, val, test).items():
-            started = time.perf_counter()
-            _, model, params = fit(x_train, train.labels, x_val, val.labels)
-            scores[name] = model.predict_proba(x_test)[:, 1]
-            chosen[name], seconds[name] = str(params), time.perf_counter() - started
-            log.info("%s / %s: fitted in %.0f s (%s)", task, name, seconds[name], params)
+        splits = benchmark_splits(data, task)
+        test_name = splits.test_name
+        train = _split(splits.pooled, "train")
+        test = _split(splits.test, "test")
+        scores = ceiling_scores(splits)
+        fitted, chosen, seconds = tabular_scores(splits)
+        scores |= fitted
         ceiling = (roc_auc_score(test.labels, scores["reachable ceiling, all modalities"])
                    if "reachable ceiling, all modalities" in scores else np.nan)
         for name, score in scores.items():

@@ -80,3 +80,15 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
                                  .stay_id.to_numpy() for p in sites.iterdir() if p.is_dir()])
     test_stays = pd.read_csv(data.test_oracle_csv()).stay_id.to_numpy()
     assert rows.n.iloc[0] <= len(test_stays) and not set(site_stays) & set(test_stays)
+
+    models = tmp_path / "models"
+    assert main(["experiment", "models", "--out", str(models), "--variant", "moe-health",
+                 "--variant", "unimodal-notes", "--epochs", "1", "--lrs", "1e-4", "1e-3",
+                 *args]) == 0
+    rows = pd.read_csv(models / "results.csv").set_index("model")
+    assert rows.loc["moe-health", "chosen_on_validation"] in ("lr 0.0001", "lr 0.001")
+    assert 0 <= rows.loc["unimodal-notes", "auroc_with_its_modality"] <= 1
+    assert rows.loc["moe-health", "n"] == rows.loc["reachable ceiling, all modalities", "n"]
+    diffs = pd.read_csv(models / "differences.csv")
+    assert "moe-health - unimodal-notes (seed 0)" in set(diffs.comparison)
+    assert "moe-health - gradient boosting, all modalities" in set(diffs.comparison)
