@@ -39,7 +39,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         from simulation.model_comparison import compare_models, comparison_markdown
 
         variants = args.variant or ["moe-health", "unimodal-ehr", "mlp-fusion"]
-        train = {"max_epochs": args.epochs} if args.epochs else {}
+        train = {key: value for key, value in (("max_epochs", args.epochs),
+                                               ("pretrain_epochs", args.pretrain_epochs))
+                 if value is not None}
         parts = [compare_models(data, task, variants, args.seeds, args.lrs, train)
                  for task in tasks(args)]
         frame = pd.concat([rows for rows, _ in parts], ignore_index=True)
@@ -82,6 +84,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-4],
                    help="models: learning rates to choose from by validation loss (first seed)")
     p.add_argument("--epochs", type=int, help="models: maximum epochs (default: TrainConfig's)")
+    p.add_argument("--pretrain-epochs", type=int,
+                   help="models: expert pre-training epochs (default: TrainConfig's)")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
     add_data_args(p)

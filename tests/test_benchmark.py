@@ -55,10 +55,14 @@ def test_image_backbone_is_pretrained_on_an_archive_disjoint_from_every_site(
 
 @pytest.mark.slow
 def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_weights: Path,
-                                                         capsys) -> None:
+                                                         monkeypatch) -> None:
+    from simulation import tabular_baselines
+
+    monkeypatch.setattr(tabular_baselines, "LR_C", (0.01, 0.1))  # real fits, smaller grids
+    monkeypatch.setattr(tabular_baselines, "HGB_GRID", tabular_baselines.HGB_GRID[:1])
     out = tmp_path / "yardstick"
-    args = ["--data-dir", str(tmp_path / "data"), "--patients", "300", "--sites", "2",
-            "--test-patients", "150", "--image-encoder", str(pacs_weights), "--image-size", "64"]
+    args = ["--data-dir", str(tmp_path / "data"), "--patients", "240", "--sites", "2",
+            "--test-patients", "120", "--image-encoder", str(pacs_weights), "--image-size", "64"]
     assert main(["experiment", "yardstick", "--out", str(out), *args]) == 0
     rows = pd.read_csv(out / "results.csv")
     assert set(rows.test_set) == {"independent test population"}
@@ -73,7 +77,7 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     assert (diffs.low <= diffs.high).all() and len(diffs) == 5
     assert "n = " in (out / "results.md").read_text()
 
-    data = FederationData(data_dir=tmp_path / "data", patients=300, num_sites=2, test_patients=150,
+    data = FederationData(data_dir=tmp_path / "data", patients=240, num_sites=2, test_patients=120,
                           image_encoder=str(pacs_weights), image_size=64)
     sites = data.sites_dir()
     site_stays = np.concatenate([pd.read_parquet(p / "samples.parquet", columns=["stay_id"])
@@ -83,7 +87,8 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
 
     models = tmp_path / "models"
     assert main(["experiment", "models", "--out", str(models), "--variant", "moe-health",
-                 "--variant", "unimodal-notes", "--epochs", "1", "--lrs", "1e-4", "1e-3",
+                 "--variant", "unimodal-notes", "--epochs", "1", "--pretrain-epochs", "1",
+                 "--lrs", "1e-4", "1e-3",
                  *args]) == 0
     rows = pd.read_csv(models / "results.csv").set_index("model")
     assert rows.loc["moe-health", "chosen_on_validation"] in ("lr 0.0001", "lr 0.001")
