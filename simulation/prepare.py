@@ -143,12 +143,13 @@ class FederationData:
         profile = str(run_config.get(DATA_PREFIX + "profile") or "default")
         kwargs["profile"] = (None if profile == "none" else DEFAULT_PROFILE if profile == "default"
                              else Path(profile))
-        preset = str(run_config.get(DATA_PREFIX + "preset") or "")
+        preset = str(run_config.get(PRESET_KEY) or "")
         if preset:
             kwargs |= preset_values(preset)
         return cls(**kwargs)
 
 
+PRESET_KEY = DATA_PREFIX + "preset"
 SYNTHETIC_PACS = "synthetic-pacs"
 TEST_POPULATION_ID_BLOCK = 1
 TEST_POPULATION_SITE = "test-population"

@@ -11,7 +11,7 @@ from shared_model.config import ModelConfig
 from shared_model.protocol import MIN_CELL_SIZE
 from shared_model.run_config import DATA_PREFIX, DP_PREFIX, MODEL_PREFIX, SIMULATION, pyproject_defaults
 from simulation.environment import DP_SITES, SITE_MIN_CELL_SIZE
-from simulation.prepare import FederationData
+from simulation.prepare import PRESET_KEY, FederationData
 
 DEFAULTS = pyproject_defaults()
 
@@ -51,7 +51,7 @@ def test_model_defaults_equal_pyproject() -> None:
 
 def test_every_pyproject_key_is_read_by_one_settings_class() -> None:
     read = set(FederationSettings.KEYS) | {DATA_PREFIX + k for k in FederationData.KEYS}
-    read |= {DATA_PREFIX + "profile", SIMULATION, DP_SITES, "task", SITE_MIN_CELL_SIZE}
+    read |= {DATA_PREFIX + "profile", PRESET_KEY, SIMULATION, DP_SITES, "task", SITE_MIN_CELL_SIZE}
     assert DEFAULTS[SITE_MIN_CELL_SIZE] == MIN_CELL_SIZE
     read |= {DP_PREFIX + f.name.replace("_", "-") for f in fields(DPSettings)}
     read |= {MODEL_PREFIX + f.name.replace("_", "-") for f in fields(ModelConfig)}

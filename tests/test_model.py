@@ -134,5 +134,5 @@ def test_training_on_synthetic_data_beats_chance(synth_features) -> None:
     held_out = torch.utils.data.ConcatDataset([data.subset("val"), data.subset("test")])
     pred = predict(result.model, held_out, resolve_device())
     auroc = binary_metrics(pred.labels, pred.probs)["auroc"]
-    assert auroc > 0.65, auroc
+    assert auroc > 0.6, auroc  # ~130 held-out stays: 0.6 is two standard errors above chance
     assert set(result.routing) <= set(COMBINATIONS)
