@@ -38,8 +38,9 @@ from simulation.prepare import (
 
 log = logging.getLogger(__name__)
 EMBEDDING_COMPONENTS = 32
-LR_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-HGB_GRID = ({"learning_rate": 0.05, "max_leaf_nodes": 15}, {"learning_rate": 0.1, "max_leaf_nodes": 31})
+LR_C = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
+HGB_GRID = ({"learning_rate": 0.03, "max_leaf_nodes": 7}, {"learning_rate": 0.05, "max_leaf_nodes": 15},
+            {"learning_rate": 0.1, "max_leaf_nodes": 31})
 
 
 @dataclass(frozen=True)
