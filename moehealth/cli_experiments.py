@@ -40,7 +40,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
         variants = args.variant or ["moe-health", "unimodal-ehr", "mlp-fusion"]
         train = {key: value for key, value in (("max_epochs", args.epochs),
-                                               ("pretrain_epochs", args.pretrain_epochs))
+                                               ("pretrain_epochs", args.pretrain_epochs),
+                                               ("batch_size", args.batch_size))
                  if value is not None}
         parts = [compare_models(data, task, variants, args.seeds, args.lrs, train)
                  for task in tasks(args)]
@@ -86,6 +87,7 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="models: maximum epochs (default: TrainConfig's)")
     p.add_argument("--pretrain-epochs", type=int,
                    help="models: expert pre-training epochs (default: TrainConfig's)")
+    p.add_argument("--batch-size", type=int, help="models: batch size (default: TrainConfig's)")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
     add_data_args(p)
