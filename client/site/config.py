@@ -23,7 +23,6 @@ Example (deploy/examples/hospital-a.yaml)::
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from client.errors import MoeHealthInputError
+from client.errors import MoeHealthInputError, closest_key_hint
 from client.privacy.settings import DPSettings
 from shared_model.modalities import Modality
 from shared_model.protocol import MIN_CELL_SIZE, ConfigValue
@@ -196,9 +195,8 @@ def _check_keys(raw: dict[str, Any], source: Path) -> None:
     """Unknown keys are an error naming the key and the closest valid one (a typo such as
     ``privacy: {enabeld: true}`` must not silently run without DP)."""
     def refuse(key: str, valid: tuple[str, ...], where: str = "") -> None:
-        close = difflib.get_close_matches(key, valid, n=1)
-        hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
-        raise MoeHealthInputError(f"{source}: unknown key '{where}{key}'{hint}")
+        raise MoeHealthInputError(f"{source}: unknown key '{where}{key}'"
+                                  + closest_key_hint(key, valid, where))
 
     for key, value in raw.items():
         if key not in _SECTIONS:

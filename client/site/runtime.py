@@ -8,12 +8,11 @@ Simulation: ``partition-id`` picks the site's entry of the sites manifest, which
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import SiteDataError
+from client.errors import SiteDataError, closest_key_hint
 from client.privacy.settings import DPSettings
 from client.site.manifest import simulated_node_config
 from shared_model.modalities import MODALITIES, Modality
@@ -39,9 +38,7 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     valid = [k.value for k in NodeConfigKey]
     for key in node_config:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            raise SiteDataError(f"node config: unknown key '{key}'"
-                                + (f"; did you mean '{close[0]}'?" if close else ""))
+            raise SiteDataError(f"node config: unknown key '{key}'" + closest_key_hint(str(key), valid))
     if NodeConfigKey.SITE_ID not in node_config:
         raise SiteDataError(f"node config lacks '{NodeConfigKey.SITE_ID}' (keys: "
                             f"{', '.join(sorted(node_config)) or 'none'})")
