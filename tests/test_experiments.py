@@ -59,7 +59,10 @@ def test_moehealth_train_runs_variants_on_pooled_sites(tmp_path: Path, capsys) -
     assert set(variants) == {"moe-health", "unimodal-ehr"}
     assert all(0.0 <= v["auroc"] <= 1.0 and v["epochs"] <= 2 for v in variants.values())
     assert 0.5 < results["tasks"]["mortality"]["oracle_auroc"] <= 1.0
-    assert "| mortality | oracle |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "| mortality | true probability (oracle) |" in table
+    assert "| mortality | reachable ceiling |" in table and "fraction of reachable ceiling" in table
+    assert results["tasks"]["mortality"]["reachable_auroc"] <= 1.0
     assert (out / "routing-mortality-moe-health.png").is_file()
     assert "test AUROC" in capsys.readouterr().out
 
