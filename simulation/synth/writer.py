@@ -59,12 +59,12 @@ def _write_table(frame: pd.DataFrame, root: Path, name: str) -> None:
     _write(frame, root / f"{spec.stem}.csv.gz", spec.columns)
 
 
-def _oracle(pop: Population, seed: int) -> pd.DataFrame:
+def _oracle(pop: Population) -> pd.DataFrame:
     st = pop.stays
     truth = pd.DataFrame({"stay_id": st.stay_id, "subject_id": st.subject_id,
                           "hadm_id": st.hadm_id, "mortality": st.p_mortality, "los": st.p_los,
                           "readmission": st.p_readmission})
-    return pd.concat([truth, reachable_probabilities(st, seed)], axis=1)
+    return pd.concat([truth, reachable_probabilities(st)], axis=1)
 
 
 def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_block: int = 0
@@ -105,7 +105,7 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_
     _write_table(radiology_notes(rng, pop.stays, cxr_times), note, "radiology")
     _write_table(discharge_notes(pop.admissions), note, "discharge")
 
-    _oracle(pop, seed).to_csv(out / "oracle.csv", index=False)
+    _oracle(pop).to_csv(out / "oracle.csv", index=False)
     summary = SynthSummary(str(out), patients, seed, id_block, len(pop.admissions), len(pop.stays),
                            len(charts), round(time.perf_counter() - started, 2))
     (out / "synth.json").write_text(json.dumps(asdict(summary), indent=2))
