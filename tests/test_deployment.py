@@ -62,10 +62,12 @@ def test_a_deployment_survives_a_hospital_crash_and_resumes(tmp_path: Path, hosp
                     return
                 time.sleep(0.5)
 
+        # round-timeout 60 s: a cold ClientApp start on a loaded 2-core machine can pass 25 s; the
+        # crashed site's silent round 2 then also covers most of the SuperLink's ~50 s refusal
         killer = threading.Thread(target=crash_after_first_round, daemon=True)
         killer.start()
         status, log = r.run_app({"num-server-rounds": 2, "pretrain-rounds": 1, "min-sites": 1,
-                                 "round-timeout": 25.0, "evaluate-every": 2,
+                                 "round-timeout": 60.0, "evaluate-every": 2,
                                  "run-dir": str(run_dir)})
         killer.join(timeout=5)
         assert status == "finished:completed", log[-3000:]
