@@ -17,7 +17,6 @@ class CohortConfig:
     readmission_days: float = 30.0
     notes_lookback_hours: float = 24.0
     cxr_views: tuple[str, ...] = ("AP", "PA")
-    chunksize: int = 250_000
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -41,9 +41,8 @@ def link_radiology_notes(mimic_note: Path, stays: pd.DataFrame, config: CohortCo
     found = []
     cols = ["subject_id", "note_type", "charttime", "storetime", "text"]
     for chunk in iter_table_chunks(mimic_note, TABLES["radiology"], usecols=cols,
-                                   chunksize=config.chunksize):
-        chunk = chunk[chunk["note_type"].isin(_RADIOLOGY_TYPES)
-                      & chunk["subject_id"].isin(window["subject_id"])]
+                                   keep={"subject_id": set(window["subject_id"])}):
+        chunk = chunk[chunk["note_type"].isin(_RADIOLOGY_TYPES)]
         linked = chunk.merge(window, on="subject_id")
         known = linked["storetime"].fillna(linked["charttime"])
         keep = ((linked["charttime"] >= linked["_start"] - lookback)

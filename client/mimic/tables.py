@@ -10,11 +10,14 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from client.errors import MimicFileError
 from client.mimic.schemas import TABLES, TableSpec
@@ -48,7 +51,7 @@ def _check_header(path: Path, spec: TableSpec, wanted: Sequence[str]) -> None:
 
 
 def _dtypes(spec: TableSpec, usecols: Sequence[str]) -> dict[str, str]:
-    """pandas dtypes of the declared schema (timestamps are read as text, parsed after)."""
+    """pandas dtypes of the declared schema (date-time columns: see _arrow_types)."""
     dtypes: dict[str, str] = {}
     for name in usecols:
         field = spec.schema.field(name)
@@ -66,11 +69,10 @@ def _line(index: object) -> int:
     return int(index) + 2  # type: ignore[call-overload]
 
 
-def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: int,
-                     chunksize: int) -> str:
-    """Where a chunk that did not parse breaks the schema: column, line and value."""
+def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: int) -> str:
+    """Where the batch starting at row ``start`` breaks the schema: column, line and value."""
     raw = pd.read_csv(path, usecols=list(cols), dtype=str, skiprows=range(1, start + 1),
-                      nrows=chunksize)
+                      nrows=_BLOCK_BYTES // 8)  # a batch has fewer rows than bytes / 8
     raw.index += start
     for name in cols:
         field = spec.schema.field(name)
@@ -78,7 +80,13 @@ def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: in
         if not field.nullable and values.isna().any():
             return f"column '{name}', line {_line(values.index[values.isna()][0])}: empty, " \
                    f"but {name} is never empty in {spec.stem}"
-        if pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
+        if name in spec.dates:
+            parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
+            bad = parsed.isna() & values.notna()
+            if bad.any():
+                where = values.index[bad][0]
+                return f"column '{name}', line {_line(where)}: {values[where]!r} is not a date-time"
+        elif pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna()
             if pa.types.is_integer(field.type):
@@ -90,22 +98,42 @@ def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: in
     return "a value does not match the declared schema"
 
 
-def _parse_dates(frame: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
-    for col in spec.dates:
-        if col in frame.columns:
-            parsed = pd.to_datetime(frame[col], format="ISO8601", errors="coerce")
-            bad = parsed.isna() & frame[col].notna() & (frame[col] != "")
-            if bad.any():
-                where = frame.index[bad][0]
-                raise MimicFileError(f"{path}: column '{col}', line {_line(where)}: "
-                                     f"{frame[col][where]!r} is not a date-time")
-            frame[col] = parsed
+def _empty(spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="datetime64[us]" if c in spec.dates else t)
+                         for c, t in _dtypes(spec, cols).items()})
+
+
+_BLOCK_BYTES = 8 << 20  # CSV bytes parsed per batch: ~100k MIMIC event rows
+
+
+def _arrow_types(spec: TableSpec, cols: Sequence[str]) -> dict[str, pa.DataType]:
+    """Arrow types the CSV reader converts to (date-times in microseconds: MIMIC runs past 2262)."""
+    return {c: pa.timestamp("us") if c in spec.dates else spec.schema.field(c).type for c in cols}
+
+
+def _pandas_type(arrow_type: pa.DataType) -> object:
+    if pa.types.is_integer(arrow_type):
+        return pd.Int64Dtype()
+    if pa.types.is_string(arrow_type):
+        return pd.StringDtype()
+    return None  # floats and date-times: numpy's
+
+
+def _to_pandas(batch: pa.RecordBatch, spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
+    frame = batch.to_pandas(types_mapper=_pandas_type)
+    for name in cols:
+        if pa.types.is_integer(spec.schema.field(name).type) and not spec.schema.field(name).nullable:
+            frame[name] = frame[name].astype("int64")  # checked non-empty before
     return frame
 
 
-def _empty(spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _dtypes(spec, cols).items()})
-    return _parse_dates(frame, spec, Path(spec.stem))
+def _first_null_in_required(batch: pa.RecordBatch, spec: TableSpec, offset: int) -> str | None:
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if not spec.schema.field(name).nullable and column.null_count:
+            where = offset + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            return f"column '{name}', line {_line(where)}: empty, but {name} is never empty in {spec.stem}"
+    return None
 
 
 def iter_table_chunks(
@@ -113,30 +141,55 @@ def iter_table_chunks(
     spec: TableSpec,
     *,
     usecols: Sequence[str] | None = None,
-    chunksize: int = 250_000,
+    keep: Mapping[str, Collection[int]] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Stream a (possibly huge) table in chunks of ``chunksize`` rows, typed and dates parsed.
+    """Stream a (possibly huge) table in chunks, typed, only the rows ``keep`` selects, dates parsed.
 
-    Every chunk is checked against the table's schema. Raises :class:`MimicFileError` naming the
-    file (and the column, line and value) for any read problem, also mid-stream; an optional table
-    with a header but no rows yields nothing after one warning.
+    pyarrow's streaming CSV reader parses and type-checks every row (in parallel with the gzip
+    decompression); ``keep`` (column -> allowed values, e.g. the variables' itemids and the cohort's
+    stay ids) drops rows in Arrow before anything reaches pandas. The index of a chunk is the
+    row's position in the file. Raises :class:`MimicFileError` naming the file (and the column,
+    line and value) for any read problem, also mid-stream; an optional table with a header but no
+    rows yields nothing after one warning.
     """
     path = resolve_table_path(root, spec)
     cols = list(usecols or spec.required)
     _check_header(path, spec, cols)
+    wanted = {c: pa.array(sorted(v), type=spec.schema.field(c).type) for c, v in (keep or {}).items()}
     rows = 0
     try:
-        reader = pd.read_csv(path, usecols=cols, dtype=_dtypes(spec, cols), chunksize=chunksize)
-        for chunk in reader:
-            rows += len(chunk)
-            yield _parse_dates(chunk, spec, path)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(include_columns=cols,
+                                                 column_types=_arrow_types(spec, cols),
+                                                 strings_can_be_null=True))
+        for batch in reader:
+            bad = _first_null_in_required(batch, spec, rows)
+            if bad:
+                raise MimicFileError(f"{path}: {bad}")
+            selected = batch
+            if wanted:
+                mask = None
+                for name, values in wanted.items():
+                    hit = pc.is_in(batch.column(name), value_set=values)
+                    mask = hit if mask is None else pc.and_(mask, hit)
+                positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+                selected = batch.take(pa.array(positions))
+            else:
+                positions = np.arange(batch.num_rows)
+            frame = _to_pandas(selected, spec, cols)
+            frame.index = positions + rows
+            rows += batch.num_rows
+            if len(frame):
+                yield frame
+    except MimicFileError:
+        raise
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
         raise MimicFileError(f"{path}: truncated or corrupt gzip after {rows} rows ({err})") from None
-    except pd.errors.ParserError as err:
-        raise MimicFileError(f"{path}: malformed CSV after {rows} rows ({err})") from None
-    except (ValueError, TypeError):
-        raise MimicFileError(f"{path}: {_first_bad_value(path, spec, cols, rows, chunksize)}"
-                             ) from None
+    except pa.ArrowInvalid as err:
+        if "conversion error" not in str(err):
+            raise MimicFileError(f"{path}: malformed CSV after {rows} rows ({err})") from None
+        raise MimicFileError(f"{path}: {_first_bad_value(path, spec, cols, rows)}") from None
     if rows == 0:
         if not spec.optional:
             raise MimicFileError(f"{path}: table has a header but no rows")

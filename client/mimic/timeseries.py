@@ -1,11 +1,12 @@
 """Hourly EHR series over the prediction window, streamed from chartevents and labevents.
 
-Both tables are read in chunks, filtered by itemid and cohort stay/subject, and reduced into
-running per-hour sums, so memory is bounded by the cohort size, not by the table size.
+Both tables are streamed, filtered by itemid and cohort stay/subject inside the CSV reader, and
+reduced into running per-hour sums, so memory is bounded by the cohort size, not the table size.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,25 +73,26 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
     """
     acc = _HourlyAccumulator(stays, config.window_hours)
     stay_pos = pd.Series(np.arange(len(stays)), index=stays["stay_id"].to_numpy())
-    cols = ["stay_id", "charttime", "storetime", "itemid", "value", "valuenum"]
-    with _progress("chartevents", config.progress) as bar:
-        for chunk in iter_table_chunks(mimic_iv, TABLES["chartevents"], usecols=cols,
-                                       chunksize=config.chunksize):
-            bar.update(len(chunk))
-            chunk = chunk[chunk["itemid"].isin(CHART_ITEMIDS) & chunk["stay_id"].isin(stay_pos.index)]
-            if len(chunk):
-                acc.add(stay_pos.loc[chunk["stay_id"]].to_numpy(), chunk)
-
     subject_stays = pd.DataFrame({"subject_id": stays["subject_id"].to_numpy(),
                                   "_pos": np.arange(len(stays))})
-    cols = ["subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"]
-    with _progress("labevents", config.progress) as bar:
-        for chunk in iter_table_chunks(mimic_iv, TABLES["labevents"], usecols=cols,
-                                       chunksize=config.chunksize):
-            bar.update(len(chunk))
-            chunk = chunk[chunk["itemid"].isin(LAB_ITEMIDS)
-                          & chunk["subject_id"].isin(subject_stays["subject_id"])]
-            if len(chunk):
-                linked = chunk.merge(subject_stays, on="subject_id")
-                acc.add(linked["_pos"].to_numpy(), linked)
+    lab_cols = ["subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"]
+
+    def kept_lab_events() -> list[pd.DataFrame]:  # the cohort's rows only: bounded by the cohort
+        return list(iter_table_chunks(mimic_iv, TABLES["labevents"], usecols=lab_cols,
+                                      keep={"itemid": LAB_ITEMIDS,
+                                            "subject_id": set(subject_stays["subject_id"])}))
+
+    # labevents is parsed on a second core (pyarrow releases the GIL) while chartevents streams
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        labs = pool.submit(kept_lab_events)
+        cols = ["stay_id", "charttime", "storetime", "itemid", "value", "valuenum"]
+        with _progress("chartevents (cohort rows)", config.progress) as bar:
+            for chunk in iter_table_chunks(mimic_iv, TABLES["chartevents"], usecols=cols,
+                                           keep={"itemid": CHART_ITEMIDS,
+                                                 "stay_id": set(stay_pos.index)}):
+                bar.update(len(chunk))
+                acc.add(stay_pos.loc[chunk["stay_id"]].to_numpy(), chunk)
+        for chunk in labs.result():
+            linked = chunk.merge(subject_stays, on="subject_id")
+            acc.add(linked["_pos"].to_numpy(), linked)
     return acc.series()

@@ -84,10 +84,10 @@ def harmonize_events(itemid: pd.Series, valuenum: pd.Series, value: pd.Series | 
     index = itemid.map(_ITEM_TO_INDEX).fillna(-1).to_numpy(dtype=np.int64)
     values = pd.to_numeric(valuenum, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan,
                                                               copy=True)
-    if value is not None:
-        text = value.astype("string").str.strip().str.lower().map(_CAPILLARY_TEXT)
-        refill = text.to_numpy(dtype=np.float64, na_value=np.nan)
-        values = np.where(np.isnan(values), refill, values)
+    if value is not None:  # only rows without a number are read as text (capillary refill)
+        blank = np.flatnonzero(np.isnan(values))
+        text = value.iloc[blank].astype("string").str.strip().str.lower().map(_CAPILLARY_TEXT)
+        values[blank] = text.to_numpy(dtype=np.float64, na_value=np.nan)
     ids = itemid.to_numpy(dtype=np.int64)
     for var in VARIABLES:
         for item, (mul, add) in var.conversions.items():
