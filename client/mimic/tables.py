@@ -80,13 +80,7 @@ def _first_bad_value(path: Path, spec: TableSpec, cols: Sequence[str], start: in
         if not field.nullable and values.isna().any():
             return f"column '{name}', line {_line(values.index[values.isna()][0])}: empty, " \
                    f"but {name} is never empty in {spec.stem}"
-        if name in spec.dates:
-            parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
-            bad = parsed.isna() & values.notna()
-            if bad.any():
-                where = values.index[bad][0]
-                return f"column '{name}', line {_line(where)}: {values[where]!r} is not a date-time"
-        elif pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
+        if pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna()
             if pa.types.is_integer(field.type):
@@ -106,9 +100,30 @@ def _empty(spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
 _BLOCK_BYTES = 8 << 20  # CSV bytes parsed per batch: ~100k MIMIC event rows
 
 
+_TIMESTAMP = pa.timestamp("us")  # not nanoseconds: shifted MIMIC dates can run past 2262
+
+
 def _arrow_types(spec: TableSpec, cols: Sequence[str]) -> dict[str, pa.DataType]:
-    """Arrow types the CSV reader converts to (date-times in microseconds: MIMIC runs past 2262)."""
-    return {c: pa.timestamp("us") if c in spec.dates else spec.schema.field(c).type for c in cols}
+    """Arrow types the CSV reader converts to (date-times stay text until their row is kept)."""
+    return {c: pa.string() if c in spec.dates else spec.schema.field(c).type for c in cols}
+
+
+def _parse_dates(batch: pa.RecordBatch, spec: TableSpec, positions: np.ndarray, path: Path
+                 ) -> pa.RecordBatch:
+    """Date-time columns of the kept rows parsed (ISO 8601); a bad one names its line."""
+    for i, name in enumerate(batch.schema.names):
+        if name not in spec.dates:
+            continue
+        try:
+            parsed = pc.cast(batch.column(i), _TIMESTAMP)
+        except pa.ArrowInvalid:
+            text = batch.column(i).to_pandas()
+            bad = pd.to_datetime(text, format="ISO8601", errors="coerce").isna() & text.notna()
+            where = int(np.flatnonzero(bad.to_numpy())[0])
+            raise MimicFileError(f"{path}: column '{name}', line {_line(positions[where])}: "
+                                 f"{text.iloc[where]!r} is not a date-time") from None
+        batch = batch.set_column(i, name, parsed)
+    return batch
 
 
 def _pandas_type(arrow_type: pa.DataType) -> object:
@@ -145,12 +160,12 @@ def iter_table_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Stream a (possibly huge) table in chunks, typed, only the rows ``keep`` selects, dates parsed.
 
-    pyarrow's streaming CSV reader parses and type-checks every row (in parallel with the gzip
-    decompression); ``keep`` (column -> allowed values, e.g. the variables' itemids and the cohort's
-    stay ids) drops rows in Arrow before anything reaches pandas. The index of a chunk is the
-    row's position in the file. Raises :class:`MimicFileError` naming the file (and the column,
-    line and value) for any read problem, also mid-stream; an optional table with a header but no
-    rows yields nothing after one warning.
+    pyarrow's streaming CSV reader parses and type-checks every row in parallel with the gzip
+    decompression; ``keep`` (column -> allowed values, e.g. the variables' itemids and the cohort's
+    stay ids) drops rows in Arrow before their date-times are parsed and anything reaches pandas.
+    The index of a chunk is the row's position in the file. Raises :class:`MimicFileError` naming
+    the file (and the column, line and value) for any read problem, also mid-stream; an optional
+    table with a header but no rows yields nothing after one warning.
     """
     path = resolve_table_path(root, spec)
     cols = list(usecols or spec.required)
@@ -177,8 +192,9 @@ def iter_table_chunks(
                 selected = batch.take(pa.array(positions))
             else:
                 positions = np.arange(batch.num_rows)
-            frame = _to_pandas(selected, spec, cols)
-            frame.index = positions + rows
+            positions = positions + rows
+            frame = _to_pandas(_parse_dates(selected, spec, positions, path), spec, cols)
+            frame.index = positions
             rows += batch.num_rows
             if len(frame):
                 yield frame

@@ -72,7 +72,8 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
     ``hadm_id`` is often empty). An event counts only if known by the cutoff (its storetime).
     """
     acc = _HourlyAccumulator(stays, config.window_hours)
-    stay_pos = pd.Series(np.arange(len(stays)), index=stays["stay_id"].to_numpy())
+    stay_ids = stays["stay_id"].to_numpy(np.int64)
+    by_id = np.argsort(stay_ids)
     subject_stays = pd.DataFrame({"subject_id": stays["subject_id"].to_numpy(),
                                   "_pos": np.arange(len(stays))})
     lab_cols = ["subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"]
@@ -89,9 +90,10 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
         with _progress("chartevents (cohort rows)", config.progress) as bar:
             for chunk in iter_table_chunks(mimic_iv, TABLES["chartevents"], usecols=cols,
                                            keep={"itemid": CHART_ITEMIDS,
-                                                 "stay_id": set(stay_pos.index)}):
+                                                 "stay_id": set(stay_ids)}):
                 bar.update(len(chunk))
-                acc.add(stay_pos.loc[chunk["stay_id"]].to_numpy(), chunk)
+                found = np.searchsorted(stay_ids, chunk["stay_id"].to_numpy(np.int64), sorter=by_id)
+                acc.add(by_id[found], chunk)
         for chunk in labs.result():
             linked = chunk.merge(subject_stays, on="subject_id")
             acc.add(linked["_pos"].to_numpy(), linked)
