@@ -71,21 +71,23 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
     Chart events are linked by ``stay_id``; lab events by ``subject_id`` and time (their
     ``hadm_id`` is often empty). An event counts only if known by the cutoff (its storetime).
     """
-    acc = _HourlyAccumulator(stays, config.window_hours)
+    chart, lab = (_HourlyAccumulator(stays, config.window_hours) for _ in range(2))
     stay_ids = stays["stay_id"].to_numpy(np.int64)
     by_id = np.argsort(stay_ids)
     subject_stays = pd.DataFrame({"subject_id": stays["subject_id"].to_numpy(),
                                   "_pos": np.arange(len(stays))})
-    lab_cols = ["subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"]
 
-    def kept_lab_events() -> list[pd.DataFrame]:  # the cohort's rows only: bounded by the cohort
-        return list(iter_table_chunks(mimic_iv, TABLES["labevents"], usecols=lab_cols,
-                                      keep={"itemid": LAB_ITEMIDS,
-                                            "subject_id": set(subject_stays["subject_id"])}))
+    def add_lab_events() -> None:
+        cols = ["subject_id", "itemid", "charttime", "storetime", "valuenum", "valueuom"]
+        for chunk in iter_table_chunks(mimic_iv, TABLES["labevents"], usecols=cols,
+                                       keep={"itemid": LAB_ITEMIDS,
+                                             "subject_id": set(subject_stays["subject_id"])}):
+            linked = chunk.merge(subject_stays, on="subject_id")
+            lab.add(linked["_pos"].to_numpy(), linked)
 
-    # labevents is parsed on a second core (pyarrow releases the GIL) while chartevents streams
+    # labevents streams on a second core (pyarrow releases the GIL) into its own accumulator
     with ThreadPoolExecutor(max_workers=1) as pool:
-        labs = pool.submit(kept_lab_events)
+        labs = pool.submit(add_lab_events)
         cols = ["stay_id", "charttime", "storetime", "itemid", "value", "valuenum"]
         with _progress("chartevents (cohort rows)", config.progress) as bar:
             for chunk in iter_table_chunks(mimic_iv, TABLES["chartevents"], usecols=cols,
@@ -93,8 +95,8 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
                                                  "stay_id": set(stay_ids)}):
                 bar.update(len(chunk))
                 found = np.searchsorted(stay_ids, chunk["stay_id"].to_numpy(np.int64), sorter=by_id)
-                acc.add(by_id[found], chunk)
-        for chunk in labs.result():
-            linked = chunk.merge(subject_stays, on="subject_id")
-            acc.add(linked["_pos"].to_numpy(), linked)
-    return acc.series()
+                chart.add(by_id[found], chunk)
+        labs.result()  # re-raises a lab file error here
+    chart.sums += lab.sums
+    chart.counts += lab.counts
+    return chart.series()
