@@ -97,7 +97,7 @@ def _empty(spec: TableSpec, cols: Sequence[str]) -> pd.DataFrame:
                          for c, t in _dtypes(spec, cols).items()})
 
 
-_BLOCK_BYTES = 8 << 20  # CSV bytes parsed per batch: ~100k MIMIC event rows
+_BLOCK_BYTES = 8 << 20  # CSV bytes per batch; Arrow reads ahead ~300 MB per table (4 MB: -35% RSS, +6% time)
 
 
 _TIMESTAMP = pa.timestamp("us")  # not nanoseconds: shifted MIMIC dates can run past 2262
