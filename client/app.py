@@ -15,12 +15,14 @@ from client.flower_io import (
     train_reply_content,
     withheld_evaluation_content,
 )
+from client.message_timing import MessageTimer, process_age_s
 from client.rounds.federated import local_evaluate, local_train
 from client.site.runtime import SiteRuntime, resolve_site
 from shared_model.config import model_config_from_run_config
 from shared_model.run_config import TASK
 
 app = ClientApp()
+APP_LOADED_S = process_age_s()  # process start -> this module imported (Flower's and ours)
 
 
 def _data(site: SiteRuntime, context: Context) -> SiteData:
@@ -31,10 +33,12 @@ def _data(site: SiteRuntime, context: Context) -> SiteData:
 def train(msg: Message, context: Context) -> Message:
     """Train the groups this site can inform; reply with only those and their aggregation
     weights (sample counts; a DP site's public weight)."""
+    timer = MessageTimer("train", APP_LOADED_S)
     cfg = round_config(msg)
     site = resolve_site(dict(context.node_config), cfg.sites_manifest)
     data = _data(site, context)
     model_config = model_config_from_run_config(dict(context.run_config))
+    timer.mark("data")
     if not site.dp.enabled:
         reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id,
                             site.min_cell_size)
@@ -45,7 +49,12 @@ def train(msg: Message, context: Context) -> Message:
         reply = dp_local_train(data, model_config, global_arrays(msg), cfg, site.dp,
                                FilePrivacyStore(site.privacy_dir), site.site_id,
                                site.modalities).reply
-    return Message(content=train_reply_content(reply), reply_to=msg)
+    timer.mark("train")
+    content = train_reply_content(reply)
+    timer.mark("reply")
+    if site.data_dir:
+        timer.append_to(site.data_dir)
+    return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()

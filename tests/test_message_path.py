@@ -28,7 +28,7 @@ content = RecordDict({Record.ARRAYS: to_array_record(model_to_arrays(build_model
                       Record.CONFIG: ConfigRecord(cfg.to_record())})
 meta = Metadata(run_id=1, message_id="t", src_node_id=0, dst_node_id=1, reply_to_message_id="",
                 group_id="1", created_at=time.time(), ttl=600.0, message_type="train")
-node = {"site-id": "h", "data-dir": sys.argv[1], "feature-dir": sys.argv[1],
+node = {"site-id": "h", "data-dir": sys.argv[2], "feature-dir": sys.argv[1],
         "privacy-dir": sys.argv[2]}
 reply = client.app.app(Message(content, metadata=meta),
                        Context(run_id=1, node_id=1, node_config=node, state=RecordDict(),
@@ -44,3 +44,8 @@ def test_a_training_message_loads_no_heavy_library(synth_features: Path, tmp_pat
                          cwd=REPO, check=True, capture_output=True, text=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == {"import": [], "train": []}, loaded
+    # the site-local timing line (never sent): where this message's time went
+    timing = json.loads((tmp_path / "message-timing.jsonl").read_text())
+    assert timing["kind"] == "train"
+    assert 0 < timing["start_to_app_loaded_s"] <= timing["start_to_handler_s"]
+    assert all(timing[f"{step}_s"] >= 0 for step in ("data", "train", "reply"))

@@ -29,6 +29,7 @@ class SiteRuntime:
     dp: DPSettings = DPSettings()
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)  # as the site declares
     min_cell_size: int = MIN_CELL_SIZE  # no value derived from fewer patients leaves the site
+    data_dir: Path | None = None  # the site's samples folder (site-local logs go here)
 
 
 def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "") -> SiteRuntime:
@@ -58,7 +59,7 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
                        DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities,
-                       min_cell)
+                       min_cell, data_dir)
 
 
 def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
