@@ -17,7 +17,6 @@ own time to fetch the message and to send the reply lies outside the process and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -31,15 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "deploy"))  # deploy/ holds scripts, not a package
+
+import rehearsal as reh  # noqa: E402
+
 from client.message_timing import TIMING_FILE  # noqa: E402
-
-
-def _rehearsal_module():
-    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "deploy" / "rehearsal.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rehearsal"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def import_seconds(module: str, repeats: int = 3) -> float:
@@ -61,7 +56,6 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=2000)
     args = parser.parse_args()
     torch_s, app_s = import_seconds("torch"), import_seconds("client.app")
-    reh = _rehearsal_module()
     for stale in ("ca", "certs", "hospitals", "logs", "superlink-state", "flwr-home"):
         shutil.rmtree(args.workdir / stale, ignore_errors=True)  # a fresh coordinator each run
     samples = reh.synthetic_sites(args.workdir, args.sites, args.patients)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,15 +17,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_rehearsal():
-    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "deploy" / "rehearsal.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rehearsal"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-reh = _load_rehearsal()
+sys.path.insert(0, str(REPO / "deploy"))  # deploy/ holds scripts, not a package
+import rehearsal as reh  # noqa: E402
 
 
 def _leftovers(workdir: Path) -> int:
