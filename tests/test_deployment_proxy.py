@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from client.errors import MoeHealthInputError
+from client.site.config import SiteConfig
+from client.site.registration import check_node_registration
 from tests.test_deployment import REPO, reh
 
 pytestmark = [pytest.mark.slow,
@@ -52,7 +55,11 @@ def test_only_the_fleet_api_is_reachable_from_hospitals(tmp_path: Path, hospital
             assert done.returncode != 0, (proxy, args, done.stdout[-500:])
         assert r.nodes() == []  # checked by the operator on loopback: the rogue registered nothing
 
-        r.hospital("hospital-0", hospital_data[0])  # registered, with a signed client certificate
+        registered = r.hospital("hospital-0", hospital_data[0])  # with a signed client certificate
+        assert "is registered" in check_node_registration(SiteConfig.load(registered))
+        unknown = r.hospital("hospital-x", hospital_data[0], register=False)
+        with pytest.raises(MoeHealthInputError, match="does not know node key .*hospital-x.key"):
+            check_node_registration(SiteConfig.load(unknown))
         keys, ca = tmp_path / "hospitals" / "hospital-0", tmp_path / "ca" / "ca.crt"
         cert = (keys / "hospital-0.crt", keys / "hospital-0.tls.key")
         port = r.proxies["proxy"]

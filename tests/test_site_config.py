@@ -12,6 +12,16 @@ from client.site.config import SiteConfig
 from moehealth.cli import main
 
 
+def _ec_node_key() -> bytes:
+    """What deploy/scripts/make-node-key.sh writes (ssh-keygen -t ecdsa -b 384)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption())
+
+
 @pytest.fixture()
 def site_yaml(tmp_path: Path, synth_cohort) -> Path:
     from client.data.sites import SplitConfig, assign_splits, write_site_samples
@@ -20,7 +30,7 @@ def site_yaml(tmp_path: Path, synth_cohort) -> Path:
     samples.attrs = synth_cohort.attrs
     write_site_samples(samples, tmp_path / "samples")
     (tmp_path / "ca.crt").write_text("cert")
-    (tmp_path / "h.key").write_text("key")
+    (tmp_path / "h.key").write_bytes(_ec_node_key())
     config = {"site_id": "hospital-a", "work_dir": str(tmp_path / "work"),
               "data": {"samples_dir": str(tmp_path / "samples")},
               "modalities": ["ehr", "notes"],
@@ -81,6 +91,10 @@ def test_site_check_offline(site_yaml: Path, capsys) -> None:
     assert main(["site", "check", "--offline", str(site_yaml)]) == 0
     out = capsys.readouterr().out
     assert "[ok] config: site hospital-a" in out and "[ok] data, cohort and features" in out
+    assert "[ok] node key: EC secp384r1 key, SHA256:" in out
+    (site_yaml.parent / "h.key").write_text("not a key")
+    assert main(["site", "check", "--offline", str(site_yaml)]) == 2
+    assert "[FAIL] node key: " in capsys.readouterr().out
     bad = _edit(site_yaml, superlink__address="nothing")
     assert main(["site", "check", "--offline", str(bad)]) == 2  # an input error, as elsewhere
     assert "[FAIL] config" in capsys.readouterr().out

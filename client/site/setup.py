@@ -20,6 +20,7 @@ from client.features.cache import EncoderConfig, build_site_features
 from client.mimic.cohort import MimicRoots, build_cohort
 from client.mimic.config import CohortConfig
 from client.site.config import SiteConfig
+from client.site.registration import check_node_registration, describe_node_key
 
 
 def prepare_site(config: SiteConfig, progress: bool = True) -> Path:
@@ -99,6 +100,9 @@ def check_site(path: Path, connect: bool = True) -> list[CheckResult]:
         splits = ", ".join(f"{k} {v}" for k, v in samples["split"].value_counts().items())
         return f"{len(samples)} samples ({splits}); features in {cache}"
 
-    if step("config", load) and step("data, cohort and features", features) and connect:
-        step("SuperLink connection", lambda: check_superlink(holder["config"]), input_check=False)
+    if step("config", load) and step("data, cohort and features", features) and \
+            step("node key", lambda: describe_node_key(holder["config"])) and connect and \
+            step("SuperLink connection", lambda: check_superlink(holder["config"]), input_check=False):
+        step("node key registered", lambda: check_node_registration(holder["config"]),
+             input_check=False)
     return results
