@@ -61,9 +61,17 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global model on the site's validation and test splits. A DP site sends no
     metrics unless it chose to (they are not covered by its DP guarantee)."""
+    timer = MessageTimer("evaluate", APP_LOADED_S)
     site = resolve_site(dict(context.node_config), evaluate_config(msg).sites_manifest)
     if site.dp.enabled and not site.dp.share_evaluation:
         return Message(content=withheld_evaluation_content(site.site_id), reply_to=msg)
-    reply = local_evaluate(_data(site, context), model_config_from_run_config(dict(context.run_config)),
+    data = _data(site, context)
+    timer.mark("data")
+    reply = local_evaluate(data, model_config_from_run_config(dict(context.run_config)),
                            global_arrays(msg), site.site_id, site.min_cell_size)
-    return Message(content=evaluate_reply_content(reply), reply_to=msg)
+    timer.mark("evaluate")
+    content = evaluate_reply_content(reply)
+    timer.mark("reply")
+    if site.data_dir:
+        timer.append_to(site.data_dir)
+    return Message(content=content, reply_to=msg)

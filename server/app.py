@@ -113,9 +113,10 @@ def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int,
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0 or not settings.evaluates(server_round + offset):
             return None
+        started = time.perf_counter()
         result = evaluate(from_array_record(arrays))
         run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
-                                    **result})
+                                    **result, "seconds": round(time.perf_counter() - started, 3)})
         return MetricRecord({k: v for k, v in result.items() if not isinstance(v, list)})
 
     return evaluate_fn

@@ -4,7 +4,8 @@ Layout::
 
     RUN_DIR/config.json             run-config of the run
     RUN_DIR/rounds.jsonl            one line per round: phase, aggregated metrics, contributors
-                                    per group, rejected/declined sites, bytes received per site
+                                    per group, rejected/declined sites, bytes received per site,
+                                    seconds per phase (sites' replies, aggregation)
     RUN_DIR/site_metrics.jsonl      one line per round and site: train and evaluation metrics
     RUN_DIR/checkpoints/round-NNN.safetensors   global model (+ server optimizer state)
     RUN_DIR/checkpoints/latest.json             last complete checkpoint (round, file, state)

@@ -9,6 +9,7 @@ goes on. A train round is four named steps: collect, aggregate, record, checkpoi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -88,6 +89,7 @@ class ModalityAwareStrategy(FedAvg):
         self._sampled: set[int] = set()  # node ids sent the current round's messages
         self._evaluating = True  # whether this round's evaluation was sent (evaluate-every)
         self._untrimmed_groups: set[str] = set()
+        self._sent_at = 0.0  # when this phase's messages were handed to Flower (perf_counter)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -97,21 +99,31 @@ class ModalityAwareStrategy(FedAvg):
         messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
                                                        grid), rnd)
         self._sampled = {m.metadata.dst_node_id for m in messages}
+        self._sent_at = time.perf_counter()
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = server_round + self.round_offset
+        seconds = self._seconds_since_sent()
         collected = self.collect(rnd, replies)
         if collected.updates:
             self.trained_rounds.append(rnd)
         else:
             log.error("round %d: no site contributed an update; the global model is unchanged", rnd)
+        started = time.perf_counter()
         new, contributors = self.aggregate(collected)
-        loss = self.record_train_round(rnd, collected, contributors)
+        seconds["aggregate"] = round(time.perf_counter() - started, 3)
+        loss = self.record_train_round(rnd, collected, contributors, seconds)
         self.checkpoint(rnd, new)
         self.current = new
         return to_array_record(new), MetricRecord({TRAIN_LOSS: loss, "sites": len(collected.updates)})
+
+    def _seconds_since_sent(self) -> dict[str, float]:
+        """``sent_at``: wall-clock time the phase's messages went out; ``sites``: seconds until
+        the replies were back (delivery, the sites' work, the replies)."""
+        elapsed = time.perf_counter() - self._sent_at
+        return {"sent_at": round(time.time() - elapsed, 3), "sites": round(elapsed, 3)}
 
     def collect(self, rnd: int, replies: Iterable[Message]) -> CollectedRound:
         """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""
@@ -182,8 +194,10 @@ class ModalityAwareStrategy(FedAvg):
                             min_trimmed_contributors(self.settings.trim_fraction))
 
     def record_train_round(self, rnd: int, collected: CollectedRound,
-                           contributors: dict[str, dict[str, int]]) -> float:
-        """Ledger rows, per-site training metrics and the round's line in rounds.jsonl."""
+                           contributors: dict[str, dict[str, int]],
+                           seconds: dict[str, float] | None = None) -> float:
+        """Ledger rows, per-site training metrics and the round's line in rounds.jsonl
+        (``seconds``: messages handed to Flower -> replies back, and the aggregation)."""
         for row in collected.ledger_rows:
             self.run.append("privacy_ledger.jsonl", row)
         for site, reply in collected.replies.items():
@@ -195,7 +209,7 @@ class ModalityAwareStrategy(FedAvg):
             "contributors": contributors, "rejected": collected.rejected,
             "declined": collected.declined, "no_reply": collected.no_reply,
             "bytes_received": collected.bytes_received,
-            "accepted": sorted(collected.replies), "train_loss": loss})
+            "accepted": sorted(collected.replies), "train_loss": loss, "seconds": seconds or {}})
         return loss
 
     def checkpoint(self, rnd: int, arrays: dict[str, np.ndarray]) -> None:
@@ -212,6 +226,7 @@ class ModalityAwareStrategy(FedAvg):
         record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
         messages = _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
         self._sampled = {m.metadata.dst_node_id for m in messages}
+        self._sent_at = time.perf_counter()
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -219,6 +234,7 @@ class ModalityAwareStrategy(FedAvg):
         rnd = server_round + self.round_offset
         if not self._evaluating:
             return None
+        seconds = self._seconds_since_sent()
         replies = list(replies)
         valid, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
         per_site: dict[str, EvaluateReply] = {}
@@ -240,7 +256,7 @@ class ModalityAwareStrategy(FedAvg):
         warn_misrouting(rnd, health)
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
                                          "gate": health, "rejected": refused,
-                                         "no_reply": self._silent(replies)})
+                                         "no_reply": self._silent(replies), "seconds": seconds})
         self.last_site_eval = per_site
         return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
 

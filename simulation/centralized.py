@@ -37,6 +37,7 @@ class CentralizedResult:
     seconds: float
     routing: dict
     test_probs: np.ndarray
+    timings: dict[str, float]  # seconds: expert pre-training, training, validation, test
 
 
 def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
@@ -59,18 +60,30 @@ def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainCo
     than a validation AUROC on few positives), report on the test split (of ``test_data`` when
     given, e.g. an independent test population)."""
     started = time.perf_counter()
+    timings = dict.fromkeys(("pretrain", "train", "validation", "test"), 0.0)
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] += now - clock
+        clock = now
+
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     model = build_model(model_config).to(device)
     if pretrain:
         pretrain_experts(model, data, config, device)
+    lap("pretrain")
     optimizer = make_optimizer(model.parameters(), config)
     loader = make_loader(data.subset("train"), config.batch_size, config.seed + 1)
     val = data.subset("val")
     best, best_state, stale, epoch = np.inf, copy.deepcopy(model.state_dict()), 0, 0
     for epoch in range(1, config.max_epochs + 1):
         loss = train_epoch(model, loader, optimizer, config, device)
+        lap("train")
         val_loss = evaluate_predictions(predict(model, val, device))["loss"]
+        lap("validation")
         log.debug("epoch %d loss %.4f val loss %.4f", epoch, loss, val_loss)
         if val_loss < best:
             best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
@@ -82,9 +95,11 @@ def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainCo
     val_pred = predict(model, val, device)
     val_metrics = evaluate_predictions(val_pred)
     threshold = best_f1_threshold(val_pred.labels, val_pred.probs)
+    lap("validation")
     test_pred = predict(model, (test_data or data).subset("test"), device)
     test = evaluate_predictions(test_pred, threshold)
     test["threshold"] = threshold
+    lap("test")
     return CentralizedResult(model, test, val_metrics["auroc"], val_metrics["loss"], epoch,
                              time.perf_counter() - started,
-                             routing_table(test_pred), test_pred.probs)
+                             routing_table(test_pred), test_pred.probs, timings)

@@ -83,19 +83,20 @@ def _encode_column(encode, items: list[str], dim: int, batch: int, desc: str, pr
 def build_site_features(samples: pd.DataFrame, site: str, config: EncoderConfig,
                         cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Return the directory of a valid feature cache for ``samples``, building it if needed."""
-    from client.features.image import ImageEncoder
-    from client.features.text import TextEncoder
+    from client.features.image import ImageEncoder, image_encoder_identity
+    from client.features.text import TextEncoder, text_encoder_identity
 
     if samples.empty:
         raise SiteDataError(f"site '{site}' has zero samples: nothing to encode")
-    device = config.torch_device()
-    text = TextEncoder(config.text_model_path, max_tokens=config.text_max_tokens, device=device)
-    image = ImageEncoder(config.image_weights, image_size=config.image_size, device=device)
-    key = site_cache_key(samples, text.identity, image.identity)
+    key = site_cache_key(samples, text_encoder_identity(config.text_model_path, config.text_max_tokens),
+                         image_encoder_identity(config.image_weights, config.image_size))
     target = (cache_dir or default_cache_dir()) / "features" / site / key
     if (target / MANIFEST_FILE).is_file():
         log.info("site %s: feature cache %s is valid, reusing it", site, target)
         return target
+    device = config.torch_device()  # the encoders are loaded only when something is encoded
+    text = TextEncoder(config.text_model_path, max_tokens=config.text_max_tokens, device=device)
+    image = ImageEncoder(config.image_weights, image_size=config.image_size, device=device)
     started = time.perf_counter()
     notes_mask = samples["has_notes"].to_numpy(bool)
     cxr_mask = samples["has_cxr"].to_numpy(bool)

