@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def _jsonl(path: Path) -> list[dict]:
 def federated(workdir: Path, data: FederationData, config: dict, name: str) -> dict[str, float]:
     """One `flwr run`; its timeline in seconds."""
     run_dir = workdir / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the benchmark runs
     started = time.time()
     with local_simulation(workdir / "flwr" / name) as sim:
         outcome = sim.run({**config, "run-dir": str(run_dir)}, num_supernodes=data.num_sites,

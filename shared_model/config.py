@@ -10,6 +10,7 @@ from shared_model.modalities import MODALITIES, Modality
 FUSIONS = ("moe", "mlp")
 MISSING = ("learned", "zero")
 GATES = ("learned", "uniform")
+GATE_MASKS = ("none", "available")
 BALANCE = ("switch", "kl")
 
 
@@ -20,8 +21,10 @@ class ModelConfig:
     ``fusion="mlp"`` is the single-MLP fusion baseline (``head.*`` instead of gate and experts);
     ``modalities`` restricts the inputs (unimodal baselines); ``missing="zero"`` replaces the
     learnable indicator embeddings by zero padding; ``gate="uniform"`` is the static gate;
-    ``top_k=1`` is top-1 routing. ``lstm="dp"`` builds Opacus' DPLSTM (same parameter names and
-    shapes as ``nn.LSTM``), needed for DP-SGD.
+    ``top_k=1`` is top-1 routing. ``gate_mask="available"`` lets the gate choose only experts
+    whose modality combination the sample has (``"none"``: any expert, as in the paper).
+    ``lstm="dp"`` builds Opacus' DPLSTM (same parameter names and shapes as ``nn.LSTM``),
+    needed for DP-SGD.
     """
 
     ehr_variables: int = 17
@@ -38,6 +41,7 @@ class ModelConfig:
     fusion: str = "moe"
     missing: str = "learned"
     gate: str = "learned"
+    gate_mask: str = "none"
     balance: str = "switch"
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)
     lstm: str = "torch"
@@ -46,7 +50,7 @@ class ModelConfig:
         mods = tuple(Modality.parse(m).value for m in self.modalities)
         object.__setattr__(self, "modalities", tuple(m.value for m in MODALITIES if m.value in mods))
         for name, allowed in (("fusion", FUSIONS), ("missing", MISSING), ("gate", GATES),
-                              ("balance", BALANCE), ("lstm", ("torch", "dp"))):
+                              ("gate_mask", GATE_MASKS), ("balance", BALANCE), ("lstm", ("torch", "dp"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.modalities:

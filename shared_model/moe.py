@@ -24,6 +24,10 @@ Phase = Literal["pretrain", "joint"]
 _BITS_TO_COMBO = [-1] + [COMBINATIONS.index("+".join(
     m.value for i, m in enumerate(MODALITIES) if bits >> i & 1)) for bits in range(1, 8)]
 
+# [E, M]: 1 where expert (combination) e uses modality m
+_COMBO_USES = torch.tensor([[float(m.value in combo.split("+")) for m in MODALITIES]
+                            for combo in COMBINATIONS])
+
 
 @dataclass
 class MoEOutput:
@@ -106,17 +110,33 @@ class MoEHealth(nn.Module):
         if self.phase == "pretrain":
             own = nn.functional.one_hot(combo.clamp(min=0), len(COMBINATIONS)).to(z.dtype)
             return MoEOutput((expert_logits * own).sum(-1), None, own, combo.unsqueeze(-1), combo)
-        probs, weights, chosen = self.route(z)
+        probs, weights, chosen = self.route(z, self._allowed(available))
         return MoEOutput((expert_logits * weights).sum(-1), probs, weights, chosen, combo)
 
-    def route(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gate probabilities, top-k weights renormalized to sum to 1, and chosen experts."""
+    def _allowed(self, available: torch.Tensor) -> torch.Tensor | None:
+        """[B, E] True where the expert's combination uses only modalities the sample has
+        (``gate_mask="available"``); None: every expert allowed."""
+        if self.config.gate_mask == "none":
+            return None
+        lacks = (available <= 0.5).to(available.dtype)  # [B, M]
+        allowed = (lacks @ _COMBO_USES.to(available.device, available.dtype).T) == 0
+        return allowed | ~allowed.any(-1, keepdim=True)  # no modality at all: any expert
+
+    def route(self, z: torch.Tensor, allowed: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gate probabilities (over the ``allowed`` experts), top-k weights renormalized to sum
+        to 1, and chosen experts."""
         n = len(COMBINATIONS)
         if self.config.gate == "uniform":
-            probs = torch.full((z.shape[0], n), 1.0 / n, device=z.device, dtype=z.dtype)
+            scores = torch.zeros((z.shape[0], n), device=z.device, dtype=z.dtype)
+        else:
+            scores = self.gate(z)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        if self.config.gate == "uniform":
             chosen = torch.arange(n, device=z.device).expand(z.shape[0], n)
             return probs, probs, chosen
-        probs = torch.softmax(self.gate(z), dim=-1)
         top, chosen = probs.topk(self.config.top_k, dim=-1)
         weights = torch.zeros_like(probs).scatter(-1, chosen, top / top.sum(-1, keepdim=True))
         return probs, weights, chosen
