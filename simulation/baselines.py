@@ -33,6 +33,8 @@ VARIANTS: dict[str, Variant] = {
                               False),
     "unimodal-cxr": Variant("chest X-ray only, MLP head", {"fusion": "mlp", "modalities": ("cxr",)},
                             False),
+    "moe-health-masked": Variant("MoE-Health, the gate restricted to experts of the modalities "
+                                 "the sample has", {"gate_mask": "available"}),
     "mlp-fusion": Variant("single-MLP fusion, no experts", {"fusion": "mlp"}, False),
     "no-missing-indicator": Variant("zero padding instead of learned indicators",
                                     {"missing": "zero"}),

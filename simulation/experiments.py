@@ -20,17 +20,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from client.data.dataset import SiteData, concat_sites
-from client.rounds.evaluation import evaluate_predictions
+from client.data.dataset import SiteData
 from client.rounds.training import TrainConfig, predict, resolve_device
+from server.run_dir import RunDirectory
 from server.settings import FederationSettings
-from shared_model import ModelConfig
+from shared_model import ModelConfig, build_model
+from shared_model.bootstrap import RankedScores
+from shared_model.moe import MoEHealth
+from shared_model.params import load_arrays
 from shared_model.protocol import pooled_key, split_key
 from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS
+from simulation.bootstrap import auroc_interval, paired_difference
 from simulation.centralized import train_centralized
 from simulation.local_superlink import local_simulation
-from simulation.oracle import REACHABLE, oracle_auroc
 from simulation.prepare import FederationData, prepare_sites
+from simulation.tabular_baselines import benchmark_splits, ceiling_scores
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +89,7 @@ def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: d
     if progress:
         progress.start(name)
     run_dir = workdir / "runs" / name
-    config = {**budget.run_config(), "data.num-sites": data.num_sites,
-              "data.patients": data.patients, "data.seed": data.seed, "data.scheme": data.scheme,
-              "data.dir": str(data.data_dir), "run-dir": str(run_dir), **extra}
+    config = {**budget.run_config(), **data.run_config(), "run-dir": str(run_dir), **extra}
     with local_simulation(workdir / "flwr" / name) as sim:
         outcome = sim.run(config, num_supernodes=data.num_sites, timeout=3600)
     if not outcome.ok:
@@ -111,54 +113,79 @@ def _sites(data: FederationData, task: str) -> dict[str, SiteData]:
     return {s: SiteData.load(d, task, s) for s, d in prepare_sites(data).items()}
 
 
-def _auroc(model, data: SiteData) -> float:
-    return float(evaluate_predictions(predict(model, data.subset("test"), resolve_device()))["auroc"])
+def _test_probs(model: MoEHealth, test: SiteData) -> np.ndarray:
+    return predict(model, test.subset("test"), resolve_device()).probs
+
+
+def federated_model(run_dir: Path, model_config: ModelConfig) -> MoEHealth:
+    """The global model of a run's last intact checkpoint."""
+    _, arrays, _, _ = RunDirectory(run_dir).load_latest()
+    model = build_model(model_config)
+    load_arrays(model, arrays)
+    return model
 
 
 def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: Iterable[int],
                   budget: Budget = Budget()) -> pd.DataFrame:
-    """Experiment 1: federated vs pooled (centralized) vs local-only, per task and seed."""
-    rows = []
+    """Experiment 1: federated vs pooled (centralized) vs each site alone, per task and seed, all
+    scored on one test set (the independent test population when the federation has one) with
+    95% bootstrap intervals; paired differences in ``paired.md``."""
+    rows, paired = [], []
     tasks, seeds = list(tasks), list(seeds)
     progress = Progress(len(tasks) * len(seeds), "fl-vs-central")
     for task in tasks:
+        splits = benchmark_splits(data, task)
         sites = _sites(data, task)
-        pooled = concat_sites(list(sites.values()))
-        test_mask = pooled.split == "test"
-        oracle = oracle_auroc(data.oracle_csv(), pooled.stay_id[test_mask],
-                              pooled.labels.numpy()[test_mask], task)
-        reachable = oracle_auroc(data.oracle_csv(), pooled.stay_id[test_mask],
-                                 pooled.labels.numpy()[test_mask], task, REACHABLE)
-        ceilings = {"reachable_auroc": reachable, "oracle_auroc": oracle}
+        labels = splits.labels()
+        reachable = ceiling_scores(splits).get("reachable ceiling, all modalities")
+        base = {"task": task, "test_set": f"{splits.test_name} (n {len(labels)}, positives "
+                                          f"{int(labels.sum())})",
+                "reachable_auroc": auroc_interval(labels, reachable).value
+                if reachable is not None else math.nan}
         for seed in seeds:
             fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"{task}-seed{seed}",
                                 progress)
-            rows.append({"task": task, "seed": seed, "setting": "federated",
-                         "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean_site_auroc(fl),
-                         "seconds": fl["seconds"], **ceilings})
+            scores = {"federated": _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
+                                               splits.test)}
+            seconds = {"federated": fl["seconds"]}
             started = time.perf_counter()
-            central = train_centralized(pooled, ModelConfig(), budget.train_config(task, seed))
-            per_site = [_auroc(central.model, s) for s in sites.values()]
-            rows.append({"task": task, "seed": seed, "setting": "pooled (centralized)",
-                         "pooled_test_auroc": central.test["auroc"],
-                         "mean_site_test_auroc": _mean(per_site),
-                         "seconds": time.perf_counter() - started, **ceilings})
-            started = time.perf_counter()
-            local_own, local_pooled = [], []
-            for site in sites.values():
-                local = train_centralized(site, ModelConfig(), budget.train_config(task, seed))
-                local_own.append(local.test["auroc"])
-                local_pooled.append(_auroc(local.model, pooled))
-            rows.append({"task": task, "seed": seed, "setting": "local-only (mean over sites)",
-                         "pooled_test_auroc": _mean(local_pooled),
-                         "mean_site_test_auroc": _mean(local_own),
-                         "seconds": time.perf_counter() - started, **ceilings})
+            central = train_centralized(splits.pooled, ModelConfig(),
+                                        budget.train_config(task, seed), test_data=splits.test)
+            scores["pooled (centralized)"] = central.test_probs
+            seconds["pooled (centralized)"] = time.perf_counter() - started
+            for name, site in sites.items():
+                started = time.perf_counter()
+                local = train_centralized(site, ModelConfig(), budget.train_config(task, seed),
+                                          test_data=splits.test)
+                scores[f"local-only {name}"] = local.test_probs
+                seconds[f"local-only {name}"] = time.perf_counter() - started
+            for setting, probs in scores.items():
+                interval = auroc_interval(labels, probs)
+                rows.append({**base, "seed": seed, "setting": setting, "test_auroc": interval.value,
+                             "low": interval.low, "high": interval.high,
+                             "seconds": seconds[setting]})
+            best_local = max((k for k in scores if k.startswith("local-only")),
+                             key=lambda k: RankedScores(labels, scores[k]).auroc())
+            for other in ("pooled (centralized)", best_local):
+                diff = paired_difference(labels, scores["federated"], scores[other])
+                paired.append(f"| {task} | {seed} | federated - {other} | {diff.signed()} | "
+                              f"{'yes' if diff.excludes_zero() else 'no'} |")
             log.info("%s seed %d done", task, seed)
     frame = pd.DataFrame(rows)
-    frame["fraction_of_reachable"] = frame["pooled_test_auroc"] / frame["reachable_auroc"]
-    write_results(out, frame, ["task", "setting"], "pooled_test_auroc",
-                  "Federated vs pooled vs local-only (pooled test AUROC)")
+    frame["fraction_of_reachable"] = frame["test_auroc"] / frame["reachable_auroc"]
+    write_results(out, frame.drop(columns=["test_set"]), ["task", "setting"], "test_auroc",
+                  "Federated vs pooled vs local-only (test AUROC)")
+    intervals = [f"| {r.task} | {r.test_set} | {r.setting} | {r.seed} | {r.test_auroc:.3f} "
+                 f"[{r.low:.3f}, {r.high:.3f}] | {r.fraction_of_reachable:.3f} |"
+                 for r in frame.itertuples()]
+    (out / "paired.md").write_text("\n".join([
+        "# Federated vs pooled vs local-only: every model with its 95% bootstrap interval", "",
+        "| task | test set | setting | seed | AUROC [95% CI] | fraction of reachable ceiling |",
+        "|---|---|---|---|---|---|", *intervals, "",
+        "Paired differences on the same test stays (95% paired bootstrap interval) against the "
+        "pooled model and against the best single-site model on this test set.", "",
+        "| task | seed | comparison | AUROC difference [95% CI] | interval excludes 0 |",
+        "|---|---|---|---|---|", *paired]) + "\n")
     return frame
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,6 +132,20 @@ class FederationData:
                              f"DenseNet-121 state dict file, got {self.image_encoder!r}")
         if self.image_size < 32:
             raise ValueError(f"data.image-size must be at least 32, got {self.image_size}")
+
+    def run_config(self) -> dict[str, Any]:
+        """The ``data.*`` run-config keys that reproduce this data configuration in `flwr run`
+        (the inverse of :meth:`from_run_config`)."""
+        def plain(value: Any) -> Any:
+            if value is None:
+                return ""
+            return value.value if isinstance(value, Enum) else str(value) \
+                if isinstance(value, Path) else value
+
+        out = {DATA_PREFIX + key: plain(getattr(self, field_)) for key, field_ in self.KEYS.items()}
+        out[DATA_PREFIX + "profile"] = ("none" if self.profile is None else "default"
+                                        if self.profile == DEFAULT_PROFILE else str(self.profile))
+        return out
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationData:
