@@ -29,12 +29,12 @@ from shared_model.bootstrap import RankedScores
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays
 from shared_model.protocol import pooled_key, split_key
-from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS
+from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
 from simulation.bootstrap import auroc_interval, paired_difference
 from simulation.centralized import train_centralized
 from simulation.local_superlink import local_simulation
 from simulation.prepare import FederationData, prepare_sites
-from simulation.tabular_baselines import benchmark_splits, ceiling_scores
+from simulation.tabular_baselines import BenchmarkSplits, benchmark_splits, ceiling_scores
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,40 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
     return frame
 
 
+def _scored_runs(task: str, data: FederationData) -> tuple[BenchmarkSplits, np.ndarray]:
+    splits = benchmark_splits(data, task)
+    return splits, splits.labels()
+
+
+def _paired_lines(labels: np.ndarray, scores: dict[str, np.ndarray],
+                  pairs: Iterable[tuple[str, str]], prefix: str) -> list[str]:
+    """Markdown rows ``| prefix | a - b | difference [95% CI] | excludes 0 |``."""
+    out = []
+    for first, second in pairs:
+        diff = paired_difference(labels, scores[first], scores[second])
+        out.append(f"| {prefix} | {first} - {second} | {diff.signed()} | "
+                   f"{'yes' if diff.excludes_zero() else 'no'} |")
+    return out
+
+
+def _write_intervals(out: Path, title: str, test_set: str, rows: list[dict], key: str,
+                     paired: list[str], prefix_header: str) -> None:
+    """``paired.md``: each run's test AUROC with its interval, then the paired differences."""
+    lines = [f"# {title}", "", f"Test set: {test_set}.", "",
+             f"| {key} | seed | AUROC [95% CI] |", "|---|---|---|"]
+    lines += [f"| {r[key]} | {r['seed']} | {r['test_auroc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] |"
+              for r in rows]
+    lines += ["", "Paired differences on the same test stays (95% paired bootstrap interval).", "",
+              f"| {prefix_header} | comparison | AUROC difference [95% CI] | interval excludes 0 |",
+              "|---|---|---|---|", *paired]
+    (out / "paired.md").write_text("\n".join(lines) + "\n")
+
+
+def _interval_row(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    interval = auroc_interval(labels, probs)
+    return {"test_auroc": interval.value, "low": interval.low, "high": interval.high}
+
+
 def _mean_site_auroc(fl: dict) -> float:
     """Mean over sites of the final global model's test AUROC in a federated run."""
     return _mean(m.get(split_key("test", "auroc")) for m in fl["per_site"].values())
@@ -278,36 +312,52 @@ def _final_epsilons(run_dir: Path) -> dict[str, float]:
 
 def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
                         task: str = "mortality", budget: Budget = Budget()) -> pd.DataFrame:
-    """Experiment 2: the paper's ablations, trained federatedly."""
-    rows = []
+    """Experiment 2: the paper's ablations, trained federatedly; each scored with its interval
+    and paired against MoE-Health of the same seed (``paired.md``)."""
+    rows, paired = [], []
     seeds = list(seeds)
+    splits, labels = _scored_runs(task, data)
     progress = Progress(len(FEDERATED_ABLATIONS) * len(seeds), "ablations")
-    for name in FEDERATED_ABLATIONS:
-        for seed in seeds:
+    for seed in seeds:
+        scores = {}
+        for name in FEDERATED_ABLATIONS:
             fl = run_federation(out, data, budget,
                                 {"task": task, "seed": seed, **VARIANTS[name].run_config()},
                                 f"{name}-seed{seed}", progress)
-            rows.append({"variant": name, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean_site_auroc(fl),
-                         "seconds": fl["seconds"]})
+            scores[name] = _test_probs(federated_model(Path(fl["run_dir"]),
+                                                       variant_model_config(name)), splits.test)
+            rows.append({"variant": name, "seed": seed, **_interval_row(labels, scores[name]),
+                         "mean_site_test_auroc": _mean_site_auroc(fl), "seconds": fl["seconds"]})
+        reference = FEDERATED_ABLATIONS[0]
+        paired += _paired_lines(labels, scores, [(reference, n) for n in FEDERATED_ABLATIONS[1:]],
+                                f"seed {seed}")
     frame = pd.DataFrame(rows)
-    write_results(out, frame, ["variant"], "pooled_test_auroc",
-                  f"Federated ablations ({task}): pooled test AUROC")
+    write_results(out, frame.drop(columns=["low", "high"]), ["variant"], "test_auroc",
+                  f"Federated ablations ({task}): test AUROC")
+    _write_intervals(out, f"Federated ablations ({task})", _test_set_name(splits, labels), rows,
+                     "variant", paired, "seed")
     return frame
+
+
+def _test_set_name(splits: BenchmarkSplits, labels: np.ndarray) -> str:
+    return f"{splits.test_name} (n {len(labels)}, positives {int(labels.sum())})"
 
 
 def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int],
                   seeds: Iterable[int], task: str = "mortality",
                   budget: Budget = Budget()) -> pd.DataFrame:
     """Experiment 3: k sites lack chest X-rays (the first k) and k lack notes (the last k);
-    modality-aware aggregation vs plain FedAvg over all parameters."""
+    modality-aware aggregation vs plain FedAvg over all parameters, paired per seed. Every run is
+    scored on the test set of the unmodified federation (the independent test population of the
+    benchmark preset), so all stays keep their modalities there."""
     import dataclasses
 
     import yaml
 
-    rows = []
+    rows, paired = [], []
     missing_counts, seeds = list(missing_counts), list(seeds)
     progress = Progress(len(missing_counts) * 2 * len(seeds), "heterogeneity")
+    splits, labels = _scored_runs(task, data)  # the test set does not depend on the profile
     for k in missing_counts:
         profile = out / "profiles" / f"missing-{k}.yaml"
         profile.parent.mkdir(parents=True, exist_ok=True)
@@ -318,19 +368,28 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
             sites.setdefault(last, {"drop_modalities": []})["drop_modalities"].append("notes")
         profile.write_text(yaml.safe_dump({"sites": sites}))
         variant = dataclasses.replace(data, profile=profile)
-        for rule in ("modality-aware", "fedavg-all"):
-            for seed in seeds:
+        for seed in seeds:
+            scores = {}
+            for rule in ("modality-aware", "fedavg-all"):
                 fl = run_federation(out, variant, budget,
                                     {"task": task, "seed": seed, "aggregation-rule": rule,
                                      "data.profile": str(profile)}, f"k{k}-{rule}-seed{seed}",
                                     progress)
+                scores[rule] = _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
+                                           splits.test)
                 rows.append({"sites_missing_each": k, "aggregation": rule, "seed": seed,
-                             "pooled_test_auroc": fl["pooled_auroc"],
+                             **_interval_row(labels, scores[rule]),
                              "mean_site_test_auroc": _mean_site_auroc(fl),
                              "mean_bytes_per_site_round": fl["mean_bytes_per_site_round"],
                              "seconds": fl["seconds"]})
+            paired += _paired_lines(labels, scores, [("modality-aware", "fedavg-all")],
+                                    f"{k} sites w/o CXR, {k} w/o notes, seed {seed}")
     frame = pd.DataFrame(rows)
     frame["setting"] = [f"{k} sites w/o CXR, {k} w/o notes" for k in frame.sites_missing_each]
-    write_results(out, frame.drop(columns=["sites_missing_each"]), ["setting", "aggregation"],
-                  "pooled_test_auroc", f"Modality heterogeneity ({task}): pooled test AUROC")
+    write_results(out, frame.drop(columns=["sites_missing_each", "low", "high"]),
+                  ["setting", "aggregation"], "test_auroc",
+                  f"Modality heterogeneity ({task}): test AUROC")
+    _write_intervals(out, f"Modality heterogeneity ({task})", _test_set_name(splits, labels),
+                     [{**r, "run": f"{r['setting']}, {r['aggregation']}"}
+                      for r in frame.to_dict("records")], "run", paired, "setting")
     return frame
