@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                              "fraction_of_reachable": res.test["auroc"] / reachable,
                                              "val_auroc": res.val_auroc, "epochs": res.epochs,
                                              "seconds": round(res.seconds, 1), "routing": res.routing}
+            _save_model(res.model, args.out / f"model-{task}-{name}.safetensors")
             if res.routing:
                 routing_heatmap(res.routing, args.out / f"routing-{task}-{name}.png",
                                 f"{name}, {task}: mean routing weight per expert")
@@ -59,6 +60,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     (args.out / "results.md").write_text(results_markdown(results))
     print(f"results written to {args.out}/results.json and results.md")
     return 0
+
+
+def _save_model(model, path: Path) -> None:
+    """The trained model as a checkpoint a federated run can start from (``init-from``)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from shared_model.params import model_to_arrays
+
+    save_file({k: np.ascontiguousarray(v) for k, v in model_to_arrays(model).items()}, str(path))
 
 
 def results_markdown(results: dict) -> str:

@@ -164,6 +164,13 @@ def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSett
 
         torch.manual_seed(settings.seed)
         arrays = model_to_arrays(build_model(model_config))
+        if settings.init_from:  # checked before the run directory holds anything of value
+            try:
+                arrays = RunDirectory.load_model(settings.init_from, arrays)
+            except ValueError:
+                run.discard_if_unstarted()
+                raise
+            print(f"moehealth: initial model from {settings.init_from}", flush=True)
     try:
         sites = simulation(run_config, run.path, start) if simulated and simulation else None
     except Exception:

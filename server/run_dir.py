@@ -132,6 +132,33 @@ class RunDirectory:
                          f"({len(candidates)} unreadable)" if candidates
                          else f"{self.path}: no checkpoint to resume from")
 
+    @staticmethod
+    def load_model(source: str | Path, expected: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model arrays of a checkpoint file or of a run directory's last intact checkpoint,
+        checked name by name and shape by shape against ``expected`` (the model of this run)."""
+        path = Path(source)
+        if path.is_dir():
+            arrays = RunDirectory(path).load_latest()[1]
+        else:
+            try:
+                arrays = {k: v for k, v in load_file(str(path)).items()
+                          if not k.startswith(OPT_PREFIX)}
+            except FileNotFoundError:
+                raise ValueError(f"init-from: {path} not found") from None
+            except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+                raise ValueError(f"init-from: {path} is not a readable checkpoint "
+                                 f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                                 ) from None
+        missing = sorted(set(expected) - set(arrays))
+        unknown = sorted(set(arrays) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(arrays) if arrays[k].shape != expected[k].shape)
+        if missing or unknown or wrong:
+            first = (missing or unknown or wrong)[0]
+            raise ValueError(f"init-from: {path} does not fit this run's model ({len(missing)} "
+                             f"missing, {len(unknown)} unknown, {len(wrong)} of another shape, "
+                             f"e.g. {first}): same model.* settings?")
+        return arrays
+
     def _latest_state(self) -> dict[str, Any] | None:
         latest = self.path / "checkpoints" / "latest.json"
         if not latest.is_file():

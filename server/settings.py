@@ -38,6 +38,7 @@ class FederationSettings:
     seed: int = 0
     run_dir: str = ""
     resume_from: str = ""
+    init_from: str = ""  # a checkpoint file or run folder whose model starts a new run
     centralized_eval: bool = True
     round_timeout: float = 3600.0
     aggregation_rule: AggregationRule = AggregationRule.MODALITY_AWARE
@@ -63,6 +64,8 @@ class FederationSettings:
             raise ValueError("trim-fraction must be in [0, 0.5)")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.init_from and self.resume_from:
+            raise ValueError("init-from starts a new run, resume-from continues one: set one")
         if self.min_sites < 1 or self.local_epochs < 1 or self.evaluate_every < 1:
             raise ValueError("min-sites, local-epochs and evaluate-every must be at least 1")
 
@@ -77,7 +80,7 @@ class FederationSettings:
         "trim-fraction": "trim_fraction", "server-optimizer": "server_optimizer",
         "server-lr": "server_lr", "proximal-mu": "proximal_mu", "min-sites": "min_sites",
         "fraction-train": "fraction_train", "seed": "seed", "run-dir": "run_dir",
-        "resume-from": "resume_from", "centralized-eval": "centralized_eval",
+        "resume-from": "resume_from", "init-from": "init_from", "centralized-eval": "centralized_eval",
         "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
         "tracking": "tracking", "site-registry": "site_registry",
         "evaluate-every": "evaluate_every",

@@ -298,3 +298,28 @@ def test_evaluate_every_skips_rounds_but_never_the_last(tmp_path: Path) -> None:
     assert list(strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None)) == []
     assert strategy.aggregate_evaluate(3, []) is None
     assert not (run.path / "rounds.jsonl").exists()  # nothing recorded for a skipped round
+
+
+def test_init_from_a_checkpoint_file_or_run_checks_the_model(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from shared_model import ModelConfig
+
+    expected = model_to_arrays(build_model())
+    pretrained = {k: v + 1 for k, v in expected.items()}
+    save_file(pretrained, str(tmp_path / "public.safetensors"))
+    loaded = RunDirectory.load_model(tmp_path / "public.safetensors", expected)
+    assert all(np.array_equal(loaded[k], pretrained[k]) for k in expected)
+    run = RunDirectory.create(str(tmp_path / "run"), {})
+    run.save_checkpoint(3, pretrained, {"m.x": np.zeros(2)}, {"optimizer": "avg"})
+    assert set(RunDirectory.load_model(run.path, expected)) == set(expected)  # no optimizer state
+    other = model_to_arrays(build_model(ModelConfig(hidden=32)))
+    with pytest.raises(ValueError, match="does not fit this run's model .* same model"):
+        RunDirectory.load_model(tmp_path / "public.safetensors", other)
+    with pytest.raises(ValueError, match="init-from: .*nothing.safetensors not found"):
+        RunDirectory.load_model(tmp_path / "nothing.safetensors", expected)
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="init-from: .*bad.safetensors is not a readable checkpoint"):
+        RunDirectory.load_model(tmp_path / "bad.safetensors", expected)
+    with pytest.raises(ValueError, match="init-from starts a new run"):
+        FederationSettings(init_from="a", resume_from="b")
