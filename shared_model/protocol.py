@@ -84,6 +84,8 @@ class NodeConfigKey(StrEnum):
     DP_PLANNED_ROUNDS = "dp-planned-rounds"
     DP_PUBLIC_WEIGHT = "dp-public-weight"
     DP_SHARE_EVALUATION = "dp-share-evaluation"
+    DP_BATCH_SIZE = "dp-batch-size"
+    DP_TRAIN = "dp-train"
     MODALITIES = "modalities"  # comma list of the modalities the site declares it has
     MIN_CELL_SIZE = "min-cell-size"  # smallest group of patients any sent value may derive from
 

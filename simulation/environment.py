@@ -135,7 +135,7 @@ def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_
         from client.privacy.budget import PrivacyPlan  # Opacus only where DP runs
 
         n_train = SiteData.load(path, settings.task, site).size("train")
-        steps = math.ceil(n_train / settings.batch_size)
+        steps = math.ceil(n_train / (dp.batch_size or settings.batch_size))
         plan = PrivacyPlan.restore(dp, FilePrivacyStore(run_dir / "sites" / site).load(), n_train,
                                    steps, settings.local_epochs, rounds_left)
         problem = plan.run_shortfall(rounds_left, settings.local_epochs)

@@ -49,8 +49,9 @@ class Budget:
     lr: float = FederationSettings.lr
 
     def run_config(self) -> dict[str, object]:
+        # experiments score the final model only: no evaluation rounds before it (evaluate-every)
         return {"num-server-rounds": self.rounds, "pretrain-rounds": self.pretrain_rounds,
-                "local-epochs": self.local_epochs, "lr": self.lr}
+                "local-epochs": self.local_epochs, "lr": self.lr, "evaluate-every": self.rounds}
 
     def train_config(self, task: str, seed: int) -> TrainConfig:
         joint = (self.rounds - self.pretrain_rounds) * self.local_epochs

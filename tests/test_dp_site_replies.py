@@ -4,6 +4,8 @@ server reproduce a DP round, so comparing replays with and without a patient tel
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import time
 from dataclasses import replace
@@ -111,3 +113,21 @@ def test_the_coordinator_cannot_replay_a_dp_round(synth_features, tmp_path: Path
     # The replays' own private noise dominates both distances: the with/without comparison that
     # decided membership 5 of 5 times with a shared seed now differs by noise only.
     assert max(gaps) < 0.02, gaps
+
+
+def test_dp_fusion_training_with_a_large_poisson_batch(tmp_path: Path, synth_features) -> None:
+    """``train: fusion`` sends no encoder (they stay as received, e.g. publicly pre-trained) and
+    ``batch-size`` sets the expected Poisson batch the ledger accounts for."""
+    node = _node_config(tmp_path, synth_features, train="fusion", **{"batch-size": 64})
+    cfg = FederationSettings(num_rounds=2, pretrain_rounds=0).round_config(1)
+    reply = client_app(_message("train", cfg.to_record()), _context(node))
+    metrics = dict(reply.content[Record.METRICS])
+    groups = {k[len(WEIGHT_PREFIX):] for k in metrics if k.startswith(WEIGHT_PREFIX)}
+    assert groups and not any(g.startswith("encoders.") for g in groups)
+    assert groups == set(declared_groups(build_model(), ("ehr", "notes"), Phase.JOINT, 1,
+                                         encoders=False))
+    sent = set(reply.content.array_records[Record.ARRAYS])
+    assert sent and not any(name.startswith("encoders.") for name in sent)
+    n_train = SiteData.load(synth_features, "mortality", "hospital-dp").size("train")
+    row = json.loads((tmp_path / "privacy" / "ledger.jsonl").read_text().splitlines()[-1])
+    assert row["sample_rate"] == pytest.approx(1 / math.ceil(n_train / 64))

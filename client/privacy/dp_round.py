@@ -65,7 +65,9 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     """Train the declared groups under DP-SGD with Poisson sampling, or decline over budget."""
     setup = setup_round(
         data, dp_model_config(model_config), global_arrays, cfg, seed=private_seed(),
-        choose_groups=lambda m: declared_groups(m, modalities, cfg.phase, settings.public_weight))
+        batch_size=settings.batch_size or None,
+        choose_groups=lambda m: declared_groups(m, modalities, cfg.phase, settings.public_weight,
+                                                encoders=settings.train == "all"))
     model, weights, device = setup.model, setup.weights, setup.device
     rounds_left = cfg.num_rounds - cfg.server_round + 1
     plan = PrivacyPlan.restore(settings, store.load(), data.size("train"), len(setup.loader),

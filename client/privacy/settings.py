@@ -22,6 +22,9 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
+DP_TRAIN = ("all", "fusion")  # what a DP site trains: every declared group, or no encoder
+
+
 @dataclass(frozen=True)
 class DPSettings:
     """A site's own DP configuration (see the module docstring)."""
@@ -34,6 +37,8 @@ class DPSettings:
     planned_rounds: int = 0  # 0: the rounds left in the run when the site first trains
     public_weight: int = 1  # aggregation weight sent instead of private sample counts
     share_evaluation: bool = False  # evaluation metrics are outside the DP guarantee
+    batch_size: int = 0  # expected Poisson batch of DP-SGD; 0: the run's batch-size
+    train: str = "all"  # "all" declared groups, or "fusion": encoders frozen (e.g. init-from)
 
     def __post_init__(self) -> None:
         if not self.enabled:
@@ -48,6 +53,12 @@ class DPSettings:
             raise MoeHealthInputError(f"DP: delta must be in (0, 1), got {self.delta}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise MoeHealthInputError("DP: noise multiplier must be positive")
+        if self.batch_size < 0:
+            raise MoeHealthInputError(f"DP: batch size must be >= 0 (0 = the run's), got "
+                                      f"{self.batch_size}")
+        if self.train not in DP_TRAIN:
+            raise MoeHealthInputError(f"DP: train must be one of {', '.join(DP_TRAIN)}, got "
+                                      f"{self.train!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], prefix: str = "dp.") -> DPSettings:
@@ -75,7 +86,7 @@ class DPSettings:
 
 _KINDS = {"enabled": _flag, "target_epsilon": float, "delta": float, "max_grad_norm": float,
           "noise_multiplier": float, "planned_rounds": int, "public_weight": int,
-          "share_evaluation": _flag}
+          "share_evaluation": _flag, "batch_size": int, "train": str}
 
 
 def dp_model_config(config: ModelConfig) -> ModelConfig:

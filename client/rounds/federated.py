@@ -95,18 +95,19 @@ class RoundSetup:
     device: torch.device
 
 
-def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase, weight: int
-                    ) -> dict[str, int]:
+def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase, weight: int,
+                    encoders: bool = True) -> dict[str, int]:
     """Groups a DP site trains, decided from its declared modalities, never from its data, each
     with the same public aggregation weight: encoders of the declared modalities, every missing
     indicator, the experts of the combinations of declared modalities that include EHR (every
-    site has EHR), the gate (joint phase) or the fusion head."""
+    site has EHR), the gate (joint phase) or the fusion head. ``encoders=False`` (DP ``train:
+    fusion``): no encoder; they keep the global values, e.g. pre-trained on public data."""
     have = set(modalities)
 
     def allowed(group: str) -> bool:
         kind, _, name = group.partition(".")
         if kind == "encoders":
-            return name in have
+            return encoders and name in have
         if kind == "experts":
             return set(name.split("+")) <= have and Modality.EHR in name.split("+")
         return kind != "gate" or phase == Phase.JOINT
@@ -117,7 +118,7 @@ def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase,
 def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
                 cfg: RoundConfig, *,
                 choose_groups: Callable[[MoEHealth], dict[str, int]] | None = None,
-                seed: int | None = None) -> RoundSetup:
+                seed: int | None = None, batch_size: int | None = None) -> RoundSetup:
     """Shared by non-DP and DP local training.
 
     ``choose_groups``: the groups to train with their aggregation weights (default: from the
@@ -136,7 +137,7 @@ def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     train_cfg = train_config(cfg, data.task)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, train_cfg) if trainable else None
-    loader = make_loader(data.subset("train"), cfg.batch_size, seed)
+    loader = make_loader(data.subset("train"), batch_size or cfg.batch_size, seed)
     return RoundSetup(model, weights, train_cfg, optimizer, loader, device)
 
 
