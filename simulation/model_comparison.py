@@ -92,7 +92,8 @@ def compare_models(data: FederationData, task: str, variants: Iterable[str], see
         others |= tabular
         for other, probs in others.items():
             diff = paired_difference(labels, scores[(REFERENCE, seed)], probs)
-            diffs.append({"task": task, "seed": seed, "comparison": f"{REFERENCE} - {other}",
+            diffs.append({"task": task, "seed": seed,
+                          "comparison": f"{REFERENCE} (seed {seed}) - {other}",
                           "difference": diff.value, "low": diff.low, "high": diff.high,
                           "interval_excludes_0": diff.excludes_zero()})
     return pd.DataFrame(rows), pd.DataFrame(diffs)

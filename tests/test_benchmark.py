@@ -95,5 +95,5 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     assert 0 <= rows.loc["unimodal-notes", "auroc_with_its_modality"] <= 1
     assert rows.loc["moe-health", "n"] == rows.loc["reachable ceiling, all modalities", "n"]
     diffs = pd.read_csv(models / "differences.csv")
-    assert "moe-health - unimodal-notes (seed 0)" in set(diffs.comparison)
-    assert "moe-health - gradient boosting, all modalities" in set(diffs.comparison)
+    assert "moe-health (seed 0) - unimodal-notes (seed 0)" in set(diffs.comparison)
+    assert "moe-health (seed 0) - gradient boosting, all modalities" in set(diffs.comparison)

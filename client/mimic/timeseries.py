@@ -55,6 +55,11 @@ class _HourlyAccumulator:
         np.add.at(self.sums, where, values[keep])
         np.add.at(self.counts, where, 1)
 
+    def merge(self, other: _HourlyAccumulator) -> None:
+        """Add another accumulator of the same stays (e.g. one filled on another thread)."""
+        self.sums += other.sums
+        self.counts += other.counts
+
     def series(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
@@ -97,6 +102,5 @@ def hourly_series(mimic_iv: Path, stays: pd.DataFrame, config: CohortConfig) -> 
                 found = np.searchsorted(stay_ids, chunk["stay_id"].to_numpy(np.int64), sorter=by_id)
                 chart.add(by_id[found], chunk)
         labs.result()  # re-raises a lab file error here
-    chart.sums += lab.sums
-    chart.counts += lab.counts
+    chart.merge(lab)
     return chart.series()
