@@ -18,8 +18,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         frame = ex.fl_vs_central(args.out, data, tasks(args), args.seeds, budget)
     elif args.name == "privacy-utility":
         eps = [math.inf if e == "inf" else float(e) for e in args.epsilons.split(",")]
+        recipe = {key: value for key, value in (
+            ("init-from", str(args.init_from) if args.init_from else None),
+            ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
+            ("dp.max-grad-norm", args.dp_max_grad_norm), ("lr", args.lr)) if value is not None}
         frame = ex.privacy_utility(args.out, data, eps, args.seeds, tasks(args)[0],
-                                   budget)
+                                   budget, recipe)
     elif args.name == "ablations":
         frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
                                        budget)
@@ -79,6 +83,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"],
                    help="expert pre-training rounds among them")
     p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
+    p.add_argument("--init-from", type=Path,
+                   help="privacy-utility: start every run from this model (public pre-training)")
+    p.add_argument("--dp-train", choices=["all", "fusion"], help="privacy-utility: dp.train")
+    p.add_argument("--dp-batch-size", type=int, help="privacy-utility: dp.batch-size")
+    p.add_argument("--dp-max-grad-norm", type=float, help="privacy-utility: dp.max-grad-norm")
+    p.add_argument("--lr", type=float, help="privacy-utility: the run's lr")
     p.add_argument("--variant", action="append", choices=list(VARIANTS),
                    help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "
                         "mlp-fusion)")

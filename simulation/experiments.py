@@ -279,27 +279,40 @@ def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, ti
 
 def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float],
                     seeds: Iterable[int], task: str = "mortality",
-                    budget: Budget = Budget()) -> pd.DataFrame:
-    """Experiment 4: AUROC vs per-site epsilon (every site runs DP-SGD; inf = no DP)."""
-    rows = []
+                    budget: Budget = Budget(), recipe: dict[str, object] | None = None
+                    ) -> pd.DataFrame:
+    """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD; inf = the same
+    recipe without DP), with 95% intervals and paired differences against no DP (``paired.md``).
+    ``recipe``: run-config keys every run gets, e.g. ``init-from`` a publicly pre-trained model,
+    ``dp.train``, ``dp.batch-size``."""
+    rows, paired = [], []
     epsilons, seeds = list(epsilons), list(seeds)
+    splits, labels = _scored_runs(task, data)
     progress = Progress(len(epsilons) * len(seeds), "privacy-utility")
-    for eps in epsilons:
-        for seed in seeds:
-            extra: dict[str, object] = {"task": task, "seed": seed}
+    for seed in seeds:
+        scores = {}
+        for eps in epsilons:
+            extra: dict[str, object] = {"task": task, "seed": seed, **(recipe or {})}
             if math.isfinite(eps):
                 extra |= {"dp.enabled": True, "dp.target-epsilon": float(eps),
                           "dp.planned-rounds": budget.rounds}
+            setting = f"epsilon {eps:g}" if math.isfinite(eps) else "no DP"
             fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}", progress)
+            scores[setting] = _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
+                                          splits.test)
             spent = _final_epsilons(Path(fl["run_dir"]))
-            rows.append({"target_epsilon": eps, "seed": seed, "pooled_test_auroc": fl["pooled_auroc"],
-                         "mean_site_test_auroc": _mean_site_auroc(fl),
+            rows.append({"setting": setting, "target_epsilon": eps, "seed": seed,
+                         **_interval_row(labels, scores[setting]),
                          "max_site_epsilon_spent": max(spent.values(), default=0.0),
                          "seconds": fl["seconds"]})
+        if "no DP" in scores:
+            paired += _paired_lines(labels, scores, [(s, "no DP") for s in scores if s != "no DP"],
+                                    f"seed {seed}")
     frame = pd.DataFrame(rows)
-    frame["setting"] = [f"epsilon {e:g}" if math.isfinite(e) else "no DP" for e in frame.target_epsilon]
-    write_results(out, frame.drop(columns=["target_epsilon"]), ["setting"], "pooled_test_auroc",
-                  f"Privacy-utility ({task}): pooled test AUROC per target epsilon")
+    write_results(out, frame.drop(columns=["target_epsilon", "low", "high"]), ["setting"],
+                  "test_auroc", f"Privacy-utility ({task}): test AUROC per target epsilon")
+    _write_intervals(out, f"Privacy-utility ({task}); recipe: {recipe or 'defaults'}",
+                     _test_set_name(splits, labels), rows, "setting", paired, "seed")
     return frame
 
 
