@@ -36,6 +36,19 @@ def test_cache_is_built_reused_and_rebuilt(samples, tmp_path: Path) -> None:
     assert np.abs(data["cxr"][has[:, 2]]).sum(1).min() > 0
 
 
+def test_a_missing_encoder_is_one_clear_error(samples, tmp_path: Path) -> None:
+    """The cache key comes from the encoders' files without loading them; a missing file is
+    still one line naming it."""
+    from client.errors import MoeHealthInputError
+
+    with pytest.raises(MoeHealthInputError, match="nothing.pt: cannot load DenseNet-121 weights"):
+        build_site_features(samples, "s", EncoderConfig(image_weights=str(tmp_path / "nothing.pt")),
+                            tmp_path, progress=False)
+    with pytest.raises(MoeHealthInputError, match="not a transformers model directory"):
+        build_site_features(samples, "s", EncoderConfig(text_model_path=str(tmp_path)), tmp_path,
+                            progress=False)
+
+
 def test_image_encoder_on_real_chest_xrays(caplog, cxr_smoke: Path, monkeypatch) -> None:
     import client.features.image as image
 

@@ -57,6 +57,8 @@ def film_transform(image_size: int) -> v2.Compose:
 def image_encoder_identity(weights: Path | None, image_size: int) -> str:
     """What the cached image features depend on: the backbone's weights file (or the seeded
     random initialization) and the input size, computed without building the network."""
+    if weights and not Path(weights).is_file():
+        raise MoeHealthInputError(f"{weights}: cannot load DenseNet-121 weights (no such file)")
     source = file_digest(Path(weights))[:16] if weights else f"random-init-seed{RANDOM_INIT_SEED}"
     return f"image:densenet121:{source}:{image_size}px"
 
