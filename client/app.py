@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flwr.app import Context, Message
+from collections.abc import Callable
+
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 import shared_model.progress_bars  # noqa: F401  (first: before anything imports tqdm)
@@ -29,6 +31,17 @@ def _data(site: SiteRuntime, context: Context) -> SiteData:
     return SiteData.load(site.feature_dir, str(context.run_config[TASK]), site.site_id)
 
 
+def _timed_reply(msg: Message, site: SiteRuntime, timer: MessageTimer,
+                 build: Callable[[], RecordDict]) -> Message:
+    """The reply, its building timed as the message's last step, and the site-local timing
+    line appended (never sent)."""
+    content = build()
+    timer.mark("reply")
+    if site.data_dir:
+        timer.append_to(site.data_dir)
+    return Message(content=content, reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the groups this site can inform; reply with only those and their aggregation
@@ -50,11 +63,7 @@ def train(msg: Message, context: Context) -> Message:
                                FilePrivacyStore(site.privacy_dir), site.site_id,
                                site.modalities).reply
     timer.mark("train")
-    content = train_reply_content(reply)
-    timer.mark("reply")
-    if site.data_dir:
-        timer.append_to(site.data_dir)
-    return Message(content=content, reply_to=msg)
+    return _timed_reply(msg, site, timer, lambda: train_reply_content(reply))
 
 
 @app.evaluate()
@@ -70,8 +79,4 @@ def evaluate(msg: Message, context: Context) -> Message:
     reply = local_evaluate(data, model_config_from_run_config(dict(context.run_config)),
                            global_arrays(msg), site.site_id, site.min_cell_size)
     timer.mark("evaluate")
-    content = evaluate_reply_content(reply)
-    timer.mark("reply")
-    if site.data_dir:
-        timer.append_to(site.data_dir)
-    return Message(content=content, reply_to=msg)
+    return _timed_reply(msg, site, timer, lambda: evaluate_reply_content(reply))

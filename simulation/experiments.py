@@ -141,7 +141,7 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
         reachable = ceiling_scores(splits).get("reachable ceiling, all modalities")
         base = {"task": task, "test_set": f"{splits.test_name} (n {len(labels)}, positives "
                                           f"{int(labels.sum())})",
-                "reachable_auroc": auroc_interval(labels, reachable).value
+                "reachable_auroc": RankedScores(labels, reachable).auroc()
                 if reachable is not None else math.nan}
         for seed in seeds:
             fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"{task}-seed{seed}",
@@ -167,10 +167,8 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
                              "seconds": seconds[setting]})
             best_local = max((k for k in scores if k.startswith("local-only")),
                              key=lambda k: RankedScores(labels, scores[k]).auroc())
-            for other in ("pooled (centralized)", best_local):
-                diff = paired_difference(labels, scores["federated"], scores[other])
-                paired.append(f"| {task} | {seed} | federated - {other} | {diff.signed()} | "
-                              f"{'yes' if diff.excludes_zero() else 'no'} |")
+            paired += _paired_lines(labels, scores, [("federated", "pooled (centralized)"),
+                                                     ("federated", best_local)], f"{task} | {seed}")
             log.info("%s seed %d done", task, seed)
     frame = pd.DataFrame(rows)
     frame["fraction_of_reachable"] = frame["test_auroc"] / frame["reachable_auroc"]
