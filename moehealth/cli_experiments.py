@@ -12,12 +12,14 @@ from moehealth.cli_options import DEFAULTS, add_data_args, add_task_arg, federat
 def cmd_experiment(args: argparse.Namespace) -> int:
     from simulation import experiments as ex
 
-    budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds)
+    budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds,
+                       local_epochs=args.local_epochs)
     data = federation_data(args)
     if args.name == "fl-vs-central":
         frame = ex.fl_vs_central(args.out, data, tasks(args), args.seeds, budget)
     elif args.name == "privacy-utility":
-        eps = [math.inf if e == "inf" else float(e) for e in args.epsilons.split(",")]
+        eps = [e if e == ex.NO_NOISE else math.inf if e == "inf" else float(e)
+               for e in args.epsilons.split(",")]
         recipe = {key: value for key, value in (
             ("init-from", str(args.init_from) if args.init_from else None),
             ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
@@ -82,7 +84,11 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                    help="federated rounds (the baselines get as many epochs)")
     p.add_argument("--pretrain-rounds", type=int, default=DEFAULTS["pretrain-rounds"],
                    help="expert pre-training rounds among them")
-    p.add_argument("--epsilons", default="1,3,8,inf", help="privacy-utility: comma list")
+    p.add_argument("--local-epochs", type=int, default=DEFAULTS["local-epochs"],
+                   help="passes over each site's training split per round")
+    p.add_argument("--epsilons", default="1,3,8,no-noise,inf",
+                   help="privacy-utility: comma list of per-site targets; no-noise: the same DP "
+                        "recipe without noise; inf: no DP")
     p.add_argument("--init-from", type=Path,
                    help="privacy-utility: start every run from this model (public pre-training)")
     p.add_argument("--dp-train", choices=["all", "fusion"], help="privacy-utility: dp.train")

@@ -70,6 +70,8 @@ def recompute(row: dict[str, Any]) -> dict[str, float]:
     segments = _segments(row)
     if not segments:
         return {"pld": 0.0, "rdp": 0.0}
+    if any(sigma == 0 for sigma, _, _ in segments):
+        return {"pld": math.inf, "rdp": math.inf}  # steps without noise: no guarantee
     event = dpa.ComposedDpEvent([
         dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), n)
         for sigma, q, n in segments])

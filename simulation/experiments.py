@@ -275,43 +275,59 @@ def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, ti
     plt.close(fig)
 
 
-def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float],
+NO_NOISE = "no-noise"  # privacy-utility: the DP-SGD recipe with the noise left out
+
+
+def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | str],
                     seeds: Iterable[int], task: str = "mortality",
                     budget: Budget = Budget(), recipe: dict[str, object] | None = None
                     ) -> pd.DataFrame:
-    """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD; inf = the same
-    recipe without DP), with 95% intervals and paired differences against no DP (``paired.md``).
+    """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD), with 95% intervals
+    and paired differences against the same recipe without noise (``no-noise``: Poisson sampling,
+    clipping, the DP model, no guarantee) and without DP (``inf``), in ``paired.md``.
     ``recipe``: run-config keys every run gets, e.g. ``init-from`` a publicly pre-trained model,
-    ``dp.train``, ``dp.batch-size``."""
+    ``dp.train``, ``dp.batch-size``. Each row also has the final model's AUROC on the sites'
+    pooled validation split, on which DP hyper-parameters are chosen (never on test)."""
     rows, paired = [], []
     epsilons, seeds = list(epsilons), list(seeds)
     splits, labels = _scored_runs(task, data)
+    val = splits.pooled.subset("val")
     progress = Progress(len(epsilons) * len(seeds), "privacy-utility")
     for seed in seeds:
         scores = {}
         for eps in epsilons:
             extra: dict[str, object] = {"task": task, "seed": seed, **(recipe or {})}
-            if math.isfinite(eps):
-                extra |= {"dp.enabled": True, "dp.target-epsilon": float(eps),
-                          "dp.planned-rounds": budget.rounds}
-            setting = f"epsilon {eps:g}" if math.isfinite(eps) else "no DP"
+            setting = _dp_setting(eps)
+            if setting != "no DP":
+                extra |= {"dp.enabled": True, "dp.planned-rounds": budget.rounds,
+                          "dp.target-epsilon": math.inf if eps == NO_NOISE else float(eps)}
             fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}", progress)
-            scores[setting] = _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
-                                          splits.test)
+            model = federated_model(Path(fl["run_dir"]), ModelConfig())
+            scores[setting] = _test_probs(model, splits.test)
+            val_probs = predict(model, val, resolve_device()).probs
             spent = _final_epsilons(Path(fl["run_dir"]))
             rows.append({"setting": setting, "target_epsilon": eps, "seed": seed,
                          **_interval_row(labels, scores[setting]),
+                         "val_auroc": RankedScores(val.labels.numpy(), val_probs).auroc(),
                          "max_site_epsilon_spent": max(spent.values(), default=0.0),
                          "seconds": fl["seconds"]})
-        if "no DP" in scores:
-            paired += _paired_lines(labels, scores, [(s, "no DP") for s in scores if s != "no DP"],
-                                    f"seed {seed}")
+        for reference in (NO_NOISE, "no DP"):
+            if reference in scores:
+                paired += _paired_lines(labels, scores, [(s, reference) for s in scores
+                                                         if s not in (reference, "no DP")],
+                                        f"seed {seed}")
     frame = pd.DataFrame(rows)
     write_results(out, frame.drop(columns=["target_epsilon", "low", "high"]), ["setting"],
                   "test_auroc", f"Privacy-utility ({task}): test AUROC per target epsilon")
     _write_intervals(out, f"Privacy-utility ({task}); recipe: {recipe or 'defaults'}",
                      _test_set_name(splits, labels), rows, "setting", paired, "seed")
     return frame
+
+
+def _dp_setting(eps: float | str) -> str:
+    if eps == NO_NOISE:
+        return NO_NOISE
+    return f"epsilon {eps:g}" if math.isfinite(float(eps)) else "no DP"
 
 
 def _final_epsilons(run_dir: Path) -> dict[str, float]:

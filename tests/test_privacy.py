@@ -4,6 +4,7 @@ gradient independence, and an auditable ledger."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,6 +135,18 @@ def test_audit_verify_passes_honest_and_fails_edited_ledger(site, tmp_path: Path
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_the_recipe_without_noise_is_recorded_as_no_guarantee(site, tmp_path: Path) -> None:
+    """``target-epsilon = inf`` (simulation's "no-noise" row): clipping and Poisson sampling with
+    noise 0; the ledger says epsilon inf and the audit agrees, nothing claims a guarantee."""
+    result = _round(site, FilePrivacyStore(tmp_path), DPSettings(enabled=True,
+                                                                target_epsilon=math.inf), 1)
+    row = result.reply.ledger_row
+    assert result.reply.arrays and row["noise_multiplier"] == 0.0 and row["epsilon"] == math.inf
+    ledger = read_ledger(tmp_path / "ledger.jsonl")
+    assert [f.recomputed["pld"] for f in verify_ledger(ledger)] == [math.inf]
+    assert all(f.problem is None for f in verify_ledger(ledger))
+
+
 def test_bad_dp_settings_are_refused() -> None:
     from client.errors import MoeHealthInputError
 
@@ -141,6 +154,8 @@ def test_bad_dp_settings_are_refused() -> None:
         DPSettings(enabled=True, delta=2.0)
     with pytest.raises(MoeHealthInputError, match="positive"):
         DPSettings(enabled=True, target_epsilon=0)
+    with pytest.raises(MoeHealthInputError, match="contradict"):
+        DPSettings(enabled=True, target_epsilon=math.inf, noise_multiplier=1.0)
 
 
 @pytest.mark.parametrize("actual_sigma, caught", [(2.0, False), (0.2, True)])

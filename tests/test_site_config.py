@@ -78,6 +78,7 @@ def test_node_config_carries_identity_data_and_privacy(site_yaml: Path) -> None:
     ({"runtime_prot": 9095}, "unknown key 'runtime_prot'; did you mean 'runtime_port'"),
     ({"superlink__adress": "x:1"}, "unknown key 'superlink.adress'; did you mean 'superlink.address'"),
     ({"privacy__target_epsilon": 0}, "privacy: DP: target epsilon (0.0"),
+    ({"privacy__target_epsilon": float("inf")}, "privacy.target_epsilon: inf trains without noise"),
     ({"min_cell_size": 0}, "min_cell_size must be an integer >= 1"),
     ({"superlink__client_certificate": "/etc/hosts"},
      "superlink.client_certificate and superlink.client_key go together"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import client.privacy.quiet_opacus  # noqa: F401  (first: before any opacus import)
 
 # isort: split
+import math
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -49,7 +50,7 @@ class PrivacyPlan:
         q = 1.0 / steps_per_epoch  # Opacus' Poisson rate for a loader of that many batches
         delta = settings.delta_for(n_train)
         rounds = settings.planned_rounds or rounds_left
-        sigma = settings.noise_multiplier or get_noise_multiplier(
+        sigma = 0.0 if settings.without_noise else settings.noise_multiplier or get_noise_multiplier(
             target_epsilon=settings.target_epsilon, target_delta=delta, sample_rate=q,
             steps=rounds * local_epochs * steps_per_epoch, accountant=ACCOUNTANT)
         return cls(settings, float(sigma), q, delta, [])
@@ -72,6 +73,8 @@ class PrivacyPlan:
         acc.history = [tuple(h) for h in self.history]
         if extra_steps:
             acc.history.append((self.noise_multiplier, self.sample_rate, extra_steps))
+        if any(sigma == 0 for sigma, _, _ in acc.history):
+            return math.inf  # steps without noise: no guarantee
         return float(acc.get_epsilon(self.delta)) if acc.history else 0.0
 
     def fits(self, steps: int) -> tuple[bool, float]:

@@ -79,6 +79,9 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
             f"privacy budget: this round would bring epsilon to {eps_after:.3f} > target "
             f"{settings.target_epsilon}"))
 
+    if settings.without_noise:
+        log.warning("site %s round %d: DP-SGD WITHOUT noise (target epsilon inf): clipping and "
+                    "Poisson sampling only, no privacy guarantee", site, cfg.server_round)
     engine = PrivacyEngine(accountant=ACCOUNTANT)
     engine.accountant.load_state_dict({"history": [tuple(h) for h in plan.history],
                                        "mechanism": ACCOUNTANT})

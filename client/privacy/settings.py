@@ -4,6 +4,7 @@ loads it)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -53,6 +54,9 @@ class DPSettings:
             raise MoeHealthInputError(f"DP: delta must be in (0, 1), got {self.delta}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise MoeHealthInputError("DP: noise multiplier must be positive")
+        if self.without_noise and self.noise_multiplier is not None:
+            raise MoeHealthInputError("DP: target epsilon inf (no noise) and a noise multiplier "
+                                      "contradict each other; set one")
         if self.batch_size < 0:
             raise MoeHealthInputError(f"DP: batch size must be >= 0 (0 = the run's), got "
                                       f"{self.batch_size}")
@@ -79,6 +83,13 @@ class DPSettings:
         """The same settings as a SuperNode's ``dp-*`` node-config keys (unset ones left out)."""
         return {f"{DP_NODE_PREFIX}{f.name.replace('_', '-')}": getattr(self, f.name)
                 for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def without_noise(self) -> bool:
+        """``target-epsilon = inf``: the DP-SGD recipe (Poisson sampling, clipping, the DP model)
+        with no noise and so no privacy guarantee; for measuring what the noise costs in
+        simulation (a hospital's site configuration refuses it)."""
+        return self.enabled and math.isinf(self.target_epsilon)
 
     def delta_for(self, n_train: int) -> float:
         return self.delta if self.delta is not None else min(1.0 / max(n_train, 1), 1e-5)

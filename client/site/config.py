@@ -114,6 +114,10 @@ class SiteConfig:
             dp = DPSettings.from_mapping(privacy, prefix="")
         except MoeHealthInputError as err:
             raise MoeHealthInputError(f"{source}: privacy: {err}") from None
+        if dp.without_noise:
+            raise MoeHealthInputError(f"{source}: privacy.target_epsilon: inf trains without noise "
+                                      "(no privacy guarantee); it is for simulation measurements "
+                                      "only, set a finite budget")
         link = raw.get("superlink") or {}
         address = str(link.get("address", ""))
         if not re.match(r"^[^:\s]+:\d{1,5}$", address):
