@@ -1,7 +1,10 @@
 """DP-SGD vs non-DP local training time at the same settings, measured in one run.
 
-Usage: python bench/dp_overhead.py [--site site-0] [--rounds 3]
-Prints seconds per local round (1 epoch) with and without DP and their ratio.
+Usage: python bench/dp_overhead.py [--preset benchmark] [--site site-0] [--rounds 3]
+       [--batch-size 256]
+Prints seconds per local round (1 epoch over the site's training split) without DP, with DP-SGD
+training every group (``dp.train = all``) and with DP-SGD training the fusion layers only
+(``dp.train = fusion``), all at the same expected batch, best of ``--rounds``, and their ratios.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from client.data.dataset import SiteData
 from client.privacy.dp_round import dp_local_train
 from client.privacy.settings import DPSettings, FilePrivacyStore
 from client.rounds.federated import local_train
+from moehealth.cli_options import add_data_args, federation_data
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.params import model_to_arrays
-from simulation.prepare import FederationData, prepare_sites
+from simulation.prepare import prepare_sites
 
 
 def main() -> None:
@@ -26,26 +30,33 @@ def main() -> None:
     parser.add_argument("--site", default="site-0")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--task", default="mortality")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="batch of non-DP training = expected Poisson batch of DP-SGD")
+    add_data_args(parser)
     args = parser.parse_args()
-    data = SiteData.load(prepare_sites(FederationData())[args.site], args.task, args.site)
+    data = SiteData.load(prepare_sites(federation_data(args))[args.site], args.task, args.site)
     arrays = model_to_arrays(build_model())
-    timings = {"non-DP (nn.LSTM)": [], "DP-SGD (DPLSTM, Opacus hooks)": []}
-    store = FilePrivacyStore(Path(tempfile.mkdtemp()))
-    settings = DPSettings(enabled=True, noise_multiplier=1.0, target_epsilon=1000.0,
-                          planned_rounds=args.rounds)
+    runs = {"non-DP (nn.LSTM)": None,
+            "DP-SGD, every group (DPLSTM)": "all",
+            "DP-SGD, fusion layers only": "fusion"}
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    stores = {name: FilePrivacyStore(Path(tempfile.mkdtemp())) for name in runs}
     for rnd in range(1, args.rounds + 1):
-        cfg = FederationSettings(pretrain_rounds=0).round_config(rnd)
-        started = time.perf_counter()
-        local_train(data, ModelConfig(), arrays, cfg, args.site)
-        timings["non-DP (nn.LSTM)"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        dp_local_train(data, ModelConfig(), arrays, cfg, settings, store, args.site)
-        timings["DP-SGD (DPLSTM, Opacus hooks)"].append(time.perf_counter() - started)
+        cfg = FederationSettings(pretrain_rounds=0, batch_size=args.batch_size).round_config(rnd)
+        for name, train in runs.items():
+            started = time.perf_counter()
+            if train is None:
+                local_train(data, ModelConfig(), arrays, cfg, args.site)
+            else:
+                settings = DPSettings(enabled=True, noise_multiplier=1.0, target_epsilon=1e6,
+                                      planned_rounds=args.rounds, train=train)
+                dp_local_train(data, ModelConfig(), arrays, cfg, settings, stores[name], args.site)
+            timings[name].append(time.perf_counter() - started)
     base = min(timings["non-DP (nn.LSTM)"])
-    print(f"site {args.site}: {data.size('train')} training samples, 1 local epoch per round, "
-          f"batch 32, best of {args.rounds}")
+    print(f"site {args.site}: {data.size('train')} training stays, 1 local epoch per round, "
+          f"(expected) batch {args.batch_size}, best of {args.rounds}")
     for name, values in timings.items():
-        print(f"{name:34s} {min(values):7.2f} s/round   ratio {min(values) / base:5.2f}x")
+        print(f"{name:30s} {min(values):7.2f} s/round   ratio {min(values) / base:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,7 @@ class RunDirectory:
                 log.warning("checkpoint %s is unreadable (%s); trying the one before it", file,
                             str(err).splitlines()[0] if str(err) else type(err).__name__)
                 continue
-            model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
-            opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+            model, opt = _split_checkpoint(tensors)
             if state is None or state.get("file") != file.name:
                 state = {"round": rnd, "file": file.name}
             return rnd, model, opt, state
@@ -141,8 +140,7 @@ class RunDirectory:
             arrays = RunDirectory(path).load_latest()[1]
         else:
             try:
-                arrays = {k: v for k, v in load_file(str(path)).items()
-                          if not k.startswith(OPT_PREFIX)}
+                arrays = _split_checkpoint(load_file(str(path)))[0]
             except FileNotFoundError:
                 raise ValueError(f"init-from: {path} not found") from None
             except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
@@ -186,3 +184,11 @@ class RunDirectory:
                 keep = [line for line in path.read_text().splitlines()
                         if _round_of(line) is not None and _round_of(line) <= server_round]
                 _atomic_write(path, "".join(line + "\n" for line in keep))
+
+
+def _split_checkpoint(tensors: dict[str, np.ndarray]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A checkpoint's (model arrays, server optimizer state)."""
+    model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
+    opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
+    return model, opt
