@@ -304,11 +304,11 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
             fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}", progress)
             model = federated_model(Path(fl["run_dir"]), ModelConfig())
             scores[setting] = _test_probs(model, splits.test)
-            val_probs = predict(model, val, resolve_device()).probs
+            on_val = predict(model, val, resolve_device())
             spent = _final_epsilons(Path(fl["run_dir"]))
             rows.append({"setting": setting, "target_epsilon": eps, "seed": seed,
                          **_interval_row(labels, scores[setting]),
-                         "val_auroc": RankedScores(val.labels.numpy(), val_probs).auroc(),
+                         "val_auroc": RankedScores(on_val.labels, on_val.probs).auroc(),
                          "max_site_epsilon_spent": max(spent.values(), default=0.0),
                          "seconds": fl["seconds"]})
         for reference in (NO_NOISE, "no DP"):
