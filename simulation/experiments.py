@@ -300,7 +300,8 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
             setting = _dp_setting(eps)
             if setting != "no DP":
                 extra |= {"dp.enabled": True, "dp.planned-rounds": budget.rounds,
-                          "dp.target-epsilon": math.inf if eps == NO_NOISE else float(eps)}
+                          # "inf" as text: the run config travels as TOML, which has no inf
+                          "dp.target-epsilon": "inf" if eps == NO_NOISE else float(eps)}
             fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}", progress)
             model = federated_model(Path(fl["run_dir"]), ModelConfig())
             scores[setting] = _test_probs(model, splits.test)
