@@ -129,10 +129,10 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         colours={k: c for k, c in zip(loss, ("tab:blue", "tab:orange"), strict=True)},
         pretrain_end=pretrain_end).name))
     sections += _calibration_section(pooled, out)
-    ledger = read_jsonl(run_dir / "privacy_ledger.jsonl")
-    if ledger:
-        from shared_model.ledger import ledger_table, plot_epsilon
+    if (run_dir / "privacy_ledger.jsonl").is_file():
+        from shared_model.ledger import ledger_table, plot_epsilon, read_ledger
 
+        ledger = read_ledger(run_dir / "privacy_ledger.jsonl")
         plot_epsilon(ledger, out / "epsilon.png", colours)
         sections.append(Section("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
     sections += _gate_sections(rounds, out, pretrain_end)

@@ -49,10 +49,17 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise MoeHealthInputError(f"{path}:{number}: ledger row lacks '{missing[0]}'")
-        rows.append(row)
+        rows.append(_restore_infinity(row))
     if not rows:
         raise MoeHealthInputError(f"{path}: empty ledger")
     return rows
+
+
+def _restore_infinity(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no infinity: a run directory writes the no-noise recipe's epsilon (and target) as
+    null. Read back, they are inf again: no guarantee."""
+    return row | {k: math.inf for k in ("epsilon", "target_epsilon")
+                  if k in row and row[k] is None and row.get("noise_multiplier") == 0}
 
 
 def _segments(row: dict[str, Any]) -> list[tuple[float, float, int]]:

@@ -26,6 +26,7 @@ from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.bootstrap import RankedScores
+from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays
 from shared_model.protocol import pooled_key, split_key
@@ -335,7 +336,7 @@ def _final_epsilons(run_dir: Path) -> dict[str, float]:
     path = run_dir / "privacy_ledger.jsonl"
     if not path.is_file():
         return {}
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows = read_ledger(path)
     return {r["site"]: float(r["epsilon"]) for r in sorted(rows, key=lambda r: r["round"])}
 
 

@@ -145,6 +145,13 @@ def test_the_recipe_without_noise_is_recorded_as_no_guarantee(site, tmp_path: Pa
     ledger = read_ledger(tmp_path / "ledger.jsonl")
     assert [f.recomputed["pld"] for f in verify_ledger(ledger)] == [math.inf]
     assert all(f.problem is None for f in verify_ledger(ledger))
+    # the server's run directory writes JSON without inf (null); read back, it is inf again
+    from server.run_dir import RunDirectory
+    from shared_model.ledger import ledger_table
+
+    RunDirectory(tmp_path / "run").append("privacy_ledger.jsonl", row)
+    (from_run,) = read_ledger(tmp_path / "run" / "privacy_ledger.jsonl")
+    assert from_run["epsilon"] == math.inf and "| inf |" in ledger_table([from_run])
 
 
 def test_bad_dp_settings_are_refused() -> None:
