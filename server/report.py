@@ -130,9 +130,9 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         pretrain_end=pretrain_end).name))
     sections += _calibration_section(pooled, out)
     if (run_dir / "privacy_ledger.jsonl").is_file():
-        from shared_model.ledger import ledger_table, plot_epsilon, read_ledger
+        from shared_model.ledger import ledger_table, plot_epsilon, restore_infinity
 
-        ledger = read_ledger(run_dir / "privacy_ledger.jsonl")
+        ledger = [restore_infinity(r) for r in read_jsonl(run_dir / "privacy_ledger.jsonl")]
         plot_epsilon(ledger, out / "epsilon.png", colours)
         sections.append(Section("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
     sections += _gate_sections(rounds, out, pretrain_end)

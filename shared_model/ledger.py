@@ -49,13 +49,13 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise MoeHealthInputError(f"{path}:{number}: ledger row lacks '{missing[0]}'")
-        rows.append(_restore_infinity(row))
+        rows.append(restore_infinity(row))
     if not rows:
         raise MoeHealthInputError(f"{path}: empty ledger")
     return rows
 
 
-def _restore_infinity(row: dict[str, Any]) -> dict[str, Any]:
+def restore_infinity(row: dict[str, Any]) -> dict[str, Any]:
     """JSON has no infinity: a run directory writes the no-noise recipe's epsilon (and target) as
     null. Read back, they are inf again: no guarantee."""
     return row | {k: math.inf for k in ("epsilon", "target_epsilon")

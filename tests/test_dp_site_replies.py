@@ -111,8 +111,9 @@ def test_the_coordinator_cannot_replay_a_dp_round(synth_features, tmp_path: Path
         d_in, d_out = np.linalg.norm(received - with_), np.linalg.norm(received - without)
         gaps.append(abs(d_in - d_out) / d_in)
     # The replays' own private noise dominates both distances: the with/without comparison that
-    # decided membership 5 of 5 times with a shared seed now differs by noise only.
-    assert max(gaps) < 0.02, gaps
+    # decided membership 5 of 5 times with a shared seed (there the replay with the patient is the
+    # received update: gap 1) now differs by noise only (gaps of ~0.01-0.03, varying run to run).
+    assert max(gaps) < 0.1, gaps
 
 
 def test_dp_fusion_training_with_a_large_poisson_batch(tmp_path: Path, synth_features) -> None:
