@@ -30,6 +30,7 @@ class TableSpec:
     schema: pa.Schema
     required: tuple[str, ...]
     optional: bool = False
+    multiline: bool = False  # free text with line breaks inside quoted values (the notes)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -87,10 +88,10 @@ TABLES: dict[str, TableSpec] = {
         ("itemid", "label"), optional=True),
     "radiology": TableSpec("note/radiology", _NOTE,
                            ("note_id", "subject_id", "note_type", "charttime", "storetime", "text"),
-                           optional=True),
+                           optional=True, multiline=True),
     "discharge": TableSpec("note/discharge", _NOTE,
                            ("note_id", "subject_id", "hadm_id", "note_type", "charttime", "text"),
-                           optional=True),
+                           optional=True, multiline=True),
     "cxr_metadata": TableSpec("mimic-cxr-2.0.0-metadata", _schema(
         ("dicom_id", TEXT, False), ("subject_id", INT, False), ("study_id", INT, False),
         ("PerformedProcedureStepDescription", TEXT), ("ViewPosition", TEXT), ("Rows", INT),

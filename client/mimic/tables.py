@@ -165,6 +165,8 @@ def iter_table_chunks(
     try:
         reader = pacsv.open_csv(
             path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+            # without it Arrow cuts blocks at any line break, also one inside a quoted note
+            parse_options=pacsv.ParseOptions(newlines_in_values=spec.multiline),
             convert_options=pacsv.ConvertOptions(include_columns=cols,
                                                  column_types=_arrow_types(spec, cols),
                                                  strings_can_be_null=True))
