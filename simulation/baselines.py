@@ -40,6 +40,8 @@ VARIANTS: dict[str, Variant] = {
                                     {"missing": "zero"}),
     "static-gate": Variant("uniform expert weights instead of a learned gate", {"gate": "uniform"}),
     "top-1": Variant("top-1 routing", {"top_k": 1}),
+    "dense-gate": Variant("MoE-Health with a dense learned gate: every expert weighted (top-7)",
+                          {"top_k": 7}),
     "no-pretrain": Variant("generic experts: no expert pre-training", {}, False),
 }
 
