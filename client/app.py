@@ -57,10 +57,10 @@ def train(msg: Message, context: Context) -> Message:
                             site.min_cell_size)
     else:
         from client.privacy.dp_round import dp_local_train  # Opacus only where DP runs
-        from client.privacy.settings import FilePrivacyStore
+        from client.privacy.site_ledger import SiteLedger
 
         reply = dp_local_train(data, model_config, global_arrays(msg), cfg, site.dp,
-                               FilePrivacyStore(site.privacy_dir), site.site_id,
+                               SiteLedger(site.privacy_dir), site.site_id,
                                site.modalities).reply
     timer.mark("train")
     return _timed_reply(msg, site, timer, lambda: train_reply_content(reply))

@@ -51,6 +51,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
+PRIVACY_LEDGER = "privacy_ledger.jsonl"
+
+
 def _round_of(line: str) -> int | None:
     try:
         return int(json.loads(line).get("round", 0))
@@ -176,14 +179,22 @@ class RunDirectory:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def truncate_after(self, server_round: int) -> None:
-        """Drop log lines of rounds after ``server_round`` (written before a crash). The sites'
-        own ledgers keep those rows: the updates were released, and their budget stays spent."""
-        for name in ("rounds.jsonl", "site_metrics.jsonl", "privacy_ledger.jsonl"):
+        """Drop log lines of rounds after ``server_round`` (written before a crash), except the
+        privacy ledger's: a released update's budget stays spent, so its row stays, marked
+        ``after_checkpoint`` (the round is trained again under the resumed run's model)."""
+        for name in ("rounds.jsonl", "site_metrics.jsonl"):
             path = self.path / name
             if path.is_file():
                 keep = [line for line in path.read_text().splitlines()
                         if _round_of(line) is not None and _round_of(line) <= server_round]
                 _atomic_write(path, "".join(line + "\n" for line in keep))
+        ledger = self.path / PRIVACY_LEDGER
+        if ledger.is_file():
+            rows = [json.loads(line) for line in ledger.read_text().splitlines()
+                    if _round_of(line) is not None]
+            marked = [r | {"after_checkpoint": True} if int(r["round"]) > server_round else r
+                      for r in rows]
+            _atomic_write(ledger, "".join(json.dumps(r) + "\n" for r in marked))
 
 
 def _split_checkpoint(tensors: dict[str, np.ndarray]

@@ -97,23 +97,42 @@ class Finding:
 
 
 def verify_ledger(rows: list[dict[str, Any]], tolerance: float = 0.01) -> list[Finding]:
-    """Check every row; a finding's ``problem`` says why a row under-reports (None when fine)."""
+    """Check every row; a finding's ``problem`` says why a row is wrong (None when fine): an
+    epsilon below what dp-accounting recomputes, a released round above the row's target, a
+    sample rate or step count that the row's history contradicts, or a site answering one round
+    twice (rows a resumed run marked ``after_checkpoint`` still count: they were released)."""
     findings = []
+    seen: set[tuple[str, int]] = set()
     for row in rows:
-        rec = recompute(row)
-        claimed = float(row["epsilon"])
-        segments = _segments(row)
-        problem = None
-        if sum(n for _, _, n in segments) != int(row["steps_total"]):
-            problem = "history steps do not add up to steps_total"
-        elif any(abs(s - float(row["noise_multiplier"])) > 1e-9 for s, _, _ in segments[-1:]):
-            problem = "history noise multiplier differs from the reported one"
-        elif row["accountant"] == "rdp" and claimed < rec["rdp"] - tolerance:
-            problem = f"epsilon {claimed:.4f} < dp-accounting RDP {rec['rdp']:.4f}"
-        elif claimed < rec["pld"] - tolerance:
-            problem = f"epsilon {claimed:.4f} < dp-accounting PLD {rec['pld']:.4f}"
-        findings.append(Finding(row, rec, problem))
+        key = (str(row["site"]), int(row["round"]))
+        problem = _row_problem(row, tolerance) or (
+            f"round {key[1]} of site {key[0]} appears twice" if key in seen else None)
+        seen.add(key)
+        findings.append(Finding(row, recompute(row), problem))
     return findings
+
+
+def _row_problem(row: dict[str, Any], tolerance: float) -> str | None:
+    rec = recompute(row)
+    claimed = float(row["epsilon"])
+    segments = _segments(row)
+    target = row.get("target_epsilon")
+    last = segments[-1] if segments else None
+    if sum(n for _, _, n in segments) != int(row["steps_total"]):
+        return "history steps do not add up to steps_total"
+    if last and abs(last[0] - float(row["noise_multiplier"])) > 1e-9:
+        return "history noise multiplier differs from the reported one"
+    if last and abs(last[1] - float(row["sample_rate"])) > 1e-12:
+        return f"history sample rate {last[1]:.6g} differs from the reported {row['sample_rate']}"
+    if not row["declined"] and last and last[2] < int(row["steps_round"]):
+        return "steps_round exceeds the history's last segment"
+    if row["accountant"] == "rdp" and claimed < rec["rdp"] - tolerance:
+        return f"epsilon {claimed:.4f} < dp-accounting RDP {rec['rdp']:.4f}"
+    if claimed < rec["pld"] - tolerance:
+        return f"epsilon {claimed:.4f} < dp-accounting PLD {rec['pld']:.4f}"
+    if target is not None and not row["declined"] and max(claimed, rec["pld"]) > float(target) + 1e-9:
+        return f"epsilon {max(claimed, rec['pld']):.4f} above the target {target}"
+    return None
 
 
 def ledger_table(rows: list[dict[str, Any]], findings: list[Finding] | None = None) -> str:

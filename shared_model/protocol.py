@@ -86,6 +86,7 @@ class NodeConfigKey(StrEnum):
     DP_SHARE_EVALUATION = "dp-share-evaluation"
     DP_BATCH_SIZE = "dp-batch-size"
     DP_TRAIN = "dp-train"
+    DP_UNIT = "dp-unit"
     MODALITIES = "modalities"  # comma list of the modalities the site declares it has
     MIN_CELL_SIZE = "min-cell-size"  # smallest group of patients any sent value may derive from
 

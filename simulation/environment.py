@@ -4,14 +4,13 @@ manifest (one deployment-shaped node config per site), and the pooled test evalu
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from client.data.dataset import SiteData, concat_sites
-from client.privacy.settings import DPSettings, FilePrivacyStore
+from client.privacy.settings import DPSettings
 from client.rounds.evaluation import (
     best_f1_threshold,
     bootstrap_auroc,
@@ -124,23 +123,24 @@ def write_data_summary(path: Path, features: dict[str, Path], task: str) -> None
 
 
 def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_dir: Path,
-                     rounds_left: int) -> None:
-    """Refuse, before round 1, a run whose DP sites cannot fit their budget (the check each DP
-    site also makes before its first round), naming the site."""
+                     server_round: int) -> None:
+    """Refuse, before the run's first round (``server_round``), a run in which a DP site would
+    decline: the same plan each DP site makes (:func:`client.privacy.dp_round.fixed_budget`), on
+    its ledger in the run directory (a resumed run continues it), naming the site."""
     settings = FederationSettings.from_run_config(run_config)
+    cfg = settings.round_config(server_round)
     for site, path in features.items():
         dp = simulated_dp(run_config, site)
         if not dp.enabled:
             continue
-        from client.privacy.budget import PrivacyPlan  # Opacus only where DP runs
+        from client.privacy.dp_round import fixed_budget, units_of_training_rows  # Opacus: DP only
+        from client.privacy.site_ledger import SiteLedger
 
-        n_train = SiteData.load(path, settings.task, site).size("train")
-        steps = math.ceil(n_train / (dp.batch_size or settings.batch_size))
-        plan = PrivacyPlan.restore(dp, FilePrivacyStore(run_dir / "sites" / site).load(), n_train,
-                                   steps, settings.local_epochs, rounds_left)
-        problem = plan.run_shortfall(rounds_left, settings.local_epochs)
-        if problem:
-            raise MoeHealthInputError(f"site {site}: {problem}")
+        units = units_of_training_rows(SiteData.load(path, settings.task, site), dp.unit)
+        _, refusal = fixed_budget(dp, SiteLedger(run_dir / "sites" / site), len(np.unique(units)),
+                                  cfg)
+        if refusal:
+            raise MoeHealthInputError(f"site {site}: {refusal}")
 
 
 def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int = 0
@@ -148,8 +148,7 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     """Prepare (or reuse) the virtual sites, check the DP budgets, write the sites manifest."""
     data = FederationData.from_run_config(run_config)
     features = prepare_sites(data)
-    check_dp_budgets(run_config, features, run_dir,
-                     FederationSettings.from_run_config(run_config).num_rounds - start_round)
+    check_dp_budgets(run_config, features, run_dir, start_round + 1)
     min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))
     if min_cell_size < 1:
         raise MoeHealthInputError(f"data.min-cell-size must be at least 1, got {min_cell_size}")

@@ -19,7 +19,8 @@ from client.app import app as client_app
 from client.data.dataset import SiteData
 from client.flower_io import to_array_record
 from client.privacy.dp_round import dp_local_train
-from client.privacy.settings import DPSettings, FilePrivacyStore
+from client.privacy.settings import DPSettings
+from client.privacy.site_ledger import SiteLedger
 from client.rounds.federated import declared_groups
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
@@ -88,7 +89,7 @@ def _update(site: SiteData, store_dir: Path) -> np.ndarray:
     cfg = FederationSettings(num_rounds=2, pretrain_rounds=0, seed=0).round_config(1)
     reply = dp_local_train(site, ModelConfig(), model_to_arrays(build_model()), cfg,
                            DPSettings(enabled=True, target_epsilon=8.0),
-                           FilePrivacyStore(store_dir), site.site).reply
+                           SiteLedger(store_dir), site.site).reply
     return np.concatenate([reply.arrays[k].ravel() for k in sorted(reply.arrays)])
 
 

@@ -14,7 +14,8 @@ from opacus import GradSampleModule
 
 from client.data.dataset import SiteData
 from client.privacy.dp_round import dp_local_train
-from client.privacy.settings import DPSettings, FilePrivacyStore, dp_model_config
+from client.privacy.settings import DPSettings, dp_model_config
+from client.privacy.site_ledger import SiteLedger
 from moehealth.cli import main
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
@@ -39,14 +40,14 @@ def _round(site, store, settings, rnd, phase="joint", num_rounds=8):
 def test_budget_is_planned_for_the_run_survives_a_restart_and_declines_beyond(site,
                                                                            tmp_path: Path) -> None:
     settings = DPSettings(enabled=True, target_epsilon=2.0)  # plan for the run's rounds
-    first = _round(site, FilePrivacyStore(tmp_path), settings, 1, num_rounds=2)
-    restarted = FilePrivacyStore(tmp_path)  # a new site process reads the same files
+    first = _round(site, SiteLedger(tmp_path), settings, 1, num_rounds=2)
+    restarted = SiteLedger(tmp_path)  # a new site process reads the same files
     second = _round(site, restarted, settings, 2, num_rounds=2)
     assert second.reply.ledger_row["epsilon"] > first.reply.ledger_row["epsilon"] > 0
     assert second.reply.ledger_row["steps_total"] == 2 * first.reply.ledger_row["steps_round"]
     assert second.reply.ledger_row["noise_multiplier"] == first.reply.ledger_row["noise_multiplier"]
-    assert 1.97 <= second.reply.ledger_row["epsilon"] <= 2.0  # the 2-round run spends the budget
-    third = _round(site, FilePrivacyStore(tmp_path), settings, 3, num_rounds=3)  # run extended
+    assert 1.95 <= second.reply.ledger_row["epsilon"] <= 2.0  # the 2-round run spends the budget
+    third = _round(site, SiteLedger(tmp_path), settings, 3, num_rounds=3)  # run extended
     assert third.reply.status is SiteStatus.DECLINED and not third.reply.arrays
     assert "privacy budget" in third.reply.ledger_row["reason"]
     assert third.reply.ledger_row["epsilon"] == second.reply.ledger_row["epsilon"]
@@ -55,11 +56,11 @@ def test_budget_is_planned_for_the_run_survives_a_restart_and_declines_beyond(si
 
 
 def test_every_sent_parameter_is_trained_under_dp(site, tmp_path: Path) -> None:
-    result = _round(site, FilePrivacyStore(tmp_path), DPSettings(enabled=True), 1)
+    result = _round(site, SiteLedger(tmp_path), DPSettings(enabled=True), 1)
     assert result.reply.arrays and set(result.reply.arrays) == set(result.dp_parameters)
     groups = {parameter_group(n) for n in result.reply.arrays}
     assert groups == set(result.reply.group_weights)
-    pre = _round(site, FilePrivacyStore(tmp_path / "p"), DPSettings(enabled=True), 1, "pretrain")
+    pre = _round(site, SiteLedger(tmp_path / "p"), DPSettings(enabled=True), 1, "pretrain")
     assert "gate" not in {parameter_group(n) for n in pre.reply.arrays}
     assert set(pre.reply.arrays) == set(pre.dp_parameters)
 
@@ -99,7 +100,7 @@ def test_removing_one_patient_and_the_others_clipped_gradients(site, balance: st
 def test_a_run_longer_than_a_fixed_noise_allows_is_refused_before_training(site,
                                                                            tmp_path: Path) -> None:
     settings = DPSettings(enabled=True, target_epsilon=2.0, noise_multiplier=0.8)
-    result = _round(site, FilePrivacyStore(tmp_path), settings, 1, num_rounds=8)
+    result = _round(site, SiteLedger(tmp_path), settings, 1, num_rounds=8)
     assert result.reply.status is SiteStatus.DECLINED and not result.reply.arrays
     assert "the 8 rounds left in this run would bring epsilon to" in result.reply.reason
     assert result.reply.ledger_row["steps_total"] == 0  # nothing was spent
@@ -114,15 +115,15 @@ def test_simulation_refuses_an_unfittable_dp_configuration_before_round_1(tmp_pa
     config = {**pyproject_defaults(), "dp.enabled": True, "dp.target-epsilon": 1.0,
               "dp.noise-multiplier": 0.5, "dp.sites": "site-x"}
     with pytest.raises(MoeHealthInputError, match="site site-x: privacy budget: the 8 rounds"):
-        check_dp_budgets(config, {"site-x": synth_features}, tmp_path, rounds_left=8)
+        check_dp_budgets(config, {"site-x": synth_features}, tmp_path, server_round=1)
     check_dp_budgets({**config, "dp.noise-multiplier": 0.0}, {"site-x": synth_features}, tmp_path,
-                     rounds_left=8)  # calibrated for the run: fits
+                     server_round=1)  # calibrated for the run: fits
 
 
 def test_audit_verify_passes_honest_and_fails_edited_ledger(site, tmp_path: Path, capsys) -> None:
     settings = DPSettings(enabled=True, target_epsilon=3.0)
     for rnd in (1, 2):
-        _round(site, FilePrivacyStore(tmp_path), settings, rnd, num_rounds=3)
+        _round(site, SiteLedger(tmp_path), settings, rnd, num_rounds=3)
     ledger = tmp_path / "ledger.jsonl"
     assert all(f.problem is None for f in verify_ledger(read_ledger(ledger)))
     assert main(["audit", str(ledger), "--verify", "--plot", str(tmp_path / "eps.png")]) == 0
@@ -138,7 +139,7 @@ def test_audit_verify_passes_honest_and_fails_edited_ledger(site, tmp_path: Path
 def test_the_recipe_without_noise_is_recorded_as_no_guarantee(site, tmp_path: Path) -> None:
     """``target-epsilon = inf`` (simulation's "no-noise" row): clipping and Poisson sampling with
     noise 0; the ledger says epsilon inf and the audit agrees, nothing claims a guarantee."""
-    result = _round(site, FilePrivacyStore(tmp_path), DPSettings(enabled=True,
+    result = _round(site, SiteLedger(tmp_path), DPSettings(enabled=True,
                                                                 target_epsilon=math.inf), 1)
     row = result.reply.ledger_row
     assert result.reply.arrays and row["noise_multiplier"] == 0.0 and row["epsilon"] == math.inf
@@ -167,18 +168,17 @@ def test_bad_dp_settings_are_refused() -> None:
 
 @pytest.mark.parametrize("actual_sigma, caught", [(2.0, False), (0.2, True)])
 def test_canary_audit_catches_silently_smaller_noise(site, actual_sigma: float, caught: bool) -> None:
-    from opacus.accountants import create_accountant
-
     from client.privacy.canary_audit import run_canary_audit
+    from client.privacy.dp_round import units_of_training_rows
+    from client.privacy.mechanism import Mechanism, epsilon_of
 
     claimed_sigma, epochs = 2.0, 4
-    q = 1 / -(-site.size("train") // 32)
-    accountant = create_accountant("prv")
-    accountant.history = [(claimed_sigma, q, epochs * round(1 / q))]
-    ledger_eps = float(accountant.get_epsilon(1e-5))
-    result = run_canary_audit(site, ModelConfig(), noise_multiplier=actual_sigma,
-                              max_grad_norm=1.0, epochs=epochs, ledger_epsilon=ledger_eps,
-                              canaries=2000, seed=1)
+    units = len(set(units_of_training_rows(site, "patient")))
+    claimed = Mechanism("patient", units, 32, epochs, 1.0, 1e-5, claimed_sigma)
+    ledger_eps = epsilon_of([[claimed_sigma, claimed.sample_rate, claimed.steps_per_round]], 1e-5)
+    ran = Mechanism("patient", units, 32, epochs, 1.0, 1e-5, actual_sigma)
+    result = run_canary_audit(site, ModelConfig(), mechanism=ran, steps=ran.steps_per_round,
+                              ledger_epsilon=ledger_eps, canaries=2000, seed=1)
     assert result.consistent is not caught, result
 
 
@@ -186,13 +186,13 @@ def test_noise_calibration_is_pinned_against_dp_accounting() -> None:
     """Plan: epsilon 3 at delta 1e-5 over 5 rounds of 63 Poisson steps (q = 1/63). The calibrated
     sigma is pinned, and Google's dp-accounting (PLD, independent of Opacus) agrees it spends the
     budget: at most 3, and within 0.02 of it."""
-    from client.privacy.budget import PrivacyPlan
+    from client.privacy.mechanism import Mechanism
     from shared_model.ledger import recompute
 
-    plan = PrivacyPlan.restore(DPSettings(enabled=True, target_epsilon=3.0, delta=1e-5,
-                                          planned_rounds=5), {}, n_train=2000, steps_per_epoch=63,
-                               local_epochs=1, rounds_left=8)
-    assert plan.sample_rate == pytest.approx(1 / 63)
+    settings = DPSettings(enabled=True, target_epsilon=3.0, delta=1e-5, planned_rounds=5)
+    plan = Mechanism.propose(settings, units=2000, run_batch_size=32, local_epochs=1
+                             ).calibrated(settings, rounds=5)
+    assert plan.sample_rate == pytest.approx(1 / 63) and plan.steps_per_round == 63
     assert plan.noise_multiplier == pytest.approx(0.8124, abs=1e-3)
     pld = recompute({"noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate,
                      "steps_total": 5 * 63, "delta": 1e-5})["pld"]

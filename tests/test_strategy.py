@@ -156,12 +156,17 @@ def test_checkpoint_resume_and_truncation(tmp_path: Path) -> None:
     run.append("rounds.jsonl", {"round": 1})
     run.save_checkpoint(1, arrays, {}, {"optimizer": "avg"})
     run.append("rounds.jsonl", {"round": 2})
+    for rnd in (1, 2):
+        run.append("privacy_ledger.jsonl", {"round": rnd, "site": "s", "epsilon": rnd})
     with open(run.path / "rounds.jsonl", "a") as fh:
         fh.write('{"round": 2, "kind": "trai')  # cut short by a crash
     rnd, loaded, _, _ = RunDirectory(run.path).load_latest()
     assert rnd == 1 and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
     run.truncate_after(1)
     assert [json.loads(x)["round"] for x in (run.path / "rounds.jsonl").read_text().splitlines()] == [1]
+    # a released round's privacy row is never dropped: it is marked as after the checkpoint
+    ledger = [json.loads(x) for x in (run.path / "privacy_ledger.jsonl").read_text().splitlines()]
+    assert [(r["round"], r.get("after_checkpoint", False)) for r in ledger] == [(1, False), (2, True)]
     with pytest.raises(ValueError, match="already holds a run"):
         RunDirectory.create(str(run.path), {})
 

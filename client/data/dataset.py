@@ -49,6 +49,7 @@ class SiteData:
     stay_id: np.ndarray
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    subject_id: np.ndarray  # the patient of each sample (DP's privacy unit); stays on the site
 
     @classmethod
     def load(cls, feature_dir: Path, task: str, site: str | None = None) -> SiteData:
@@ -72,7 +73,7 @@ class SiteData:
                    for k, v in inputs.items()}
         return cls(site or Path(feature_dir).parent.name, task, data["split"][keep],
                    data["stay_id"][keep], tensors,
-                   torch.as_tensor(label[keep], dtype=torch.float32))
+                   torch.as_tensor(label[keep], dtype=torch.float32), data["subject_id"][keep])
 
     def subset(self, split: str) -> TensorDataset:
         """TensorDataset of (inputs..., label) for one split."""
@@ -97,4 +98,5 @@ def concat_sites(sites: list[SiteData]) -> SiteData:
     inputs = {k: torch.cat([s.inputs[k] for s in sites]) for k in INPUT_NAMES}
     return SiteData("pooled", sites[0].task, np.concatenate([s.split for s in sites]),
                     np.concatenate([s.stay_id for s in sites]), inputs,
-                    torch.cat([s.labels for s in sites]))
+                    torch.cat([s.labels for s in sites]),
+                    np.concatenate([s.subject_id for s in sites]))

@@ -6,7 +6,8 @@ Poisson-sampled at the site's rate q and added to the sum of clipped gradients *
 noise. The auditor scores each canary by its inner product with the noised gradients, guesses the
 top-k as included and the bottom-k as excluded, and turns the number of correct guesses into a
 lower bound on epsilon (a binomial tail at p = e^eps / (1 + e^eps), Bonferroni over the k tried).
-The audit run uses the site's data and DP settings on a throw-away copy of the model.
+The audit run uses the site's data and the ledger's mechanism (privacy unit, sample rate, clipping,
+noise, steps) on a throw-away copy of the model.
 
 A lower bound above the ledger's epsilon means the ledger under-reports (e.g. noise silently far
 smaller than claimed). A bound below it is consistent but certifies nothing.
@@ -22,13 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from scipy.stats import binom
 
 from client.data.dataset import SiteData
-from client.privacy.budget import ACCOUNTANT
+from client.privacy.mechanism import Mechanism
 from client.privacy.settings import dp_model_config
-from client.rounds.training import TrainConfig, make_loader, make_optimizer, resolve_device, train_epoch
+from client.rounds.training import TrainConfig, make_optimizer, resolve_device, train_epoch
 from shared_model import ModelConfig, build_model
 
 
@@ -91,34 +91,34 @@ class _Canaries:
         self.scores += (flat[self.index] * self.value).sum(1).double()
 
 
-def run_canary_audit(data: SiteData, model_config: ModelConfig, *, noise_multiplier: float,
-                     max_grad_norm: float, epochs: int, ledger_epsilon: float,
-                     canaries: int = 5000, canary_dims: int = 64, lr: float = 1e-3,
-                     batch_size: int = 32, beta: float = 0.05, seed: int = 0) -> AuditResult:
-    """DP-SGD on the site's training split with canaries; return the empirical lower bound."""
+def run_canary_audit(data: SiteData, model_config: ModelConfig, *, mechanism: Mechanism,
+                     steps: int, ledger_epsilon: float, canaries: int = 5000,
+                     canary_dims: int = 64, lr: float = 1e-3, beta: float = 0.05,
+                     seed: int = 0) -> AuditResult:
+    """``steps`` steps of the site's DP-SGD ``mechanism`` (its unit, sample rate, clipping and
+    noise) on its training split with canaries; return the empirical lower bound."""
+    from client.privacy.dp_round import units_of_training_rows
+    from client.privacy.dp_sgd import make_dp_training
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = resolve_device()
     model = build_model(dp_model_config(model_config)).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig(lr=lr))
-    loader = make_loader(data.subset("train"), batch_size, seed)
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
-    dp_model, dp_opt, dp_loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, poisson_sampling=True)
-    probe = _Canaries(dp_opt.params, canaries, max_grad_norm, canary_dims, rng)
+    training = make_dp_training(model, optimizer, data.subset("train"),
+                                units_of_training_rows(data, mechanism.unit), mechanism,
+                                key=rng.bytes(32), steps=steps)
+    dp_opt = training.optimizer
+    probe = _Canaries(dp_opt.params, canaries, mechanism.max_grad_norm, canary_dims, rng)
     original = dp_opt.add_noise
 
     def add_noise_with_canaries() -> None:
-        probe.inject(dp_loader.sample_rate)
+        probe.inject(mechanism.sample_rate)
         original()
         probe.score()
 
     dp_opt.add_noise = add_noise_with_canaries
-    config = TrainConfig(lr=lr, batch_size=batch_size, alpha=0.01, seed=seed)
-    for _ in range(epochs):
-        train_epoch(dp_model, dp_loader, dp_opt, config, device)
-    steps = int(sum(h[2] for h in engine.accountant.history))
+    train_epoch(training.model, training.loader, dp_opt, TrainConfig(lr=lr, alpha=0.01), device)
     order = torch.argsort(probe.scores, descending=True)
     truth = probe.included[order].numpy()
     ks = [k for k in (10, 25, 50, 100, 200, 400, 1000, 2000) if 2 * k <= canaries]
@@ -134,6 +134,7 @@ def run_canary_audit(data: SiteData, model_config: ModelConfig, *, noise_multipl
 def run_empirical_audit_cli(args) -> int:
     """``moehealth audit LEDGER --empirical --features DIR --site S``: audit that site's settings."""
     from client.errors import MoeHealthInputError
+    from client.privacy.dp_round import units_of_training_rows
     from shared_model.ledger import read_ledger
 
     if not args.features or not args.site:
@@ -141,12 +142,21 @@ def run_empirical_audit_cli(args) -> int:
     rows = [r for r in read_ledger(args.ledger) if str(r["site"]) == args.site and not r["declined"]]
     if not rows:
         raise MoeHealthInputError(f"{args.ledger}: no trained rounds of site '{args.site}'")
-    last = max(rows, key=lambda r: int(r["round"]))
+    last = max(rows, key=lambda r: int(r["steps_total"]))
     data = SiteData.load(args.features, args.task, args.site)
-    steps_per_epoch = round(1 / float(last["sample_rate"]))
-    epochs = max(1, round(int(last["steps_total"]) / steps_per_epoch))
-    result = run_canary_audit(data, ModelConfig(), noise_multiplier=float(last["noise_multiplier"]),
-                              max_grad_norm=float(last["max_grad_norm"]), epochs=epochs,
+    # the ledger's own mechanism: its unit, sample rate and clipping (the expected batch is
+    # set so that the site's data gives the ledger's sample rate)
+    units = len(np.unique(units_of_training_rows(data, str(last.get("unit", "stay")))))
+    mechanism = Mechanism(str(last.get("unit", "stay")), units,
+                          expected_batch=-(-units // round(1 / float(last["sample_rate"]))),
+                          local_epochs=1, max_grad_norm=float(last["max_grad_norm"]),
+                          delta=float(last["delta"]),
+                          noise_multiplier=float(last["noise_multiplier"]))
+    if abs(mechanism.sample_rate - float(last["sample_rate"])) > 1e-9:
+        raise MoeHealthInputError(f"{args.features}: this site's data cannot reproduce the ledger's "
+                                  f"sample rate {last['sample_rate']} (other data?)")
+    result = run_canary_audit(data, ModelConfig(), mechanism=mechanism,
+                              steps=int(last["steps_total"]),
                               ledger_epsilon=float(last["epsilon"]), canaries=args.canaries)
     print(f"site {args.site}: ledger epsilon {result.ledger_epsilon:.3f}; empirical lower bound "
           f"{result.epsilon_lower_bound:.3f} ({result.correct}/{result.guesses} correct guesses, "

@@ -1,116 +1,170 @@
-"""One round of DP-SGD local training at a site: plan, budget check, Opacus, ledger row.
+"""One round of DP-SGD at a site: fixed mechanism, exact budget check, training, ledger row.
 
-Everything random in a DP round comes from the site's private randomness, never from the server:
-the Gaussian noise, the Poisson sampling of each step and dropout are seeded afresh each round
-from the operating system's entropy pool (``os.urandom``), which no message, configuration or
-checkpoint determines. (Opacus' ``secure_mode`` would draw from torchcsprng, which has no build for
-this torch; see README, "What leaves a DP site", for what this does and does not protect against.)
-What the site trains and the weights it sends come from its declared configuration, not its data.
+The coordinator is treated as an adversary. What it sends is used only where it cannot change what
+a round costs in privacy:
+
+- ``server-round``: the ledger's round; a round the site already answered is not answered again.
+- ``num-rounds``: the rounds the noise is calibrated for at the first DP round (unless the site
+  sets ``planned-rounds``); later values change nothing: every round is checked against the target.
+- ``batch-size`` and ``local-epochs``: part of the mechanism when the site leaves them open; fixed
+  at the first DP round, a later change is declined.
+- ``phase``, ``lr``, ``alpha``, the model's dropout and the global weights: shape the update, not
+  the sampling, the clipping or the noise (post-processing of the DP mechanism).
+- ``seed``, ``proximal-mu``, ``aggregation-rule``: ignored (no FedProx term under DP: Opacus
+  replaces the gradient by the noised sum of clipped per-sample gradients).
+
+Noise and sampling come from a ChaCha20 key made afresh for the round (:mod:`secure_random`).
 """
 
 from __future__ import annotations
 
-import client.privacy.quiet_opacus  # noqa: F401  (first: before any opacus import)
-
-# isort: split
 import logging
-import os
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from opacus import PrivacyEngine
 
 from client.data.dataset import SiteData
-from client.privacy.budget import ACCOUNTANT, PrivacyPlan
-from client.privacy.settings import DPSettings, PrivacyStore, dp_model_config
-from client.rounds.federated import declared_groups, setup_round
+from client.privacy.dp_sgd import make_dp_training, trained_names
+from client.privacy.mechanism import Budget, Mechanism
+from client.privacy.settings import DPSettings, dp_model_config
+from client.privacy.site_ledger import SiteLedger
+from client.rounds.federated import declared_groups, setup_round, trainable_groups
 from client.rounds.training import train_epoch
 from shared_model import ModelConfig
 from shared_model.modalities import MODALITIES
-from shared_model.params import canonical_name, model_to_arrays
-from shared_model.protocol import RoundConfig, SiteStatus, TrainReply
+from shared_model.moe import MoEHealth
+from shared_model.params import model_to_arrays
+from shared_model.protocol import Phase, RoundConfig, SiteStatus, TrainReply
 
 log = logging.getLogger(__name__)
 ALL_MODALITIES = tuple(m.value for m in MODALITIES)
 
 
-def private_seed() -> int:
-    """63 bits from the OS entropy pool: known to this process only, different every call."""
-    return int.from_bytes(os.urandom(8), "little") >> 1
-
-
 @dataclass(frozen=True)
 class DPRoundResult:
-    """What a DP round produced: the reply (no arrays when declined, always the ledger row) and
-    the canonical names of the parameters the DP optimizer updated."""
+    """What a DP round produced: the reply (no arrays when declined) and the canonical names of
+    the parameters the DP optimizer updated."""
 
     reply: TrainReply
     dp_parameters: frozenset[str] = frozenset()
 
 
-def _declined(plan: PrivacyPlan, store: PrivacyStore, site: str, cfg: RoundConfig,
-              reason: str) -> DPRoundResult:
-    row = plan.ledger_row(site, cfg.server_round, 0, declined=True, reason=reason)
-    store.save(plan.state())
-    store.append_ledger(row)
-    log.warning("site %s declines round %d: %s", site, cfg.server_round, reason)
-    return DPRoundResult(TrainReply(site, {}, {}, SiteStatus.DECLINED, reason,
-                                    epsilon=row["epsilon"], ledger_row=row))
+def units_of_training_rows(data: SiteData, unit: str) -> np.ndarray:
+    """The privacy unit of each training row: its patient, or the row itself (``stay``)."""
+    train = data.split == "train"
+    return data.subject_id[train] if unit == "patient" else np.arange(int(train.sum()))
+
+
+def public_row(row: dict) -> dict:
+    """The ledger row as the coordinator gets it: without the number of training units."""
+    return row | {"mechanism": {k: v for k, v in row["mechanism"].items() if k != "units"}}
+
+
+def _reply(site: str, row: dict, arrays=None, weights=None) -> TrainReply:
+    if row["declined"]:
+        return TrainReply(site, {}, {}, SiteStatus.DECLINED, row["reason"],
+                          epsilon=row["epsilon"], ledger_row=public_row(row))
+    return TrainReply(site, arrays, weights, epsilon=row["epsilon"], ledger_row=public_row(row))
+
+
+def _decline(budget: Budget, ledger: SiteLedger, site: str, server_round: int,
+             reason: str) -> DPRoundResult:
+    row = budget.ledger_row(site, server_round, 0, declined=True, reason=reason)
+    ledger.append(row)
+    log.warning("site %s declines round %d: %s", site, server_round, reason)
+    return DPRoundResult(_reply(site, row))
+
+
+MISMATCH = ("the site's declared modalities do not match its data (details in the site's log); "
+            "its operator must correct them")
+
+
+def noise_only_groups(data: SiteData, model: MoEHealth, groups: dict[str, int], phase: Phase
+                      ) -> list[str]:
+    """Declared groups that no training sample would inform (they would be sent as noise alone).
+    Experts of the joint phase are left out: which experts a sample reaches is the gate's choice,
+    made inside the DP mechanism."""
+    informed = trainable_groups(data, model, phase)
+    return sorted(g for g in groups if g not in informed
+                  and not (phase == Phase.JOINT and g.startswith("experts.")))
+
+
+def fixed_budget(settings: DPSettings, ledger: SiteLedger, units: int, cfg: RoundConfig
+                 ) -> tuple[Budget, str | None]:
+    """The site's budget with its mechanism (fixed now if this is its first DP round), and why
+    this round must be declined (the round's values would change the mechanism, it would exceed
+    the target, or, at the first round, the run cannot fit), or None."""
+    proposed = Mechanism.propose(settings, units=units, run_batch_size=cfg.batch_size,
+                                 local_epochs=cfg.local_epochs)
+    rounds_left = cfg.num_rounds - cfg.server_round + 1
+    fixed = ledger.mechanism()
+    if fixed is None:
+        budget = Budget(proposed.calibrated(settings, settings.planned_rounds or rounds_left),
+                        settings.target_epsilon, [])
+        return budget, budget.shortfall(rounds_left)
+    mechanism, fixed_at = fixed
+    budget = Budget(mechanism, settings.target_epsilon, ledger.history())
+    changed = mechanism.changes(proposed, settings)
+    if changed:
+        return budget, (f"this round's values would change the DP mechanism fixed at round "
+                        f"{fixed_at} ({'; '.join(changed)}); the site keeps its mechanism")
+    fits, after = budget.round_fits()
+    return budget, None if fits else (f"privacy budget: this round would bring epsilon to "
+                                      f"{after:.3f} > target {settings.target_epsilon}")
 
 
 def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
-                   cfg: RoundConfig, settings: DPSettings, store: PrivacyStore, site: str,
+                   cfg: RoundConfig, settings: DPSettings, ledger: SiteLedger, site: str,
                    modalities: tuple[str, ...] = ALL_MODALITIES) -> DPRoundResult:
-    """Train the declared groups under DP-SGD with Poisson sampling, or decline over budget."""
-    setup = setup_round(
-        data, dp_model_config(model_config), global_arrays, cfg, seed=private_seed(),
-        batch_size=settings.batch_size or None,
-        choose_groups=lambda m: declared_groups(m, modalities, cfg.phase, settings.public_weight,
-                                                encoders=settings.train == "all"))
-    model, weights, device = setup.model, setup.weights, setup.device
-    rounds_left = cfg.num_rounds - cfg.server_round + 1
-    plan = PrivacyPlan.restore(settings, store.load(), data.size("train"), len(setup.loader),
-                               cfg.local_epochs, rounds_left)
-    shortfall = None if plan.history else plan.run_shortfall(rounds_left, cfg.local_epochs)
-    fits, eps_after = plan.fits(cfg.local_epochs * len(setup.loader))
-    if shortfall or not fits:
-        return _declined(plan, store, site, cfg, shortfall or (
-            f"privacy budget: this round would bring epsilon to {eps_after:.3f} > target "
-            f"{settings.target_epsilon}"))
+    """Train the declared groups for one round of the site's fixed DP-SGD mechanism, or decline.
+
+    Args:
+        data: the site's samples; ``subject_id`` defines the patients (privacy unit).
+        model_config, global_arrays, cfg: the run's model and the round's values (adversarial).
+        settings: the site's own DP configuration.
+        ledger: the site's privacy ledger (mechanism, spending, answered rounds).
+        modalities: the site's declared modalities (they, not the data, pick the groups sent).
+
+    Returns:
+        The reply (arrays of the trained groups with the public weight, or declined with the
+        reason) and the names of the parameters the DP optimizer updated.
+    """
+    previous = ledger.answered(cfg.server_round)
+    if previous is not None:
+        reason = (f"round {cfg.server_round} was already answered by this site (its ledger: "
+                  f"{'declined' if previous['declined'] else 'trained'}); a round is answered once")
+        log.warning("site %s: %s", site, reason)
+        return DPRoundResult(TrainReply(site, {}, {}, SiteStatus.DECLINED, reason))
+    units = units_of_training_rows(data, settings.unit)
+    budget, refusal = fixed_budget(settings, ledger, len(np.unique(units)), cfg)
+    if refusal:
+        return _decline(budget, ledger, site, cfg.server_round, refusal)
 
     if settings.without_noise:
         log.warning("site %s round %d: DP-SGD WITHOUT noise (target epsilon inf): clipping and "
                     "Poisson sampling only, no privacy guarantee", site, cfg.server_round)
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
-    engine.accountant.load_state_dict({"history": [tuple(h) for h in plan.history],
-                                       "mechanism": ACCOUNTANT})
-    # setup.loader's generator is seeded with the private seed: Opacus' Poisson sampler uses it
-    dp_model, dp_optimizer, dp_loader = engine.make_private(
-        module=model, optimizer=setup.optimizer, data_loader=setup.loader,
-        noise_multiplier=plan.noise_multiplier, max_grad_norm=settings.max_grad_norm,
-        poisson_sampling=True,
-        noise_generator=torch.Generator(device=device).manual_seed(private_seed()))
-    for _ in range(cfg.local_epochs):
-        train_epoch(dp_model, dp_loader, dp_optimizer, setup.train_cfg, device)
-    steps = plan.record(engine.accountant.history)
-    row = plan.ledger_row(site, cfg.server_round, steps, declined=False)
-    store.save(plan.state())
-    store.append_ledger(row)
-    arrays = model_to_arrays(model, groups=weights)  # raw module: canonical names
-    dp_names = _dp_trained_names(dp_model, dp_optimizer, dp_loader)
+    setup = setup_round(
+        data, dp_model_config(model_config), global_arrays, cfg,
+        seed=int.from_bytes(secrets.token_bytes(8), "little"),  # dropout only: not a DP secret
+        choose_groups=lambda m: declared_groups(m, modalities, cfg.phase, settings.public_weight,
+                                                encoders=settings.train == "all"))
+    uninformed = noise_only_groups(data, setup.model, setup.weights, cfg.phase)
+    if uninformed:
+        log.error("site %s: declared DP groups no training %s informs: %s; correct the site's "
+                  "declared modalities", site, settings.unit, ", ".join(uninformed))
+        return _decline(budget, ledger, site, cfg.server_round, MISMATCH)
+    training = make_dp_training(setup.model, setup.optimizer, data.subset("train"), units,
+                                budget.mechanism)
+    train_epoch(training.model, training.loader, training.optimizer, setup.train_cfg,
+                setup.device)  # the sampler yields exactly the mechanism's steps per round
+    steps = budget.spend_round()
+    row = budget.ledger_row(site, cfg.server_round, steps, declined=False)
+    arrays = model_to_arrays(setup.model, groups=setup.weights)  # raw module: canonical names
+    dp_names = trained_names(training)
     if not set(arrays) <= dp_names:
         raise RuntimeError(f"refusing to send parameters not trained under DP-SGD: "
                            f"{sorted(set(arrays) - dp_names)[:3]}")
-    reply = TrainReply(site, arrays, weights, epsilon=row["epsilon"], ledger_row=row)
-    return DPRoundResult(reply, frozenset(dp_names))
+    ledger.append(row)  # on disk before the update leaves the site
+    return DPRoundResult(_reply(site, row, arrays, setup.weights), frozenset(dp_names))
 
-
-def _dp_trained_names(dp_model, dp_optimizer, dp_loader) -> set[str]:
-    """Names of the parameters the DP optimizer updates, if the loader samples Poisson batches."""
-    from opacus.data_loader import DPDataLoader
-
-    if not isinstance(dp_loader, DPDataLoader):
-        return set()
-    in_optimizer = {id(p) for group in dp_optimizer.param_groups for p in group["params"]}
-    return {canonical_name(n) for n, p in dp_model.named_parameters() if id(p) in in_optimizer}

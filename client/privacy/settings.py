@@ -1,14 +1,11 @@
-"""A site's own DP settings and where it keeps its budget; imports no Opacus (a non-DP site never
-loads it)."""
+"""A site's own DP settings; imports no Opacus (a non-DP site never loads it)."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from client.errors import MoeHealthInputError
 from shared_model import ModelConfig
@@ -24,6 +21,7 @@ def _flag(value: Any) -> bool:
 
 
 DP_TRAIN = ("all", "fusion")  # what a DP site trains: every declared group, or no encoder
+PRIVACY_UNITS = ("patient", "stay")  # what one Poisson-sampled, clipped contribution is
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,7 @@ class DPSettings:
     share_evaluation: bool = False  # evaluation metrics are outside the DP guarantee
     batch_size: int = 0  # expected Poisson batch of DP-SGD; 0: the run's batch-size
     train: str = "all"  # "all" declared groups, or "fusion": encoders frozen (e.g. init-from)
+    unit: str = "patient"  # privacy unit: a patient (all its stays) or one ICU stay
 
     def __post_init__(self) -> None:
         if not self.enabled:
@@ -60,6 +59,9 @@ class DPSettings:
         if self.batch_size < 0:
             raise MoeHealthInputError(f"DP: batch size must be >= 0 (0 = the run's), got "
                                       f"{self.batch_size}")
+        if self.unit not in PRIVACY_UNITS:
+            raise MoeHealthInputError(f"DP: unit must be one of {', '.join(PRIVACY_UNITS)}, got "
+                                      f"{self.unit!r}")
         if self.train not in DP_TRAIN:
             raise MoeHealthInputError(f"DP: train must be one of {', '.join(DP_TRAIN)}, got "
                                       f"{self.train!r}")
@@ -97,38 +99,9 @@ class DPSettings:
 
 _KINDS = {"enabled": _flag, "target_epsilon": float, "delta": float, "max_grad_norm": float,
           "noise_multiplier": float, "planned_rounds": int, "public_weight": int,
-          "share_evaluation": _flag, "batch_size": int, "train": str}
+          "share_evaluation": _flag, "batch_size": int, "train": str, "unit": str}
 
 
 def dp_model_config(config: ModelConfig) -> ModelConfig:
     """The model a DP site trains: DPLSTM and the per-sample balance regularizer."""
     return replace(config, lstm="dp", balance="kl")
-
-
-class PrivacyStore(Protocol):
-    """Where a site keeps its accountant state and its append-only ledger."""
-
-    def load(self) -> dict[str, Any]: ...
-    def save(self, state: dict[str, Any]) -> None: ...
-    def append_ledger(self, row: dict[str, Any]) -> None: ...
-
-
-class FilePrivacyStore:
-    """Deployment: ``<site dir>/privacy/{accountant.json, ledger.jsonl}``, durable across restarts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict[str, Any]:
-        path = self.directory / "accountant.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    def save(self, state: dict[str, Any]) -> None:
-        tmp = self.directory / ".accountant.json.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.directory / "accountant.json")
-
-    def append_ledger(self, row: dict[str, Any]) -> None:
-        with open(self.directory / "ledger.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")

@@ -98,16 +98,19 @@ class RoundSetup:
 def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase, weight: int,
                     encoders: bool = True) -> dict[str, int]:
     """Groups a DP site trains, decided from its declared modalities, never from its data, each
-    with the same public aggregation weight: encoders of the declared modalities, every missing
-    indicator, the experts of the combinations of declared modalities that include EHR (every
-    site has EHR), the gate (joint phase) or the fusion head. ``encoders=False`` (DP ``train:
-    fusion``): no encoder; they keep the global values, e.g. pre-trained on public data."""
+    with the same public aggregation weight: encoders of the declared modalities, the missing
+    indicators of notes and CXR (EHR is what every site has: its indicator would be trained on
+    noise alone), the experts of the combinations of declared modalities that include EHR, the
+    gate (joint phase) or the fusion head. ``encoders=False`` (DP ``train: fusion``): no encoder;
+    they keep the global values, e.g. pre-trained on public data."""
     have = set(modalities)
 
     def allowed(group: str) -> bool:
         kind, _, name = group.partition(".")
         if kind == "encoders":
             return encoders and name in have
+        if kind == "missing":
+            return name != Modality.EHR
         if kind == "experts":
             return set(name.split("+")) <= have and Modality.EHR in name.split("+")
         return kind != "gate" or phase == Phase.JOINT
