@@ -23,10 +23,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         recipe = {key: value for key, value in (
             ("init-from", str(args.init_from) if args.init_from else None),
             ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
-            ("dp.max-grad-norm", args.dp_max_grad_norm), ("dp.unit", args.dp_unit),
-            ("lr", args.lr)) if value is not None}
+            ("dp.max-grad-norm", args.dp_max_grad_norm), ("lr", args.lr)) if value is not None}
         frame = ex.privacy_utility(args.out, data, eps, args.seeds, tasks(args)[0],
-                                   budget, recipe)
+                                   budget, recipe, args.dp_units)
     elif args.name == "ablations":
         frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
                                        budget)
@@ -95,7 +94,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dp-train", choices=["all", "fusion"], help="privacy-utility: dp.train")
     p.add_argument("--dp-batch-size", type=int, help="privacy-utility: dp.batch-size")
     p.add_argument("--dp-max-grad-norm", type=float, help="privacy-utility: dp.max-grad-norm")
-    p.add_argument("--dp-unit", choices=["patient", "stay"], help="privacy-utility: dp.unit")
+    p.add_argument("--dp-units", nargs="+", choices=["patient", "stay"], default=["patient"],
+                   help="privacy-utility: privacy units (dp.unit); two: each epsilon paired "
+                        "patient - stay")
     p.add_argument("--lr", type=float, help="privacy-utility: the run's lr")
     p.add_argument("--variant", action="append", choices=list(VARIANTS),
                    help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "

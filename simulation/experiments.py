@@ -281,29 +281,37 @@ NO_NOISE = "no-noise"  # privacy-utility: the DP-SGD recipe with the noise left 
 
 def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | str],
                     seeds: Iterable[int], task: str = "mortality",
-                    budget: Budget = Budget(), recipe: dict[str, object] | None = None
-                    ) -> pd.DataFrame:
+                    budget: Budget = Budget(), recipe: dict[str, object] | None = None,
+                    units: Iterable[str] = ("patient",)) -> pd.DataFrame:
     """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD), with 95% intervals
     and paired differences against the same recipe without noise (``no-noise``: Poisson sampling,
     clipping, the DP model, no guarantee) and without DP (``inf``), in ``paired.md``.
     ``recipe``: run-config keys every run gets, e.g. ``init-from`` a publicly pre-trained model,
-    ``dp.train``, ``dp.batch-size``. Each row also has the final model's AUROC on the sites'
-    pooled validation split, on which DP hyper-parameters are chosen (never on test)."""
+    ``dp.train``, ``dp.batch-size``. ``units``: privacy units to run each epsilon with; with
+    several (``patient stay``) each epsilon is paired across them. Each row also has the final
+    model's AUROC on the sites' pooled validation split, on which DP hyper-parameters are chosen
+    (never on test)."""
     rows, paired = [], []
-    epsilons, seeds = list(epsilons), list(seeds)
+    epsilons, seeds, units = list(epsilons), list(seeds), list(units)
+    runs = [(eps, unit) for eps in epsilons
+            for unit in (units if _dp_setting(eps) not in (NO_NOISE, "no DP") else units[:1])]
     splits, labels = _scored_runs(task, data)
     val = splits.pooled.subset("val")
-    progress = Progress(len(epsilons) * len(seeds), "privacy-utility")
+    progress = Progress(len(runs) * len(seeds), "privacy-utility")
     for seed in seeds:
         scores = {}
-        for eps in epsilons:
-            extra: dict[str, object] = {"task": task, "seed": seed, **(recipe or {})}
+        for eps, unit in runs:
+            extra: dict[str, object] = {"task": task, "seed": seed, "dp.unit": unit,
+                                        **(recipe or {})}
             setting = _dp_setting(eps)
+            if setting not in (NO_NOISE, "no DP") and len(units) > 1:
+                setting = f"{setting} ({unit})"
             if setting != "no DP":
                 extra |= {"dp.enabled": True, "dp.planned-rounds": budget.rounds,
                           # "inf" as text: the run config travels as TOML, which has no inf
                           "dp.target-epsilon": "inf" if eps == NO_NOISE else float(eps)}
-            fl = run_federation(out, data, budget, extra, f"eps{eps}-seed{seed}", progress)
+            name = f"eps{eps}-{unit}-seed{seed}" if len(units) > 1 else f"eps{eps}-seed{seed}"
+            fl = run_federation(out, data, budget, extra, name, progress)
             model = federated_model(Path(fl["run_dir"]), ModelConfig())
             scores[setting] = _test_probs(model, splits.test)
             on_val = predict(model, val, resolve_device())
@@ -318,12 +326,22 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
                 paired += _paired_lines(labels, scores, [(s, reference) for s in scores
                                                          if s not in (reference, "no DP")],
                                         f"seed {seed}")
+        paired += _paired_lines(labels, scores, _unit_pairs(scores, units), f"seed {seed}")
     frame = pd.DataFrame(rows)
     write_results(out, frame.drop(columns=["target_epsilon", "low", "high"]), ["setting"],
                   "test_auroc", f"Privacy-utility ({task}): test AUROC per target epsilon")
     _write_intervals(out, f"Privacy-utility ({task}); recipe: {recipe or 'defaults'}",
                      _test_set_name(splits, labels), rows, "setting", paired, "seed")
     return frame
+
+
+def _unit_pairs(scores: dict[str, np.ndarray], units: list[str]) -> list[tuple[str, str]]:
+    """``epsilon 8 (patient)`` against ``epsilon 8 (stay)``, and so on, where both ran."""
+    if len(units) < 2:
+        return []
+    first, *others = units
+    return [(s, s.replace(f"({first})", f"({other})")) for s in scores if s.endswith(f"({first})")
+            for other in others if s.replace(f"({first})", f"({other})") in scores]
 
 
 def _dp_setting(eps: float | str) -> str:

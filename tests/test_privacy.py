@@ -197,3 +197,38 @@ def test_noise_calibration_is_pinned_against_dp_accounting() -> None:
     pld = recompute({"noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate,
                      "steps_total": 5 * 63, "delta": 1e-5})["pld"]
     assert 2.98 <= pld <= 3.0
+
+
+def test_audit_verify_fails_what_the_coordinator_audit_found(site, tmp_path: Path) -> None:
+    """A row whose sample rate disagrees with its history (the audit's q = 1 attack once passed as
+    consistent), a released round above its target, and a round answered twice each fail."""
+    settings = DPSettings(enabled=True, target_epsilon=2.0)
+    _round(site, SiteLedger(tmp_path), settings, 1, num_rounds=2)
+    (row,) = read_ledger(tmp_path / "ledger.jsonl")
+    assert verify_ledger([row])[0].problem is None
+    attacked = row | {"history": [[row["noise_multiplier"], 1.0, row["steps_total"]]]}
+    assert "sample rate" in verify_ledger([attacked])[0].problem
+    over = row | {"target_epsilon": row["epsilon"] / 2}
+    assert "above the target" in verify_ledger([over])[0].problem
+    twice = verify_ledger([row, dict(row)])
+    assert twice[0].problem is None and "appears twice" in twice[1].problem
+
+
+def test_a_torn_ledger_line_is_an_unsent_round_and_is_cut_before_the_next(site,
+                                                                         tmp_path: Path) -> None:
+    settings = DPSettings(enabled=True, target_epsilon=3.0)
+    _round(site, SiteLedger(tmp_path), settings, 1, num_rounds=3)
+    with open(tmp_path / "ledger.jsonl", "a") as fh:
+        fh.write('{"round": 2, "site": "site-a", "eps')  # the process died mid-append
+    assert [r["round"] for r in SiteLedger(tmp_path).rows()] == [1]
+    _round(site, SiteLedger(tmp_path), settings, 2, num_rounds=3)
+    assert [r["round"] for r in read_ledger(tmp_path / "ledger.jsonl")] == [1, 2]
+
+
+def test_privacy_utility_pairs_each_epsilon_across_units() -> None:
+    from simulation.experiments import _unit_pairs
+
+    scores = {"epsilon 8 (patient)": None, "epsilon 8 (stay)": None, "epsilon 3 (patient)": None,
+              "no-noise": None}
+    assert _unit_pairs(scores, ["patient", "stay"]) == [("epsilon 8 (patient)", "epsilon 8 (stay)")]
+    assert _unit_pairs(scores, ["patient"]) == []
