@@ -184,7 +184,7 @@ def plot_epsilon(rows: list[dict[str, Any]], path: Path,
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("epsilon spent (dotted: target)")
-    ax.set_title("Sample-level privacy budget per site")
+    ax.set_title("Privacy budget per site (unit: patient unless the ledger says stay)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
