@@ -4,6 +4,7 @@ manifest (one deployment-shaped node config per site), and the pooled test evalu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,26 @@ def simulated_dp(run_config: dict[str, Any], site: str) -> DPSettings:
     """In simulation the run-config stands in for each hospital's own DP settings:
     ``dp.enabled`` applies to the sites listed in ``dp.sites`` ("all" or "site-0,site-2")."""
     settings = DPSettings.from_mapping(run_config, prefix=DP_PREFIX)
-    chosen = str(run_config.get(DP_SITES, "all") or "all")
-    if settings.enabled and chosen != "all" and site not in chosen.split(","):
+    chosen = dp_site_names(run_config)
+    if settings.enabled and chosen is not None and site not in chosen:
         return DPSettings(enabled=False)
     return settings
+
+
+def dp_site_names(run_config: dict[str, Any], known: Iterable[str] | None = None
+                  ) -> set[str] | None:
+    """The sites ``dp.sites`` names (None: all), spaces stripped; with ``known``, a name that is
+    no site is an error (a typo must not turn DP off where it was meant to be on)."""
+    text = str(run_config.get(DP_SITES, "all") or "all").strip()
+    if text == "all":
+        return None
+    names = {name.strip() for name in text.split(",")}
+    unknown = sorted(names - set(known)) if known is not None else []
+    if "" in names or unknown:
+        raise MoeHealthInputError(
+            f"{DP_SITES} = {text!r}: {'an empty name' if '' in names else repr(unknown[0])} is "
+            f"not a site (sites: {', '.join(sorted(known or []))}; or \"all\")")
+    return names
 
 
 SITE_MIN_CELL_SIZE = DATA_PREFIX + "min-cell-size"  # stands in for each hospital's site YAML
@@ -129,6 +146,8 @@ def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_
     its ledger in the run directory (a resumed run continues it), naming the site."""
     settings = FederationSettings.from_run_config(run_config)
     cfg = settings.round_config(server_round)
+    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled:
+        dp_site_names(run_config, known=features)
     for site, path in features.items():
         dp = simulated_dp(run_config, site)
         if not dp.enabled:

@@ -232,3 +232,25 @@ def test_privacy_utility_pairs_each_epsilon_across_units() -> None:
               "no-noise": None}
     assert _unit_pairs(scores, ["patient", "stay"]) == [("epsilon 8 (patient)", "epsilon 8 (stay)")]
     assert _unit_pairs(scores, ["patient"]) == []
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"target-epsilon": float("nan")}, "target-epsilon"), ({"target-epsilon": True}, "target-epsilon"),
+    ({"target-epsilon": "eight"}, "target-epsilon"), ({"enabled": "yes"}, "enabled"),
+    ({"unit": "visit"}, "unit")])
+def test_a_dp_setting_of_the_wrong_kind_is_refused_naming_it(bad: dict, named: str) -> None:
+    from client.errors import MoeHealthInputError
+
+    with pytest.raises(MoeHealthInputError, match=named):
+        DPSettings.from_mapping({"enabled": True} | bad, prefix="")
+
+
+def test_dp_sites_are_stripped_and_checked() -> None:
+    from shared_model.errors import MoeHealthInputError
+    from simulation.environment import dp_site_names, simulated_dp
+
+    config = {"dp.enabled": True, "dp.sites": "site-0, site-2"}
+    assert dp_site_names(config, known=["site-0", "site-1", "site-2"]) == {"site-0", "site-2"}
+    assert simulated_dp(config, "site-2").enabled and not simulated_dp(config, "site-1").enabled
+    with pytest.raises(MoeHealthInputError, match="'site-9' is not a site"):
+        dp_site_names({"dp.sites": "site-0,site-9"}, known=["site-0", "site-1"])

@@ -13,11 +13,25 @@ from shared_model.protocol import DP_NODE_PREFIX
 
 
 def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false"):
-            raise ValueError(f"expected true or false, got {value!r}")
+    """true/false only (a bool, or its text): "yes", 1 or "on" are refused, not guessed."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    return bool(value)
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _number(kind: type) -> Any:
+    """A converter to ``kind`` that refuses booleans (``True`` is an int in Python) and NaN;
+    infinity passes (only ``target-epsilon`` accepts it, see ``DPSettings``)."""
+    def convert(value: Any) -> int | float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        number = kind(value)
+        if isinstance(number, float) and math.isnan(number):
+            raise ValueError("expected a number, got nan")
+        return number
+    return convert
 
 
 DP_TRAIN = ("all", "fusion")  # what a DP site trains: every declared group, or no encoder
@@ -43,6 +57,10 @@ class DPSettings:
     def __post_init__(self) -> None:
         if not self.enabled:
             return
+        if not math.isfinite(self.max_grad_norm) or any(
+                v is not None and not math.isfinite(v) for v in (self.delta, self.noise_multiplier)):
+            raise MoeHealthInputError("DP: max grad norm, delta and noise multiplier must be "
+                                      "finite numbers")
         if self.target_epsilon <= 0 or self.max_grad_norm <= 0:
             raise MoeHealthInputError(f"DP: target epsilon ({self.target_epsilon}) and max grad "
                                       f"norm ({self.max_grad_norm}) must be positive")
@@ -68,18 +86,23 @@ class DPSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], prefix: str = "dp.") -> DPSettings:
-        """``dp.enabled``, ``dp.target-epsilon``, ``dp.delta``, ``dp.max-grad-norm``,
-        ``dp.noise-multiplier``, ``dp.planned-rounds``; an absent key takes the default, and
-        ``delta`` / ``noise-multiplier`` of 0 or "" mean "derive it" (see the fields)."""
+        """Every field as ``<prefix><field-with-dashes>`` (``dp.target-epsilon``, node config
+        ``dp-target-epsilon``, site YAML ``target-epsilon``); an absent key takes the default,
+        ``delta`` / ``noise-multiplier`` of 0 or "" mean "derive it" (see the fields), and a value
+        of the wrong type is an error naming the key."""
         given = {f.name: values[prefix + f.name.replace("_", "-")] for f in fields(cls)
                  if prefix + f.name.replace("_", "-") in values}
         for derived in ("delta", "noise_multiplier"):
             if given.get(derived) in ("", 0, 0.0):
                 given[derived] = None
-        try:
-            return cls(**{k: _KINDS[k](v) if v is not None else None for k, v in given.items()})
-        except (TypeError, ValueError) as err:
-            raise MoeHealthInputError(f"DP settings ({prefix}*): {err}") from None
+        converted = {}
+        for name, value in given.items():
+            try:
+                converted[name] = None if value is None else _KINDS[name](value)
+            except (TypeError, ValueError) as err:
+                raise MoeHealthInputError(f"DP setting '{prefix}{name.replace('_', '-')}': "
+                                          f"{err}") from None
+        return cls(**converted)
 
     def node_config(self) -> dict[str, bool | float | int]:
         """The same settings as a SuperNode's ``dp-*`` node-config keys (unset ones left out)."""
@@ -97,9 +120,10 @@ class DPSettings:
         return self.delta if self.delta is not None else min(1.0 / max(n_train, 1), 1e-5)
 
 
-_KINDS = {"enabled": _flag, "target_epsilon": float, "delta": float, "max_grad_norm": float,
-          "noise_multiplier": float, "planned_rounds": int, "public_weight": int,
-          "share_evaluation": _flag, "batch_size": int, "train": str, "unit": str}
+_KINDS = {"enabled": _flag, "target_epsilon": _number(float), "delta": _number(float),
+          "max_grad_norm": _number(float), "noise_multiplier": _number(float),
+          "planned_rounds": _number(int), "public_weight": _number(int),
+          "share_evaluation": _flag, "batch_size": _number(int), "train": str, "unit": str}
 
 
 def dp_model_config(config: ModelConfig) -> ModelConfig:
