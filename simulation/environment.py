@@ -166,6 +166,8 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
                     ) -> SimulatedSites:
     """Prepare (or reuse) the virtual sites, check the DP budgets, write the sites manifest."""
     data = FederationData.from_run_config(run_config)
+    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled:  # before any data work
+        dp_site_names(run_config, known=[f"site-{i}" for i in range(data.num_sites)])
     features = prepare_sites(data)
     check_dp_budgets(run_config, features, run_dir, start_round + 1)
     min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))

@@ -27,10 +27,15 @@ def test_fewer_supernodes_than_sites_fails_before_round_1(tmp_path: Path) -> Non
               "run-dir": str(run_dir)}
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         outcome = sim.run(config, num_supernodes=2, timeout=300)
-    assert outcome.status == "finished:failed", outcome.status
-    assert ("the simulation has 2 SuperNodes but data.num-sites = 3: run with --federation-config "
-            "'num-supernodes=3'") in outcome.log
-    assert not run_dir.exists() and not (tmp_path / "data").exists()  # nothing prepared
+        assert outcome.status == "finished:failed", outcome.status
+        assert ("the simulation has 2 SuperNodes but data.num-sites = 3: run with "
+                "--federation-config 'num-supernodes=3'") in outcome.log
+        assert not run_dir.exists() and not (tmp_path / "data").exists()  # nothing prepared
+        typo = sim.run({**config, "dp.enabled": True, "dp.sites": "site-0, site-9"},
+                       num_supernodes=3, timeout=300)  # DP meant for site-9, which is no site
+    assert typo.status == "finished:failed", typo.status
+    assert "dp.sites = 'site-0, site-9': 'site-9' is not a site" in typo.log
+    assert not run_dir.exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow
