@@ -159,6 +159,9 @@ def dp_local_train(data: SiteData, model_config: ModelConfig, global_arrays: dic
     train_epoch(training.model, training.loader, training.optimizer, setup.train_cfg,
                 setup.device)  # the sampler yields exactly the mechanism's steps per round
     steps = budget.spend_round()
+    if training.optimizer.noised_steps != steps:  # the history must be exactly what ran
+        raise RuntimeError(f"DP round ran {training.optimizer.noised_steps} steps, the mechanism "
+                           f"accounts {steps}: nothing is sent")
     row = budget.ledger_row(site, cfg.server_round, steps, declined=False)
     arrays = model_to_arrays(setup.model, groups=setup.weights)  # raw module: canonical names
     dp_names = trained_names(training)

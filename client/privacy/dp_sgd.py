@@ -38,6 +38,12 @@ class SecureNoiseDPOptimizer(DPOptimizer):
                  **kwargs) -> None:
         super().__init__(optimizer, **kwargs)
         self.noise_source = noise_source
+        self.noised_steps = 0  # steps that added noise: what the ledger must account
+        self.attach_step_hook(self._count_step)
+
+    @staticmethod
+    def _count_step(optimizer: SecureNoiseDPOptimizer) -> None:
+        optimizer.noised_steps += 1
 
     def add_noise(self) -> None:
         std = self.noise_multiplier * self.max_grad_norm
