@@ -82,6 +82,13 @@ def test_node_config_carries_identity_data_and_privacy(site_yaml: Path) -> None:
     ({"min_cell_size": 0}, "min_cell_size must be an integer >= 1"),
     ({"superlink__client_certificate": "/etc/hosts"},
      "superlink.client_certificate and superlink.client_key go together"),
+    ({"privacy__target_epsilon": float("nan")}, "privacy.target_epsilon: expected a number, got nan"),
+    ({"privacy__target_epsilon": True}, "privacy.target_epsilon: expected a number, got True"),
+    ({"privacy__target_epsilon": "eight"}, "privacy.target_epsilon: could not convert"),
+    ({"privacy__enabled": "yes"}, "privacy.enabled: expected true or false, got 'yes'"),
+    ({"privacy__unit": "visit"}, "privacy: DP: unit must be one of patient, stay"),
+    ({"runtime_port": "abc"}, "runtime_port must be a port number"),
+    ({"modalities": ["ehr", "xray"]}, "modalities: unknown modality 'xray'"),
 ])
 def test_bad_site_configs_name_the_problem(site_yaml: Path, change: dict, message: str) -> None:
     with pytest.raises(MoeHealthInputError, match="site.yaml: " + message.replace("(", r"\(")):
@@ -95,7 +102,8 @@ def test_site_check_offline(site_yaml: Path, capsys) -> None:
     assert "[ok] node key: EC secp384r1 key, SHA256:" in out
     (site_yaml.parent / "h.key").write_text("not a key")
     assert main(["site", "check", "--offline", str(site_yaml)]) == 2
-    assert "[FAIL] node key: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "[FAIL] node key: " in out and "data, cohort" not in out  # before any data work
     bad = _edit(site_yaml, superlink__address="nothing")
     assert main(["site", "check", "--offline", str(bad)]) == 2  # an input error, as elsewhere
     assert "[FAIL] config" in capsys.readouterr().out
@@ -119,3 +127,32 @@ def test_declared_modalities_hold_for_prepared_samples(site_yaml: Path) -> None:
     available = data.inputs["available"].numpy()
     assert available[:, MODALITIES.index(Modality.CXR)].sum() == 0
     assert available[:, MODALITIES.index(Modality.NOTES)].sum() > 0
+
+
+def test_a_client_certificate_with_the_wrong_key_is_one_line_before_data_work(
+        site_yaml: Path, tmp_path: Path, capsys) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def key_pem(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    cert_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hospital-a")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(cert_key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(cert_key, hashes.SHA256()))
+    (tmp_path / "h.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "other.key").write_bytes(key_pem(other_key))
+    bad = _edit(site_yaml, superlink__client_certificate=str(tmp_path / "h.crt"),
+                superlink__client_key=str(tmp_path / "other.key"))
+    assert main(["site", "check", "--offline", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert "[FAIL] TLS client certificate: " in out and "do not load as a pair" in out
+    assert "Traceback" not in out and "data, cohort" not in out

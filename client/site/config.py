@@ -106,14 +106,21 @@ class SiteConfig:
         if not (samples_dir or mimic_iv):
             raise MoeHealthInputError(f"{source}: set data.mimic_iv (MIMIC-format root) or "
                                       "data.samples_dir (prepared samples)")
-        modalities = tuple(Modality.parse(m).value for m in raw.get("modalities", ["ehr", "notes", "cxr"]))
+        try:
+            modalities = tuple(Modality.parse(str(m)).value
+                               for m in raw.get("modalities", ["ehr", "notes", "cxr"]))
+        except ValueError as err:
+            raise MoeHealthInputError(f"{source}: modalities: {err}") from None
         if "ehr" not in modalities:
             raise MoeHealthInputError(f"{source}: modalities must include 'ehr'")
         privacy = {k.replace("_", "-"): v for k, v in (raw.get("privacy") or {}).items()}
         try:
             dp = DPSettings.from_mapping(privacy, prefix="")
         except MoeHealthInputError as err:
-            raise MoeHealthInputError(f"{source}: privacy: {err}") from None
+            named = re.sub(r"^DP setting '([a-z-]+)'",  # in the YAML's spelling
+                           lambda m: f"privacy.{m[1].replace('-', '_')}", str(err))
+            raise MoeHealthInputError(f"{source}: {named if named != str(err) else f'privacy: {err}'}"
+                                      ) from None
         if dp.without_noise:
             raise MoeHealthInputError(f"{source}: privacy.target_epsilon: inf trains without noise "
                                       "(no privacy guarantee); it is for simulation measurements "
@@ -139,7 +146,7 @@ class SiteConfig:
                                         source) or _missing(source, "superlink.root_certificates"),
             auth_private_key=_readable(link.get("auth_private_key"), "superlink.auth_private_key",
                                        source) or _missing(source, "superlink.auth_private_key"),
-            runtime_port=int(raw.get("runtime_port", 9094)),
+            runtime_port=_port(raw.get("runtime_port", 9094), source),
             min_cell_size=_min_cell_size(raw.get("min_cell_size", MIN_CELL_SIZE), source),
             **_client_certificate(link, source))
 
@@ -226,6 +233,13 @@ def _client_certificate(link: dict[str, Any], source: Path) -> dict[str, Path | 
 
 def _missing(source: Path, key: str):
     raise MoeHealthInputError(f"{source}: {key} is required")
+
+
+def _port(value: Any, source: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise MoeHealthInputError(f"{source}: runtime_port must be a port number (1-65535), got "
+                                  f"{value!r}")
+    return value
 
 
 def _min_cell_size(value: Any, source: Path) -> int:

@@ -48,6 +48,21 @@ def prepare_site(config: SiteConfig, progress: bool = True) -> Path:
                                progress=progress)
 
 
+def check_client_certificate(config: SiteConfig) -> str:
+    """The mutual-TLS certificate and key load and belong together (one line if not)."""
+    if not (config.client_certificate and config.client_key):
+        return "none (the coordinator's proxy does not ask for one)"
+    try:
+        ssl.create_default_context().load_cert_chain(str(config.client_certificate),
+                                                     str(config.client_key))
+    except ssl.SSLError as err:
+        raise MoeHealthInputError(f"{config.source}: superlink.client_certificate "
+                                  f"{config.client_certificate} and superlink.client_key "
+                                  f"{config.client_key} do not load as a pair: "
+                                  f"{err.reason or err}") from None
+    return f"{config.client_certificate} with its key"
+
+
 def check_superlink(config: SiteConfig, timeout: float = 5.0) -> str:
     """Open a TLS connection to the SuperLink, verifying its certificate with the site's CA."""
     host, port = config.superlink_address.rsplit(":", 1)
@@ -100,8 +115,10 @@ def check_site(path: Path, connect: bool = True) -> list[CheckResult]:
         splits = ", ".join(f"{k} {v}" for k, v in samples["split"].value_counts().items())
         return f"{len(samples)} samples ({splits}); features in {cache}"
 
-    if step("config", load) and step("data, cohort and features", features) and \
-            step("node key", lambda: describe_node_key(holder["config"])) and connect and \
+    # every file and key first: a wrong one must not wait behind minutes of feature encoding
+    if step("config", load) and step("node key", lambda: describe_node_key(holder["config"])) and \
+            step("TLS client certificate", lambda: check_client_certificate(holder["config"])) and \
+            step("data, cohort and features", features) and connect and \
             step("SuperLink connection", lambda: check_superlink(holder["config"]), input_check=False):
         step("node key registered", lambda: check_node_registration(holder["config"]),
              input_check=False)
