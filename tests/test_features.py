@@ -57,8 +57,10 @@ def test_image_encoder_on_real_chest_xrays(caplog, cxr_smoke: Path, monkeypatch)
     monkeypatch.setattr(image, "_warned_random_init", False)  # once per process: as if new
     with caplog.at_level("WARNING"):
         encoder = ImageEncoder()
-    assert "NO IMAGE WEIGHTS" in caplog.text
-    feats = encoder.encode(paths)
+        assert encoder.encode([]).shape == (0, 1024)
+        assert "NO IMAGE WEIGHTS" not in caplog.text  # no films, nothing to warn about
+        feats = encoder.encode(paths)
+    assert "NO IMAGE WEIGHTS" in caplog.text and "data.image-encoder" in caplog.text
     assert feats.shape == (2, 1024) and np.isfinite(feats).all()
     assert not np.allclose(feats[0], feats[1])
 

@@ -25,9 +25,11 @@ def test_the_client_app_does_not_load_opacus_without_dp() -> None:
     assert _python("import sys, client.app; print('opacus' in sys.modules)") == "False"
 
 
-def test_random_init_image_warning_is_printed_once_per_process() -> None:
+def test_random_init_image_warning_is_printed_once_per_process(cxr_smoke: Path) -> None:
+    film = sorted(cxr_smoke.glob("*.png"))[0]
     out = subprocess.run([sys.executable, "-c", "from client.features.image import ImageEncoder; "
-                          "ImageEncoder(); ImageEncoder()"], cwd=REPO, check=True,
+                          f"ImageEncoder().encode([{str(film)!r}]); "
+                          f"ImageEncoder().encode([{str(film)!r}])"], cwd=REPO, check=True,
                          capture_output=True, text=True)
     assert out.stderr.count("NO IMAGE WEIGHTS CONFIGURED") == 1
 

@@ -41,7 +41,9 @@ def _warn_random_init_once() -> None:
     if not _warned_random_init:
         _warned_random_init = True
         log.warning("NO IMAGE WEIGHTS CONFIGURED: DenseNet-121 is randomly initialized (seed %d). "
-                    "Set image_weights to a local CXR-pretrained state dict for real use.",
+                    "For real use give a local CXR-pretrained state dict: run config "
+                    "data.image-encoder = \"PATH\" (simulation), encoders.image_weights in the "
+                    "site YAML (deployment) or --image-weights (moehealth encode).",
                     RANDOM_INIT_SEED)
 
 
@@ -76,8 +78,7 @@ class ImageEncoder:
             if any(k.startswith("features.") for k in missing):
                 raise MoeHealthInputError(f"{weights}: not a DenseNet-121 state dict "
                                           f"(missing e.g. {missing[0]})")
-        else:
-            _warn_random_init_once()
+        self.random_init = not weights
         self.identity = image_encoder_identity(weights, image_size)
         self.features = net.features.to(self.device).eval()
         self.dim = int(net.classifier.in_features)
@@ -94,6 +95,8 @@ class ImageEncoder:
     def encode(self, paths: list[str], batch_size: int = 16) -> np.ndarray:
         """Return float32 [len(paths), 1024] features."""
         out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        if paths and self.random_init:  # no warning where there are no films to encode
+            _warn_random_init_once()
         for start in range(0, len(paths), batch_size):
             batch = torch.stack([self.load(p) for p in paths[start:start + batch_size]])
             maps = torch.relu(self.features(batch.to(self.device)))
