@@ -42,6 +42,12 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
         assert pooled["pooled.positives"] > 0 and 0 <= pooled["pooled.threshold"] <= 1
         assert (run_dir / "checkpoints" / "round-002.safetensors").is_file()
 
+        ledger_before = (run_dir / "privacy_ledger.jsonl").read_text()
+        attack = sim.run({**config, "num-server-rounds": 3, "run-dir": "", "batch-size": 100_000,
+                          "resume-from": str(run_dir)}, num_supernodes=3)  # q = 1 for site-0
+        assert attack.status == "finished:failed", attack.status
+        assert "site site-0: this round's values would change the DP mechanism" in attack.log
+        assert (run_dir / "privacy_ledger.jsonl").read_text() == ledger_before  # nothing lost
         resumed = sim.run({**config, "num-server-rounds": 3, "run-dir": "",
                            "resume-from": str(run_dir)}, num_supernodes=3)
         assert resumed.ok, resumed.log[-3000:]
