@@ -223,3 +223,20 @@ def test_the_privacy_unit_is_the_patient(site, tmp_path: Path) -> None:
     assert row["sample_rate"] == pytest.approx(1 / np.ceil(len(np.unique(patients)) / 32))
     pld = recompute(row)["pld"]
     assert pld <= row["epsilon"] <= pld + 0.011
+
+
+def test_the_private_noise_is_gaussian_at_the_stated_scale() -> None:
+    """Too little noise would be a silent privacy failure: the ChaCha20 Gaussians have the
+    requested standard deviation, mean 0 and Gaussian tails; one key's streams are distinct."""
+    from client.privacy.secure_random import SecureRandom
+
+    noise = SecureRandom().gaussian_noise(400_000, std=1.5)
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1.5) < 0.01
+    z = noise / 1.5
+    assert abs(np.mean(z ** 4) - 3.0) < 0.05  # kurtosis of a Gaussian
+    assert abs(np.mean(np.abs(z) > 1.96) - 0.05) < 0.002
+    key = bytes(range(32))
+    assert np.array_equal(SecureRandom(key, 1).uniform(8), SecureRandom(key, 1).uniform(8))
+    assert not np.array_equal(SecureRandom(key, 0).uniform(8), SecureRandom(key, 1).uniform(8))
+    with pytest.raises(ValueError, match="32 bytes"):
+        SecureRandom(bytes(16))
