@@ -104,6 +104,10 @@ def test_a_run_longer_than_a_fixed_noise_allows_is_refused_before_training(site,
     assert result.reply.status is SiteStatus.DECLINED and not result.reply.arrays
     assert "the 8 rounds left in this run would bring epsilon to" in result.reply.reason
     assert result.reply.ledger_row["steps_total"] == 0  # nothing was spent
+    # nothing spent, nothing fixed: the hospital corrects its noise and trains the next round
+    fixed = _round(site, SiteLedger(tmp_path), replace(settings, noise_multiplier=None), 2,
+                   num_rounds=8)
+    assert fixed.reply.status is SiteStatus.TRAINED
 
 
 def test_simulation_refuses_an_unfittable_dp_configuration_before_round_1(tmp_path: Path,

@@ -4,10 +4,10 @@ The coordinator is treated as an adversary. What it sends is used only where it 
 a round costs in privacy:
 
 - ``server-round``: the ledger's round; a round the site already answered is not answered again.
-- ``num-rounds``: the rounds the noise is calibrated for at the first DP round (unless the site
+- ``num-rounds``: the rounds the noise is calibrated for at the first trained DP round (unless the site
   sets ``planned-rounds``); later values change nothing: every round is checked against the target.
 - ``batch-size`` and ``local-epochs``: part of the mechanism when the site leaves them open; fixed
-  at the first DP round, a later change is declined.
+  at the first trained DP round, a later change is declined.
 - ``phase``, ``lr``, ``alpha``, the model's dropout and the global weights: shape the update, not
   the sampling, the clipping or the noise (post-processing of the DP mechanism).
 - ``seed``, ``proximal-mu``, ``aggregation-rule``: ignored (no FedProx term under DP: Opacus
@@ -61,11 +61,13 @@ def public_row(row: dict) -> dict:
     return row | {"mechanism": {k: v for k, v in row["mechanism"].items() if k != "units"}}
 
 
-def _reply(site: str, row: dict, arrays=None, weights=None) -> TrainReply:
+def _reply(site: str, row: dict, arrays: dict[str, np.ndarray] | None = None,
+           weights: dict[str, int] | None = None) -> TrainReply:
     if row["declined"]:
         return TrainReply(site, {}, {}, SiteStatus.DECLINED, row["reason"],
                           epsilon=row["epsilon"], ledger_row=public_row(row))
-    return TrainReply(site, arrays, weights, epsilon=row["epsilon"], ledger_row=public_row(row))
+    return TrainReply(site, arrays or {}, weights or {}, epsilon=row["epsilon"],
+                      ledger_row=public_row(row))
 
 
 def _decline(budget: Budget, ledger: SiteLedger, site: str, server_round: int,
@@ -92,7 +94,7 @@ def noise_only_groups(data: SiteData, model: MoEHealth, groups: dict[str, int], 
 
 def fixed_budget(settings: DPSettings, ledger: SiteLedger, units: int, cfg: RoundConfig
                  ) -> tuple[Budget, str | None]:
-    """The site's budget with its mechanism (fixed now if this is its first DP round), and why
+    """The site's budget with its mechanism (planned anew until it has trained once), and why
     this round must be declined (the round's values would change the mechanism, it would exceed
     the target, or, at the first round, the run cannot fit), or None."""
     proposed = Mechanism.propose(settings, units=units, run_batch_size=cfg.batch_size,

@@ -1,6 +1,7 @@
 """The DP-SGD mechanism a site fixes once, and the budget it spends round by round.
 
-Every value that decides what a DP round costs in privacy is fixed at the site's first DP round,
+Every value that decides what a DP round costs in privacy is fixed at the first round the site
+trains under DP (before it has spent anything it may still plan anew),
 from its own configuration and the run's declared length, and recorded in its ledger: the privacy
 unit and how many there are, the expected batch and with it the Poisson sample rate, the steps per
 round, the clipping norm, delta and the noise multiplier. A later round whose values (sent by the
@@ -94,10 +95,6 @@ class Mechanism:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def public_dict(self) -> dict[str, Any]:
-        """What the coordinator may see: everything but the number of units."""
-        return {k: v for k, v in self.to_dict().items() if k != "units"}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Mechanism:

@@ -46,13 +46,15 @@ class SiteLedger:
         return rows
 
     def mechanism(self) -> tuple[Mechanism, int] | None:
-        """The fixed mechanism and the round that fixed it, or None before the first DP round."""
+        """The fixed mechanism and the round that fixed it: the first round the site trained
+        (until it has spent anything, a corrected configuration may still plan anew), or None."""
         for row in self.rows():
             if "mechanism" not in row:
                 raise MoeHealthInputError(f"{self.path}: a row of round {row.get('round')} has no "
                                           "mechanism (ledger of an older moehealth): start a new "
                                           "privacy dir")
-            return Mechanism.from_dict(row["mechanism"]), int(row["round"])
+            if not row["declined"]:
+                return Mechanism.from_dict(row["mechanism"]), int(row["round"])
         return None
 
     def history(self) -> list[list[float]]:
