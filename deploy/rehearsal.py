@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,15 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from simulation.local_superlink import free_port, wait_for_port  # noqa: E402
+
+
+def proxy_available() -> bool:
+    """nginx with its stream module (Debian: nginx-light + libnginx-mod-stream) is installed."""
+    if shutil.which("nginx") is None:
+        return False
+    built = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+    return (f"{built} ".count("--with-stream ") > 0
+            or Path("/usr/lib/nginx/modules/ngx_stream_module.so").exists())
 
 
 @dataclass
@@ -96,12 +106,20 @@ class Rehearsal:
     def start_proxy(self, name: str, mtls: bool) -> int:
         """A hospital-facing nginx proxy in front of the SuperLink; returns its port."""
         port = free_port()
+        if mtls and not self.registry.exists():
+            self.registry.write_text('{"sites": {}, "public_keys": {}}')
         self.start(name, [str(SCRIPTS / "start-proxy.sh"), str(self.workdir / "certs"),
                           str(self.workdir / f"{name}-state"), f"127.0.0.1:{port}", str(self.port),
-                          *(["--mtls"] if mtls else [])])
+                          *(["--mtls", str(self.registry)] if mtls else [])])
         wait_for_port(port, self.procs[name], 30)
         self.proxies[name] = port
         return port
+
+    def reload_proxies(self) -> None:
+        """After a registration or a revocation: every proxy re-reads its node-key map and CRL."""
+        for name in self.proxies:
+            self.sh(str(SCRIPTS / "reload-proxy.sh"), str(self.workdir / f"{name}-state"))
+        time.sleep(1)  # nginx's new worker takes over
 
     @property
     def registry(self) -> Path:
@@ -122,6 +140,7 @@ class Rehearsal:
         if register:  # flwr supernode register + node id -> name in the site registry
             self.sh(str(BIN / "moehealth"), "coordinator", "register", str(keys / f"{site}.key.pub"),
                     site, "--registry", str(self.registry))
+            self.reload_proxies()
         tls = {}
         if client_certificate:
             self.sh(str(SCRIPTS / "sign-hospital-cert.sh"), str(self.workdir / "ca"),

@@ -15,10 +15,11 @@ from shared_model.errors import MoeHealthInputError
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from server.identity import register_site
+    from server.identity import node_key_header, register_site
 
     if not args.public_key.is_file():
         raise MoeHealthInputError(f"{args.public_key}: no such public key file")
+    header = node_key_header(args.public_key)
     flwr = shutil.which("flwr") or "flwr"
     done = subprocess.run([flwr, "supernode", "register", str(args.public_key), args.connection,
                            "--format", "json"], capture_output=True, text=True, timeout=120)
@@ -28,8 +29,20 @@ def cmd_register(args: argparse.Namespace) -> int:
         print(f"moehealth coordinator: error: flwr supernode register failed (exit "
               f"{done.returncode}): {(done.stdout + done.stderr).strip()[-500:]}", file=sys.stderr)
         return 1
-    register_site(args.registry, node_id, args.site)
-    print(f"registered {args.site} as node {node_id} in {args.registry}")
+    register_site(args.registry, node_id, args.site, header)
+    print(f"registered {args.site} as node {node_id} in {args.registry}; with mutual TLS, "
+          "reload the proxy (deploy/scripts/reload-proxy.sh) so it admits this key with the "
+          f"certificate CN={args.site}")
+    return 0
+
+
+def cmd_proxy_map(args: argparse.Namespace) -> int:
+    from server.identity import proxy_node_key_map
+
+    text = proxy_node_key_map(args.registry)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
     return 0
 
 
@@ -44,3 +57,8 @@ def add_coordinator_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--connection", default="coordinator",
                    help="the flwr connection to the SuperLink (default: coordinator)")
     r.set_defaults(func=cmd_register)
+    m = actions.add_parser("proxy-map", help="the proxy's certificate-name -> node-key map, from "
+                           "the site registry (start-proxy.sh and reload-proxy.sh run it)")
+    m.add_argument("registry", type=Path, help="the site registry JSON")
+    m.add_argument("out", type=Path, help="the map file to write (in the proxy's state folder)")
+    m.set_defaults(func=cmd_proxy_map)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ def test_a_deployment_survives_a_hospital_crash_and_resumes(tmp_path: Path, hosp
     site run` restarts the SuperNode with backoff until the SuperLink admits it again (refused
     for ~50 s after a crash); then `resume-from` continues the run and hospital-1 contributes in
     round 3. At the end no process is left behind."""
-    proxy = shutil.which("nginx") is not None
+    proxy = reh.proxy_available()
     with reh.rehearsal(tmp_path) as r:
         r.coordinator(proxy=proxy, mtls=proxy)
         for i in range(2):

@@ -16,6 +16,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from client.data.dataset import SiteData
+from client.rounds.disclosure import (
+    cell_metrics_releasable,
+    cell_sizes,
+    cells_with,
+    classes_large_enough,
+    released_cells,
+    released_predictions,
+)
 from client.rounds.training import (
     TrainConfig,
     make_loader,
@@ -25,7 +33,7 @@ from client.rounds.training import (
     train_epoch,
 )
 from shared_model import ModelConfig, build_model
-from shared_model.modalities import COMBINATIONS, MODALITIES, Modality
+from shared_model.modalities import Modality
 from shared_model.moe import MoEHealth
 from shared_model.params import group_names, load_arrays, model_to_arrays, parameter_group
 from shared_model.protocol import (
@@ -50,30 +58,31 @@ def train_config(cfg: RoundConfig, task: str) -> TrainConfig:
 def trainable_groups(data: SiteData, model: MoEHealth, phase: Phase,
                      rule: AggregationRule = AggregationRule.MODALITY_AWARE,
                      min_cell_size: int = 1) -> dict[str, int]:
-    """Groups this site can train in ``phase``, with the number of training samples behind each;
-    a group fewer than ``min_cell_size`` samples would drive is neither trained nor sent.
+    """Groups this site can train in ``phase``, each with its aggregation weight: the training
+    samples behind it, counted over the released cells only (combinations with at least
+    ``min_cell_size`` samples, client/rounds/disclosure.py), so no combination of weights reveals
+    a small cell; a group no released cell drives is neither trained nor sent.
 
     ``rule="fedavg-all"`` is the plain-FedAvg baseline: every group, weighted by the site's size.
     """
-    idx = np.flatnonzero(data.split == "train")
+    cells = released_cells(data.combination_counts("train"), min_cell_size)
+    total = sum(cells.values())
     if rule == AggregationRule.FEDAVG_ALL:
-        return dict.fromkeys(group_names(model), len(idx)) if len(idx) >= min_cell_size else {}
-    available = data.inputs["available"][idx].numpy() > 0.5
-    combos = data.combination_counts("train")
+        return dict.fromkeys(group_names(model), total) if total else {}
     counts: dict[str, int] = {}
     for group in group_names(model):
         kind, _, name = group.partition(".")
         if kind == "encoders":
-            counts[group] = int(available[:, MODALITIES.index(Modality(name))].sum())
+            counts[group] = cells_with(cells, name)
         elif kind == "missing":
-            counts[group] = int((~available[:, MODALITIES.index(Modality(name))]).sum())
+            counts[group] = cells_with(cells, name, present=False)
         elif kind == "experts":
-            counts[group] = combos.get(name, 0)
+            counts[group] = cells.get(name, 0)
         elif kind == "gate":
-            counts[group] = len(idx) if phase == Phase.JOINT else 0
+            counts[group] = total if phase == Phase.JOINT else 0
         else:  # head
-            counts[group] = len(idx)
-    return {g: n for g, n in counts.items() if n >= max(min_cell_size, 1)}
+            counts[group] = total
+    return {g: n for g, n in counts.items() if n > 0}
 
 
 def prepare_model(model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
@@ -161,16 +170,19 @@ def local_train(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     losses = [train_epoch(model, loader, optimizer, train_cfg, device, anchor)
               for _ in range(cfg.local_epochs)]
     return TrainReply(site_id, model_to_arrays(model, groups=weights), weights,
-                      train_loss=losses[-1], train_examples=data.size("train"))
+                      train_loss=losses[-1], train_examples=sum(released_cells(
+                          data.combination_counts("train"), min_cell_size).values()))
 
 
 def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
                    site_id: str, min_cell_size: int = MIN_CELL_SIZE) -> EvaluateReply:
-    """Metrics of the global model on this site's validation and test splits: aggregates only,
-    none over fewer than ``min_cell_size`` patients and no count below it (small cells are left
-    out, not sent as markers). The F1 threshold is chosen on validation and stays at the site."""
+    """Metrics of the global model on this site's validation and test splits under the release
+    rule of client/rounds/disclosure.py: aggregates over released cells only, metrics only where
+    both classes reach ``min_cell_size``. The F1 threshold is chosen on validation and stays at
+    the site."""
     from client.rounds.evaluation import (  # scikit-learn: only for evaluation messages
         best_f1_threshold,
+        bootstrap_auroc,
         evaluate_predictions,
         routing_table,
     )
@@ -181,38 +193,28 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
     threshold = 0.5
     by_combination: dict[str, dict[str, float]] = {}
     routing: dict[str, dict[str, float]] = {}
+    test_n = 0
     for split in SPLITS:
         if data.size(split) == 0:
             continue
         pred = predict(model, data.subset(split), device)
-        if split == "val":  # F1 threshold chosen on validation, applied to test
+        if split == "val":  # F1 threshold chosen on all validation patients, applied to test
             threshold = best_f1_threshold(pred.labels, pred.probs)
-        if data.size(split) < min_cell_size:
+        released = released_predictions(pred, min_cell_size)
+        metrics_released = classes_large_enough(released.labels, min_cell_size)
+        if metrics_released:
+            result = evaluate_predictions(released, threshold)
+            splits[split] = {key: result[key] for key in SPLIT_METRICS}
+        if split != "test" or len(released.labels) == 0:
             continue
-        result = evaluate_predictions(pred, threshold)
-        splits[split] = {key: result[key] for key in SPLIT_METRICS if np.isfinite(result[key])}
-        if split == "test":
-            splits[split] |= _test_extras(pred.labels, pred.probs, min_cell_size)
+        test_n = len(released.labels)
+        if metrics_released:
+            low, high = bootstrap_auroc(released.labels, released.probs)
+            splits[split] |= {"auroc_low": low, "auroc_high": high,
+                              "positives": float(released.labels.sum())}
+        by_combination = {combo: {"n": n} for combo, n in cell_sizes(released).items()}
+        if metrics_released and cell_metrics_releasable(released, min_cell_size):
             for combo, res in result["by_combination"].items():
-                if res["n"] >= min_cell_size:  # n weights the gate-health averages
-                    by_combination[combo] = {"n": res["n"]} | (
-                        {"auroc": res["auroc"]} if np.isfinite(res["auroc"]) else {})
-            routing = {combo: weights for combo, weights in routing_table(pred).items()
-                       if int((pred.combo == COMBINATIONS.index(combo)).sum()) >= min_cell_size}
-    test_n = data.size("test") if "test" in splits else 0
+                by_combination[combo]["auroc"] = res["auroc"]
+        routing = routing_table(released)
     return EvaluateReply(site_id, test_n, splits, by_combination, routing)
-
-
-def _test_extras(labels: np.ndarray, probs: np.ndarray, min_cell_size: int) -> dict[str, float]:
-    """Bootstrap 95% interval of the test AUROC, and the number of positives where it and the
-    number of negatives are both at least ``min_cell_size`` (a small count is left out)."""
-    from client.rounds.evaluation import bootstrap_auroc
-
-    positives = int(labels.sum())
-    if positives == 0 or positives == len(labels):
-        return {}
-    low, high = bootstrap_auroc(labels, probs)
-    extras = {"auroc_low": low, "auroc_high": high}
-    if min(positives, len(labels) - positives) >= min_cell_size:
-        extras["positives"] = float(positives)
-    return extras

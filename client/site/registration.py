@@ -22,6 +22,7 @@ from client.site.config import SiteConfig
 _INVALID_HEARTBEAT = 400  # the key is registered (the call got past the key lookup)
 _NOT_REGISTERED = 412
 _BAD_SIGNATURE = 401
+_PROXY_REFUSED = 403  # the coordinator's proxy: certificate and node key not of one site
 
 
 def _tls_context(config: SiteConfig) -> ssl.SSLContext:
@@ -85,6 +86,15 @@ def check_node_registration(config: SiteConfig, timeout: float = 10.0) -> str:
     if status == _NOT_REGISTERED:
         raise MoeHealthInputError(f"{where} does not know node key {config.auth_private_key}: ask "
                                   "the coordinator to register its .pub file (deploy/README.md)")
+    if status == _PROXY_REFUSED and "registered site" in body:
+        raise MoeHealthInputError(f"{where}: the coordinator's proxy refused node key "
+                                  f"{config.auth_private_key} with client certificate "
+                                  f"{config.client_certificate} (403): the key is not registered, "
+                                  "or is registered for another site than the certificate's name")
+    if status == _INVALID_HEARTBEAT and "ssl certificate error" in body.lower():
+        raise MoeHealthInputError(f"{where}: the coordinator's proxy refused client certificate "
+                                  f"{config.client_certificate} (revoked, expired or not signed "
+                                  "by the federation CA)")
     if status == _BAD_SIGNATURE:
         raise MoeHealthInputError(f"{where} refused the node's signature (401): is this machine's "
                                   "clock more than 5 s ahead of the SuperLink's?")

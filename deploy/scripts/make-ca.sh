@@ -18,10 +18,12 @@ mkdir -p "$ca"
   -out "$ca/ca.crt" -subj "/CN=moehealth federation CA" 2>/dev/null)
 chmod 644 "$ca/ca.crt"
 "$(dirname "$0")/issue-server-cert.sh" "$ca" "$out" "$@" >/dev/null
+"$(dirname "$0")/make-crl.sh" "$ca" "$out" >/dev/null
 cat <<MSG
 Created:
   $ca/ca.key       PRIVATE to the coordinator, kept off the SuperLink host: signs certificates
   $ca/ca.crt       PUBLIC: send to every hospital (it verifies the coordinator with it)
   $out/server.pem  the coordinator's certificate (proxy and SuperLink), $out/server.key its key
   $out/ca.crt      copy of the CA certificate for the proxy and the SuperLink
+  $out/crl.pem     revoked hospital certificates (none yet; reissue yearly: make-crl.sh)
 MSG
