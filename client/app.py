@@ -37,8 +37,8 @@ def _timed_reply(msg: Message, site: SiteRuntime, timer: MessageTimer,
     line appended (never sent)."""
     content = build()
     timer.mark("reply")
-    if site.data_dir:
-        timer.append_to(site.data_dir)
+    if site.state_dir:
+        timer.append_to(site.state_dir)
     return Message(content=content, reply_to=msg)
 
 

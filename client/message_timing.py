@@ -2,7 +2,7 @@
 
 Flower 1.42 starts a fresh ClientApp process for every message, so each message pays the process
 start and the imports before the handler runs. Each handler appends one JSON line to
-``<data-dir>/message-timing.jsonl``: seconds from process start to the app module loaded and to
+``<state-dir>/message-timing.jsonl``: seconds from process start to the app module loaded and to
 the handler entered, then the handler's steps. ``bench/message_path.py`` reads these lines.
 """
 
@@ -48,10 +48,10 @@ class MessageTimer:
         self.record[f"{step}_s"] = round(now - self._last, 4)
         self._last = now
 
-    def append_to(self, data_dir: Path) -> None:
-        """Append the line; a site whose data folder is read-only logs a warning and trains on."""
+    def append_to(self, state_dir: Path) -> None:
+        """Append the line; where the folder is not writable, log a warning and train on."""
         try:
-            with open(data_dir / TIMING_FILE, "a") as out:
+            with open(state_dir / TIMING_FILE, "a") as out:
                 out.write(json.dumps({**self.record, "time": time.time()}) + "\n")
         except OSError as err:
-            log.warning("message timing not written to %s: %s", data_dir / TIMING_FILE, err)
+            log.warning("message timing not written to %s: %s", state_dir / TIMING_FILE, err)

@@ -17,7 +17,7 @@ from pathlib import Path
 import shared_model.progress_bars  # noqa: F401  (first: no bars when output is not a terminal)
 from moehealth.cli_options import DEFAULTS, add_data_args, federation_data
 from shared_model.errors import MoeHealthInputError
-from shared_model.run_config import Scheme
+from shared_model.run_config import CLI_NUM_SITES, Scheme
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -139,13 +139,45 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Every run-config key of `flwr run . -c 'key=value'`, its default and meaning."""
+    """Every run-config key of `flwr run . -c 'key=value'`, its default and meaning; with
+    ``--check``, the checks the ServerApp makes before any data work, on the given overrides."""
     from shared_model.run_config import key_comments
+
+    if args.check is not None:
+        return check_overrides(args.check)
 
     comments = key_comments()
     width = max(map(len, DEFAULTS))
     for key, value in DEFAULTS.items():
         print(f"{key:<{width}}  {json.dumps(value):<12}  {comments.get(key, '')}".rstrip())
+    return 0
+
+
+def check_overrides(overrides: list[str]) -> int:
+    """``moehealth config --check 'key=value ...'``: the overrides of ``flwr run . -c`` checked
+    as the ServerApp checks them (keys, types, settings, files; simulation's data and DP keys),
+    without Flower, data or a model."""
+    import click
+    from flwr.common.config import parse_config_args
+
+    from server.app import resumed_run_config
+    from server.run_config_check import check_keys_and_types, check_run_config
+    from shared_model.run_config import SIMULATION
+
+    try:
+        given = parse_config_args(overrides)
+    except (click.ClickException, ValueError) as err:
+        message = err.format_message() if isinstance(err, click.ClickException) else str(err)
+        raise MoeHealthInputError(f"run config: {message}") from None
+    check_keys_and_types(given)
+    run_config = resumed_run_config({**DEFAULTS, **given}, given=set(given))
+    check_run_config(run_config)
+    if run_config.get(SIMULATION):
+        from simulation.environment import check_simulation_config
+
+        check_simulation_config(run_config)
+    shown = " ".join(f"{k}={json.dumps(v)}" for k, v in given.items()) or "(defaults only)"
+    print(f"run config OK: {shown}")
     return 0
 
 
@@ -203,7 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("partition", help="split a cohort into virtual sites (patient level)")
     p.add_argument("--cohort", type=Path, required=True, help="cohort folder (moehealth cohort)")
     p.add_argument("--out", type=Path, required=True, help="folder of site folders")
-    p.add_argument("--sites", type=int, default=DEFAULTS["data.num-sites"], help="virtual sites")
+    p.add_argument("--sites", type=int, default=CLI_NUM_SITES,
+                   help="virtual sites (default: %(default)s)")
     p.add_argument("--scheme", choices=[s.value for s in Scheme], default=DEFAULTS["data.scheme"],
                    help="how patients are split into sites")
     p.add_argument("--alpha", type=float, default=DEFAULTS["data.alpha"],
@@ -254,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("config", help="list the run-config keys of `flwr run`, defaults, meanings")
+    p.add_argument("--check", nargs="*", metavar="KEY=VALUE",
+                   help="check these `flwr run . -c` overrides before running (unknown keys with "
+                        "the closest valid one, types, values, files) and exit 0 or 2")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("report", help="Markdown/HTML report with plots of a run directory")

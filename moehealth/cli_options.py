@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared_model.run_config import TASKS, Scheme, pyproject_defaults
+from shared_model.run_config import CLI_NUM_SITES, TASKS, Scheme, pyproject_defaults
 
 DEFAULTS = pyproject_defaults()
 
@@ -16,7 +16,7 @@ def add_data_args(p: argparse.ArgumentParser, seed_flag: str = "--data-seed") ->
                    help="where synthetic data and sites are cached (default: $MOEHEALTH_CACHE/synthetic)")
     p.add_argument("--patients", type=int, default=DEFAULTS["data.patients"],
                    help="synthetic patients (default: %(default)s)")
-    p.add_argument("--sites", type=int, default=DEFAULTS["data.num-sites"],
+    p.add_argument("--sites", type=int, default=CLI_NUM_SITES,
                    help="virtual sites (default: %(default)s)")
     p.add_argument("--scheme", choices=[s.value for s in Scheme], default=DEFAULTS["data.scheme"],
                    help="how patients are cut into sites (default: %(default)s)")

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import shared_model.progress_bars  # noqa: F401  (first: before anything imports tqdm)
-from server.app import SimulatedSites, create_server_app
+from server.app import SimulatedSites, SimulationEnvironment, create_server_app
+
+
+def _check(run_config: dict[str, Any]) -> int:
+    from simulation.environment import check_simulation_config
+
+    return check_simulation_config(run_config)
 
 
 def _simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int
@@ -17,4 +23,4 @@ def _simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int
     return simulated_sites(run_config, run_dir, start_round)
 
 
-app = create_server_app(_simulated_sites)
+app = create_server_app(SimulationEnvironment(_check, _simulated_sites))

@@ -21,7 +21,7 @@ from server.gate_health import MISROUTED
 from server.plots import reliability_plot, round_plot, routing_heatmap, site_colours
 from server.run_dir import DATA_SUMMARY
 from shared_model.modalities import COMBINATIONS
-from shared_model.protocol import RELIABILITY, EvaluateReply, pooled_key, split_key
+from shared_model.protocol import MIN_CELL_SIZE, RELIABILITY, EvaluateReply, pooled_key, split_key
 
 POOLED = "pooled test (centralized eval)"
 
@@ -110,7 +110,8 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     status = run_status(rounds, cross.is_file())
 
     sections = [Section("Run configuration", None, _config_table(config))]
-    sections.append(Section("Data per site", None, _data_table(summary, rounds)))
+    cell = int(config.get("data.min-cell-size", MIN_CELL_SIZE))
+    sections.append(Section("Data per site", None, _data_table(summary, rounds, cell)))
     sections.append(Section("Sites per round", None, _sites_per_round(rounds, known)))
     auroc = {s: [(r["round"], r.get(split_key("test", "auroc"))) for r in evals if r["site"] == s]
              for s in {r["site"] for r in evals}}
@@ -181,21 +182,33 @@ def _config_table(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _data_table(summary: dict, rounds: list[dict]) -> str:
-    """Samples, positives (prevalence) and modality mix per site (simulation's data summary); in
-    deployment only what the sites reported: training samples per site."""
+def _count(count: int, total: int, cell: int) -> str:
+    """A count and its share, or "< cell" where it or its complement is a small cell (the
+    release rule of the sites, so this table shows nothing the cross-site table suppresses)."""
+    if min(count, total - count) < cell and count not in (0, total):
+        return f"< {cell} or > {total - cell}" if total >= 2 * cell else "suppressed"
+    return f"{count} ({count / total:.0%})" if total else "0"
+
+
+def _data_table(summary: dict, rounds: list[dict], cell: int = MIN_CELL_SIZE) -> str:
+    """Samples, positives (prevalence) and modality mix per site (simulation's data summary,
+    counts under the cell size suppressed); in deployment only what the sites reported: training
+    samples per site."""
     if summary.get("sites"):
-        lines = [f"Task: {summary.get('task', '?')}.\n",
-                 "| site | train | val | test | positives (all splits) | prevalence | "
-                 "with notes | with CXR |", "|---|---|---|---|---|---|---|---|"]
+        source = summary.get("source", "")
+        lines = [f"Task: {summary.get('task', '?')}." + (f" Data: {source}." if source else "")
+                 + f" Counts under the minimum cell size ({cell}) are suppressed.\n",
+                 "| site | train | val | test | positives (all splits) | with notes | with CXR |",
+                 "|---|---|---|---|---|---|---|"]
         for site, splits in sorted(summary["sites"].items()):
             total = sum(s["samples"] for s in splits.values())
-            pos = sum(s["positives"] for s in splits.values())
-            notes = sum(s.get("with_notes", 0) for s in splits.values())
-            cxr = sum(s.get("with_cxr", 0) for s in splits.values())
-            shares = " | ".join(f"{k / total:.0%}" if total else "" for k in (pos, notes, cxr))
-            lines.append(f"| {site} | {splits['train']['samples']} | {splits['val']['samples']} | "
-                         f"{splits['test']['samples']} | {pos} | {shares} |")
+            counts = [sum(s.get(k, 0) for s in splits.values())
+                      for k in ("positives", "with_notes", "with_cxr")]
+            sizes = " | ".join(str(splits[k]["samples"]) if splits[k]["samples"] >= cell
+                               or splits[k]["samples"] == 0 else f"< {cell}"
+                               for k in ("train", "val", "test"))
+            shown = " | ".join(_count(k, total, cell) for k in counts)
+            lines.append(f"| {site} | {sizes} | {shown} |")
         return "\n".join(lines) + "\n"
     trained = next((r for r in reversed(rounds) if r["kind"] == "train" and r.get("contributors")),
                    None)
@@ -239,6 +252,11 @@ def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
     png = reliability_plot(bins, brier, f"Calibration of the global model (round {final['round']}, "
                            f"pooled test, n={int(final.get(pooled_key('n'), 0))})",
                            out / "reliability.png")
+    n, positives = int(final.get(pooled_key("n"), 0)), int(final.get(pooled_key("positives"), 0))
+    if positives in (0, n):
+        return [Section("Calibration (pooled test split)", None,
+                        f"Not estimable: the pooled test split holds one class only ({n} stays, "
+                        f"{positives} positive).\n")]
     return [Section("Calibration (pooled test split)", png.name,
                     f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
                     f"{_fmt(_prevalence_brier(final))}).\n")]

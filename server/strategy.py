@@ -87,9 +87,10 @@ class ModalityAwareStrategy(FedAvg):
         self.trained_rounds: list[int] = []  # rounds in which at least one update was accepted
         self.identity = identity or SiteIdentity()
         self._sampled: set[int] = set()  # node ids sent the current round's messages
+        self._sent: list[Message] = []
+        self._sent_at, self._sent_wall = time.perf_counter(), time.time()
         self._evaluating = True  # whether this round's evaluation was sent (evaluate-every)
         self._untrimmed_groups: set[str] = set()
-        self._sent_at = 0.0  # when this phase's messages were handed to Flower (perf_counter)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -98,8 +99,7 @@ class ModalityAwareStrategy(FedAvg):
         record = self.settings.round_config(rnd, self.sites_manifest).to_record()
         messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
                                                        grid), rnd)
-        self._sampled = {m.metadata.dst_node_id for m in messages}
-        self._sent_at = time.perf_counter()
+        self._remember_sent(messages)
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -119,6 +119,29 @@ class ModalityAwareStrategy(FedAvg):
         self.current = new
         return to_array_record(new), MetricRecord({TRAIN_LOSS: loss, "sites": len(collected.updates)})
 
+    def _remember_sent(self, messages: list[Message]) -> None:
+        """The phase's messages (Flower sets each one's message id when it pushes it)."""
+        self._sent = messages
+        self._sampled = {m.metadata.dst_node_id for m in messages}
+        self._sent_at = time.perf_counter()
+        self._sent_wall = time.time()
+
+    def _addressee(self, msg: Message) -> int:
+        """The node a reply is about. An error reply made by the SuperLink itself (e.g. "Node
+        Unavailable" for a SuperNode that went offline) carries the SuperLink's id as its source,
+        so it is matched to the message it answers."""
+        if msg.has_error():
+            sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+            return sent.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+        return msg.metadata.src_node_id
+
+    def _error_replies(self, errors: list[Message]) -> dict[str, str]:
+        """Site -> the error and when it came, one entry per site under its registered name."""
+        return {self.identity.name(self._addressee(msg)):
+                f"error reply: {msg.error.reason} "
+                f"({max(0.0, msg.metadata.created_at - self._sent_wall):.0f} s after sending)"
+                for msg in errors}
+
     def _seconds_since_sent(self) -> dict[str, float]:
         """``sent_at``: wall-clock time the phase's messages went out; ``sites``: seconds until
         the replies were back (delivery, the sites' work, the replies)."""
@@ -129,10 +152,7 @@ class ModalityAwareStrategy(FedAvg):
         """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""
         replies = list(replies)
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
-        out = CollectedRound(no_reply=self._silent(replies))
-        for msg in errors:
-            out.rejected[self.identity.name(msg.metadata.src_node_id)] = \
-                f"error reply: {msg.error.reason}"
+        out = CollectedRound(no_reply=self._silent(replies), rejected=self._error_replies(errors))
         for msg in valid:
             site, refused = self.identity.identify(msg)
             if refused:
@@ -166,9 +186,11 @@ class ModalityAwareStrategy(FedAvg):
 
     def _silent(self, replies: list[Message]) -> dict[str, str]:
         """Sampled sites that did not answer (killed, disconnected, or slower than the timeout)."""
-        answered = {m.metadata.src_node_id for m in replies}
-        return {self.identity.name(node): f"no reply within round-timeout "
-                f"({self.settings.round_timeout:g} s)" for node in self._sampled - answered}
+        answered = {self._addressee(m) for m in replies}
+        waited = time.perf_counter() - self._sent_at
+        return {self.identity.name(node): f"no reply in the {waited:.0f} s the round waited "
+                f"(round-timeout {self.settings.round_timeout:g} s)"
+                for node in self._sampled - answered}
 
     def aggregate(self, collected: CollectedRound
                   ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
@@ -225,8 +247,7 @@ class ModalityAwareStrategy(FedAvg):
             return []
         record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
         messages = _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
-        self._sampled = {m.metadata.dst_node_id for m in messages}
-        self._sent_at = time.perf_counter()
+        self._remember_sent(messages)
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -236,9 +257,9 @@ class ModalityAwareStrategy(FedAvg):
             return None
         seconds = self._seconds_since_sent()
         replies = list(replies)
-        valid, _ = self._check_and_log_replies(replies, is_train=False, validate=False)
+        valid, errors = self._check_and_log_replies(replies, is_train=False, validate=False)
         per_site: dict[str, EvaluateReply] = {}
-        refused: dict[str, str] = {}
+        refused: dict[str, str] = self._error_replies(errors)
         for msg in valid:
             site, problem = self.identity.identify(msg)
             reply = parse_evaluate_reply(msg)

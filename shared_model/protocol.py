@@ -74,6 +74,7 @@ class NodeConfigKey(StrEnum):
     FEATURE_DIR = "feature-dir"
     CACHE_DIR = "cache-dir"
     PRIVACY_DIR = "privacy-dir"
+    STATE_DIR = "state-dir"  # the site's writable folder for site-local logs (default: data-dir)
     TEXT_MODEL = "text-model"
     IMAGE_WEIGHTS = "image-weights"
     DP_ENABLED = "dp-enabled"

@@ -35,6 +35,8 @@ SIMULATION = "simulation"
 DATA_PREFIX = "data."
 DP_PREFIX = "dp."
 MODEL_PREFIX = "model."
+CLI_NUM_SITES = 5  # virtual sites of the CLI's data commands (in `flwr run`, data.num-sites = 0
+#                    means one per SuperNode)
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 

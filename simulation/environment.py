@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from client.data.dataset import SiteData, concat_sites
 from client.privacy.settings import DPSettings
@@ -38,9 +39,11 @@ from shared_model.protocol import (
 from shared_model.run_config import DATA_PREFIX, DP_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
 from simulation.prepare import (
+    PRESET_KEY,
     TEST_POPULATION_SITE,
     FederationData,
-    prepare_sites,
+    encode_sites,
+    partition_sites,
     prepare_test_population,
 )
 
@@ -124,9 +127,10 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
     return evaluate
 
 
-def write_data_summary(path: Path, features: dict[str, Path], task: str) -> None:
+def write_data_summary(path: Path, features: dict[str, Path], task: str, source: str = ""
+                       ) -> dict:
     """Per site and split: samples, positives and modality mix, for the run report (simulation
-    only: in deployment the coordinator sees no such counts)."""
+    only: in deployment the coordinator sees no such counts); ``source``: what the data is."""
     summary = {}
     for site, feature_dir in features.items():
         data = SiteData.load(feature_dir, task, site)
@@ -136,43 +140,108 @@ def write_data_summary(path: Path, features: dict[str, Path], task: str) -> None
             "positives": int(data.labels.numpy()[data.split == split].sum()),
             **{f"with_{m.value}": int(available[data.split == split, i].sum())
                for i, m in enumerate(MODALITIES)}} for split in ("train", "val", "test")}
-    path.write_text(json.dumps({"task": task, "sites": summary}, indent=2))
+    out = {"task": task, "source": source, "sites": summary}
+    path.write_text(json.dumps(out, indent=2))
+    return out
 
 
-def check_dp_budgets(run_config: dict[str, Any], features: dict[str, Path], run_dir: Path,
+def data_support(summary: dict, min_cell_size: int, pooled: bool) -> tuple[list[str], bool]:
+    """What the data can estimate, said before training: per site, whether its test split can
+    release metrics (>= ``min_cell_size`` positives and negatives), and whether the pooled test
+    set (``pooled``: centralized evaluation on) has as many of both classes. Returns the lines
+    and whether anything at all can be estimated."""
+    lines, releasing = [], 0
+    pooled_counts = [0, 0]
+    for site, splits in summary["sites"].items():
+        if site == TEST_POPULATION_SITE:
+            continue
+        test = splits["test"]
+        positives, negatives = test["positives"], test["samples"] - test["positives"]
+        pooled_counts[0] += positives
+        pooled_counts[1] += negatives
+        if min(positives, negatives) >= min_cell_size:
+            releasing += 1
+        else:
+            lines.append(f"{site}: test split {test['samples']} stays, {positives} positive: "
+                         f"fewer than {min_cell_size} positives or negatives, so the site "
+                         "releases no test metric")
+    population = summary["sites"].get(TEST_POPULATION_SITE, {}).get("test")
+    if population:
+        pooled_counts = [population["positives"], population["samples"] - population["positives"]]
+    if pooled and min(pooled_counts) < min_cell_size:
+        lines.append(f"pooled test set: {sum(pooled_counts)} stays, {pooled_counts[0]} positive: "
+                     f"fewer than {min_cell_size} positives or negatives, too few for an AUROC, "
+                     "AUPRC or calibration worth reporting")
+    estimable = releasing > 0 or (pooled and min(pooled_counts) >= min_cell_size)
+    return lines, estimable
+
+
+def training_units(samples: pd.DataFrame, task: str, unit: str) -> int:
+    """A site's privacy units in its training rows, from its samples (the rows SiteData keeps:
+    those with a label for the task): patients, or stays."""
+    train = samples[(samples["split"] == "train") & samples[task].notna()]
+    return int(train["subject_id"].nunique()) if unit == "patient" else len(train)
+
+
+def check_dp_budgets(run_config: dict[str, Any], samples: dict[str, Path], run_dir: Path,
                      server_round: int) -> None:
-    """Refuse, before the run's first round (``server_round``), a run in which a DP site would
-    decline: the same plan each DP site makes (:func:`client.privacy.dp_round.fixed_budget`), on
-    its ledger in the run directory (a resumed run continues it), naming the site."""
+    """Refuse, before the run's first round (``server_round``) and before any site is encoded, a
+    run in which a DP site would decline: the same plan each DP site makes
+    (:func:`client.privacy.dp_round.fixed_budget`), on its ledger in the run directory (a resumed
+    run continues it), naming the site."""
     settings = FederationSettings.from_run_config(run_config)
     cfg = settings.round_config(server_round)
     if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled:
-        dp_site_names(run_config, known=features)
-    for site, path in features.items():
+        dp_site_names(run_config, known=samples)
+    for site, folder in samples.items():
         dp = simulated_dp(run_config, site)
         if not dp.enabled:
             continue
-        from client.privacy.dp_round import fixed_budget, units_of_training_rows  # Opacus: DP only
+        from client.data.sites import read_site_samples
+        from client.privacy.dp_round import fixed_budget  # Opacus: DP only
         from client.privacy.site_ledger import SiteLedger
 
-        units = units_of_training_rows(SiteData.load(path, settings.task, site), dp.unit)
-        _, refusal = fixed_budget(dp, SiteLedger(run_dir / "sites" / site), len(np.unique(units)),
-                                  cfg)
+        units = training_units(read_site_samples(folder), settings.task, dp.unit)
+        _, refusal = fixed_budget(dp, SiteLedger(run_dir / "sites" / site), units, cfg)
         if refusal:
             raise MoeHealthInputError(f"site {site}: {refusal}")
 
 
-def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int = 0
-                    ) -> SimulatedSites:
-    """Prepare (or reuse) the virtual sites, check the DP budgets, write the sites manifest."""
-    data = FederationData.from_run_config(run_config)
-    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled:  # before any data work
-        dp_site_names(run_config, known=[f"site-{i}" for i in range(data.num_sites)])
-    features = prepare_sites(data)
-    check_dp_budgets(run_config, features, run_dir, start_round + 1)
+def check_simulation_config(run_config: dict[str, Any]) -> int:
+    """The simulation's ``data.*`` and ``dp.*`` keys, before any data is generated, read or
+    encoded; returns the number of sites the data needs (0: one per SuperNode, not known yet, in
+    which case ``dp.sites`` is checked again once the ServerApp has counted the SuperNodes)."""
+    _, required = _checked_data(run_config)
+    return required
+
+
+def _checked_data(run_config: dict[str, Any]) -> tuple[FederationData, int]:
+    num_sites = int(run_config.get(DATA_PREFIX + "num-sites", 0))
+    try:
+        data = FederationData.from_run_config(
+            {**run_config, DATA_PREFIX + "num-sites": max(num_sites, 1)})
+    except ValueError as err:
+        raise MoeHealthInputError(f"run config: {err}") from None
+    if data.profile is not None:
+        load_site_profiles(data.profile)
     min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))
     if min_cell_size < 1:
         raise MoeHealthInputError(f"data.min-cell-size must be at least 1, got {min_cell_size}")
+    required = data.num_sites if num_sites > 0 or run_config.get(PRESET_KEY) else 0
+    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled and required > 0:
+        dp_site_names(run_config, known=[f"site-{i}" for i in range(required)])
+    return data, required
+
+
+def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int = 0
+                    ) -> SimulatedSites:
+    """Prepare (or reuse) the virtual sites (DP budgets checked before encoding), write the
+    sites manifest."""
+    data, _ = _checked_data(run_config)
+    samples = partition_sites(data)
+    check_dp_budgets(run_config, samples, run_dir, start_round + 1)
+    features = encode_sites(samples, data)
+    min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))
     nodes = [site_node_config(site, data.sites_dir() / site, path, run_dir,
                               simulated_dp(run_config, site), declared_modalities(data, site),
                               min_cell_size)
@@ -180,7 +249,17 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
     test_population = prepare_test_population(data)
     shown = features | ({TEST_POPULATION_SITE: test_population} if test_population else {})
-    write_data_summary(run_dir / DATA_SUMMARY, shown, str(run_config[TASK]))
+    summary = write_data_summary(run_dir / DATA_SUMMARY, shown, str(run_config[TASK]),
+                                 data.describe())
+    settings = FederationSettings.from_run_config(run_config)
+    problems, estimable = data_support(summary, min_cell_size, settings.centralized_eval)
+    for line in problems:
+        print(f"moehealth: warning: {line}", flush=True)
+    if not estimable:
+        raise MoeHealthInputError(
+            f"the data cannot support any estimate of {settings.task} ({data.describe()}): "
+            + "; ".join(problems) + ". Use more patients, fewer sites or a lower "
+            "data.min-cell-size")
     evaluate = pooled_evaluator(features, str(run_config[TASK]),
                                 model_config_from_run_config(run_config), test_population)
     return SimulatedSites(str(manifest), evaluate)

@@ -24,7 +24,7 @@ from client.features.cache import EncoderConfig, build_site_features
 from client.mimic.cohort import MimicRoots, build_cohort, read_cohort, write_cohort
 from client.mimic.config import CohortConfig
 from shared_model.paths import default_cache_dir
-from shared_model.run_config import DATA_PREFIX, Scheme
+from shared_model.run_config import CLI_NUM_SITES, DATA_PREFIX, Scheme
 from simulation.partition import DEFAULT_PROFILE, PartitionConfig, load_site_profiles, partition_cohort
 from simulation.synth import generate_synthetic_mimic
 
@@ -38,7 +38,7 @@ class FederationData:
     data_dir: Path = field(default_factory=lambda: default_cache_dir() / "synthetic")
     patients: int = 2000
     seed: int = 0
-    num_sites: int = 5
+    num_sites: int = CLI_NUM_SITES
     scheme: str = "careunit"
     alpha: float = 0.5
     profile: Path | None = DEFAULT_PROFILE
@@ -56,6 +56,13 @@ class FederationData:
         if self.profile:
             blob["profile_text"] = Path(self.profile).read_text()
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """What the data is, for the run's records: real MIMIC roots or the synthetic set."""
+        if self.mimic_iv:
+            return f"real MIMIC-IV at {self.mimic_iv}, {self.num_sites} sites"
+        return (f"synthetic MIMIC-format, {self.patients} patients (seed {self.seed}), "
+                f"{self.num_sites} sites")
 
     def federation_dir(self) -> Path:
         """Cohort and site partition of this data configuration."""
@@ -156,8 +163,12 @@ class FederationData:
             if name in kwargs:
                 kwargs[name] = Path(str(kwargs[name]))
         profile = str(run_config.get(DATA_PREFIX + "profile") or "default")
-        kwargs["profile"] = (None if profile == "none" else DEFAULT_PROFILE if profile == "default"
-                             else Path(profile))
+        real = "mimic_iv" in kwargs
+        # the default profile shapes synthetic sites; real data keeps the modalities it has
+        kwargs["profile"] = (None if profile == "none" or (profile == "default" and real)
+                             else DEFAULT_PROFILE if profile == "default" else Path(profile))
+        if real and "data_dir" not in kwargs:  # real data is cached apart from synthetic
+            kwargs["data_dir"] = default_cache_dir() / "mimic"
         preset = str(run_config.get(PRESET_KEY) or "")
         if preset:
             kwargs |= preset_values(preset)
@@ -217,6 +228,12 @@ def prepare_test_population(data: FederationData, encoders: EncoderConfig | None
 def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
                   cache_dir: Path | None = None, progress: bool = False) -> dict[str, Path]:
     """Return ``site id -> feature cache dir`` for every site, building what is missing."""
+    return encode_sites(partition_sites(data, progress), data, encoders, cache_dir, progress)
+
+
+def partition_sites(data: FederationData, progress: bool = False) -> dict[str, Path]:
+    """Return ``site id -> samples folder`` for every site: the cohort (generated or read from
+    the MIMIC roots) cut into sites, building what is missing (nothing encoded yet)."""
     cohort_path = data.federation_dir() / "cohort.parquet"
     if not cohort_path.is_file():
         cohort = build_cohort(_roots(data), CohortConfig(progress=progress))
@@ -230,9 +247,14 @@ def prepare_sites(data: FederationData, encoders: EncoderConfig | None = None,
                          ignore_unknown_sites=data.profile == DEFAULT_PROFILE)
     sites = sorted((p.name for p in sites_dir.iterdir() if p.is_dir()),
                    key=lambda s: int(s.split("-")[-1]))
+    return {site: sites_dir / site for site in sites}
+
+
+def encode_sites(samples: dict[str, Path], data: FederationData,
+                 encoders: EncoderConfig | None = None, cache_dir: Path | None = None,
+                 progress: bool = False) -> dict[str, Path]:
+    """Return ``site id -> feature cache dir``, encoding the sites' samples where needed."""
     encoders = encoders or data.encoder_config()
-    built = {}
-    for site in sites:
-        built[site] = build_site_features(read_site_samples(sites_dir / site), site, encoders,
-                                          cache_dir, progress=progress)
-    return built
+    return {site: build_site_features(read_site_samples(folder), site, encoders, cache_dir,
+                                      progress=progress)
+            for site, folder in samples.items()}

@@ -47,6 +47,17 @@ def cxr_smoke() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_samples(synth_cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The samples folder behind :func:`synth_features` (same split), as a site holds it."""
+    from client.data.sites import SplitConfig, assign_splits, write_site_samples
+
+    samples = assign_splits(synth_cohort, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0))
+    folder = tmp_path_factory.mktemp("samples")
+    write_site_samples(samples, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def synth_features(synth_cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Feature cache of the whole synthetic cohort as one site (train/val/test by patient)."""
     from client.data.sites import SplitConfig, assign_splits

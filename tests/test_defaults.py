@@ -9,7 +9,14 @@ from client.privacy.settings import DPSettings
 from server.settings import FederationSettings
 from shared_model.config import ModelConfig
 from shared_model.protocol import MIN_CELL_SIZE
-from shared_model.run_config import DATA_PREFIX, DP_PREFIX, MODEL_PREFIX, SIMULATION, pyproject_defaults
+from shared_model.run_config import (
+    CLI_NUM_SITES,
+    DATA_PREFIX,
+    DP_PREFIX,
+    MODEL_PREFIX,
+    SIMULATION,
+    pyproject_defaults,
+)
 from simulation.environment import DP_SITES, SITE_MIN_CELL_SIZE
 from simulation.prepare import PRESET_KEY, FederationData
 
@@ -30,6 +37,9 @@ def test_federation_data_defaults_equal_pyproject() -> None:
     for key, name in FederationData.KEYS.items():
         value = DEFAULTS[DATA_PREFIX + key]
         if value == "":  # "" in pyproject means "derive it" (a default path, no MIMIC root)
+            continue
+        if key == "num-sites":  # 0: one site per SuperNode (flwr run); the CLI's default: 5
+            assert value == 0 and _default(FederationData, name) == CLI_NUM_SITES
             continue
         assert _default(FederationData, name) == value, key
 

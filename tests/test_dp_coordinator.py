@@ -116,7 +116,7 @@ def test_a_round_is_answered_once(site, after_round_1: Path, tmp_path: Path) -> 
 
 def test_a_resumed_simulation_with_another_batch_size_is_refused(site, after_round_1: Path,
                                                                  tmp_path: Path,
-                                                                 synth_features) -> None:
+                                                                 synth_samples) -> None:
     """The ServerApp's check before a (resumed) run plans with the same code as the site."""
     from shared_model.errors import MoeHealthInputError
     from shared_model.run_config import pyproject_defaults
@@ -128,21 +128,21 @@ def test_a_resumed_simulation_with_another_batch_size_is_refused(site, after_rou
               "num-server-rounds": 4, "pretrain-rounds": 0, "dp.sites": "site-x"}
     small = tmp_path / "small"
     small.mkdir()
-    _write_features_of(site, synth_features, small)
+    _write_samples_of(site, synth_samples, small)
     check_dp_budgets(config, {"site-x": small}, run_dir, server_round=2)  # same values: fits
     with pytest.raises(MoeHealthInputError, match="site site-x: .*expected_batch 32 -> 100000"):
         check_dp_budgets({**config, "batch-size": 100_000}, {"site-x": small}, run_dir,
                          server_round=2)
 
 
-def _write_features_of(site: SiteData, source: Path, target: Path) -> None:
-    """The feature cache of ``site`` (source rows outside it marked as unused)."""
-    from client.features import FEATURES_FILE
+def _write_samples_of(site: SiteData, source: Path, target: Path) -> None:
+    """The samples of ``site`` (source rows outside it marked as unused)."""
+    from client.data.sites import read_site_samples, write_site_samples
 
-    arrays = dict(np.load(source / FEATURES_FILE))
+    samples = read_site_samples(source)
     keep = {int(s) for s in site.stay_id[site.split != "unused"]}
-    arrays["split"] = np.where(np.isin(arrays["stay_id"], list(keep)), arrays["split"], "unused")
-    np.savez(target / FEATURES_FILE, **arrays)
+    samples.loc[~samples["stay_id"].isin(keep), "split"] = "unused"
+    write_site_samples(samples, target)
 
 
 def test_noise_and_sampling_do_not_use_torch_generators(site) -> None:

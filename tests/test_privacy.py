@@ -111,7 +111,7 @@ def test_a_run_longer_than_a_fixed_noise_allows_is_refused_before_training(site,
 
 
 def test_simulation_refuses_an_unfittable_dp_configuration_before_round_1(tmp_path: Path,
-                                                                          synth_features) -> None:
+                                                                          synth_samples) -> None:
     from shared_model.errors import MoeHealthInputError
     from shared_model.run_config import pyproject_defaults
     from simulation.environment import check_dp_budgets
@@ -119,8 +119,8 @@ def test_simulation_refuses_an_unfittable_dp_configuration_before_round_1(tmp_pa
     config = {**pyproject_defaults(), "dp.enabled": True, "dp.target-epsilon": 1.0,
               "dp.noise-multiplier": 0.5, "dp.sites": "site-x"}
     with pytest.raises(MoeHealthInputError, match="site site-x: privacy budget: the 8 rounds"):
-        check_dp_budgets(config, {"site-x": synth_features}, tmp_path, server_round=1)
-    check_dp_budgets({**config, "dp.noise-multiplier": 0.0}, {"site-x": synth_features}, tmp_path,
+        check_dp_budgets(config, {"site-x": synth_samples}, tmp_path, server_round=1)
+    check_dp_budgets({**config, "dp.noise-multiplier": 0.0}, {"site-x": synth_samples}, tmp_path,
                      server_round=1)  # calibrated for the run: fits
 
 

@@ -3,6 +3,7 @@ no site ever trained ends as failed. Real `flwr run` through a private SuperLink
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,37 @@ def test_moehealth_config_lists_every_key_with_default_and_meaning(capsys) -> No
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(pyproject_defaults())
     assert set(key_comments()) == set(pyproject_defaults()), "every key has a meaning in pyproject"
-    assert any(line.startswith("data.num-sites") and "SuperNodes" in line for line in lines)
+    assert any(line.startswith("data.num-sites") and "SuperNode" in line for line in lines)
+
+
+WRONG_VALUES = [  # (overrides of `flwr run . -c`, the one line that names the mistake)
+    ("num-server-round=3", "unknown key 'num-server-round'; did you mean 'num-server-rounds'?"),
+    ('task="death"', "task must be one of mortality, los, readmission, got 'death'"),
+    ('aggregation="trimmed"', "aggregation must be one of mean, trimmed-mean, median"),
+    ('resume-from="/nonexistent"', "resume-from: /nonexistent/config.json not found"),
+    ('init-from="pyproject.toml"', "init-from: pyproject.toml is not a safetensors model"),
+    ('data.mimic-iv="/nonexistent"', "data.mimic-iv: '/nonexistent' is not a directory"),
+    ("dp.enabled=true dp.target-epsilon=0", "DP: target epsilon (0.0)"),
+    ('dp.enabled=true dp.sites="site-0, site-9" data.num-sites=3',
+     "dp.sites = 'site-0, site-9': 'site-9' is not a site"),
+    ('num-server-rounds="3"', "num-server-rounds = '3' must be an integer"),
+    ("data.min-cell-size=0", "data.min-cell-size must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), WRONG_VALUES)
+def test_config_check_names_each_mistake_without_touching_data(
+        overrides: str, message: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MOEHEALTH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["config", "--check", overrides]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # nothing generated, read or encoded
+
+
+def test_config_check_passes_a_good_run_config(capsys) -> None:
+    assert main(["config", "--check", 'num-server-rounds=3 task="los" data.num-sites=3']) == 0
+    assert "run config OK: num-server-rounds=3" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -33,8 +64,14 @@ def test_fewer_supernodes_than_sites_fails_before_round_1(tmp_path: Path) -> Non
         assert not run_dir.exists() and not (tmp_path / "data").exists()  # nothing prepared
         typo = sim.run({**config, "dp.enabled": True, "dp.sites": "site-0, site-9"},
                        num_supernodes=3, timeout=300)  # DP meant for site-9, which is no site
+        per_supernode = sim.run({**config, "data.num-sites": 0, "dp.enabled": True,
+                                 "dp.sites": "site-2", "task": "death"}, num_supernodes=2,
+                                timeout=300)  # with one site per SuperNode there is no site-2
     assert typo.status == "finished:failed", typo.status
     assert "dp.sites = 'site-0, site-9': 'site-9' is not a site" in typo.log
+    assert per_supernode.status == "finished:failed", per_supernode.status
+    assert "task must be one of mortality, los, readmission, got 'death'" in per_supernode.log
+    assert "Traceback" not in per_supernode.log  # the one line, not Flower's traceback of it
     assert not run_dir.exists() and not (tmp_path / "data").exists()
 
 
@@ -42,13 +79,16 @@ def test_fewer_supernodes_than_sites_fails_before_round_1(tmp_path: Path) -> Non
 def test_a_run_in_which_no_site_trained_ends_failed(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = {"num-server-rounds": 1, "pretrain-rounds": 0, "round-timeout": 1.0,
-              "centralized-eval": False, "data.num-sites": 2, "data.patients": 200,
+              "centralized-eval": False, "data.patients": 200,  # data.num-sites 0: 2 SuperNodes
+              "data.min-cell-size": 1,  # tiny sites: the data-support check would stop the run
               "data.dir": str(tmp_path / "data"), "run-dir": str(run_dir)}
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         outcome = sim.run(config, num_supernodes=2, timeout=600)
     assert outcome.status == "finished:failed", outcome.status
     assert "no site contributed an update in any of rounds 1..1" in outcome.log
     assert '"accepted": []' in (run_dir / "rounds.jsonl").read_text()
+    manifest = json.loads((run_dir / "sites.json").read_text())["sites"]
+    assert [site["site-id"] for site in manifest] == ["site-0", "site-1"]  # one per SuperNode
     assert main(["report", str(run_dir)]) == 0  # the report says so in its banner
     page = (run_dir / "report" / "report.html").read_text()
     assert "class='banner FAILED'" in page and "none: global model unchanged" in page
@@ -88,3 +128,21 @@ def test_audit_and_report_say_plainly_what_is_wrong(tmp_path: Path, capsys) -> N
     assert "no such ledger file" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_real_mimic_demo_says_what_it_cannot_estimate(tmp_path: Path, demo_root: Path) -> None:
+    """The real MIMIC-IV demo (100 patients) cut into 2 sites: no site's test split reaches the
+    cell size and the pooled test split has no death, so the run stops before training with the
+    numbers, instead of training 8 rounds that measure nothing. Real data is cached apart from
+    synthetic data and keeps its modalities (no synthetic site profile)."""
+    run_dir = tmp_path / "run"
+    config = {"data.mimic-iv": str(demo_root), "run-dir": str(run_dir)}
+    with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
+        outcome = sim.run(config, num_supernodes=2, timeout=600)
+    assert outcome.status == "finished:failed", outcome.status
+    assert "the data cannot support any estimate of mortality (real MIMIC-IV at" in outcome.log
+    assert "fewer than 10 positives or negatives, so the site releases no test metric" in outcome.log
+    assert "Traceback" not in outcome.log
+    assert (tmp_path / "cache" / "mimic").is_dir() and not (tmp_path / "cache" / "synthetic").exists()
+    assert not run_dir.exists()  # nothing of the run left behind

@@ -29,6 +29,8 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     with local_simulation(tmp_path / "flwr", env={"MOEHEALTH_CACHE": str(tmp_path / "cache")}) as sim:
         first = sim.run(config, num_supernodes=3)
         assert first.ok, first.log[-3000:]
+        assert "Final results" not in first.log  # Flower's dump: the cross-site table ends it
+        assert f"report: moehealth report {run_dir}" in first.log
         rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
         train = [r for r in rounds if r["kind"] == "train"]
         assert [r["phase"] for r in train] == ["pretrain", "joint"]
@@ -73,7 +75,7 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
         assert (run_dir / "report" / png).stat().st_size > 1000, png
     page = (run_dir / "report" / "report.html").read_text()
     assert "class='banner finished'" in page and page.count("data:image/png;base64,") >= 6
-    assert "<th>prevalence</th>" in page and "<td>num-server-rounds</td>" in page
+    assert "<th>positives (all splits)</th>" in page and "<td>num-server-rounds</td>" in page
     assert "Calibration (pooled test split)" in page and "<th>no reply</th>" in page
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # tracking = tensorboard
     assert main(["results", str(tmp_path)]) == 0

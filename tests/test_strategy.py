@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Message, Metadata
+from flwr.app import Message, Metadata, RecordDict
 
 from client.flower_io import from_array_record, to_array_record, train_reply_content
 from server.aggregation import Aggregation, SiteUpdate, aggregate_groups
@@ -250,14 +252,45 @@ def test_records_use_the_registered_name_and_an_impostor_is_rejected(tmp_path: P
     assert "not in the coordinator's site registry" in record["rejected"]["node-33"]
 
 
+def _sent(node: int) -> Message:
+    """A train instruction to ``node`` as Flower holds it once pushed (its message id set)."""
+    meta = Metadata(run_id=1, message_id=f"ins-{node}", src_node_id=0, dst_node_id=node,
+                    reply_to_message_id="", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type="train")
+    return Message(RecordDict(), metadata=meta)
+
+
 def test_a_sampled_site_that_never_answers_is_recorded(setup) -> None:
     strategy, g, run = setup
-    strategy._sampled = {1, 2}  # what configure_train sent this round
+    strategy._remember_sent([_sent(1), _sent(2)])  # what configure_train sent this round
     groups = {"encoders.ehr", "gate"}
     strategy.aggregate_train(1, [_reply(1, train_reply("a", _site_arrays(g, groups, 1.0),
                                                        dict.fromkeys(groups, 10), {}))])
     record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
-    assert record["no_reply"] == {"node-2": "no reply within round-timeout (3600 s)"}
+    assert list(record["no_reply"]) == ["node-2"]
+    assert re.fullmatch(r"no reply in the \d+ s the round waited \(round-timeout 3600 s\)",
+                        record["no_reply"]["node-2"])
+
+
+def test_the_superlinks_node_unavailable_reply_names_the_site_it_is_about(setup) -> None:
+    """Flower's SuperLink answers for a SuperNode that went offline with an error reply whose
+    source is the SuperLink itself (node 1): it is recorded once, under the site it is about."""
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    strategy, g, run = setup
+    sent = [_sent(5), _sent(6)]
+    strategy._remember_sent(sent)
+    groups = {"encoders.ehr", "gate"}
+    unavailable = create_message_error_unavailable_res_message(sent[1].metadata, "node_unavail")
+    assert unavailable.metadata.src_node_id == 1
+    strategy.aggregate_train(1, [_reply(5, train_reply("a", _site_arrays(g, groups, 1.0),
+                                                       dict.fromkeys(groups, 10), {})),
+                                 unavailable])
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["no_reply"] == {}
+    assert list(record["rejected"]) == ["node-6"]
+    assert re.fullmatch(r"error reply: Error: Node Unavailable.* \(\d+ s after sending\)",
+                        record["rejected"]["node-6"]), record["rejected"]
 
 
 def test_resume_falls_back_from_a_corrupt_checkpoint_and_names_it(tmp_path: Path, caplog) -> None:
@@ -291,6 +324,10 @@ def test_resume_from_alone_continues_the_run_as_it_was_started(tmp_path: Path) -
     assert resumed["data.num-sites"] == 3 and resumed["resume-from"] == str(tmp_path)
     longer = resumed_run_config({**defaults, "resume-from": str(tmp_path), "num-server-rounds": 6})
     assert longer["num-server-rounds"] == 6 and longer["simulation"] is False  # given: it wins
+    default = defaults["num-server-rounds"]  # given, and equal to the pyproject default: it wins
+    same = resumed_run_config({**defaults, "resume-from": str(tmp_path)},
+                              given={"resume-from", "num-server-rounds"})
+    assert same["num-server-rounds"] == default and same["simulation"] is False
 
 
 def test_evaluate_every_skips_rounds_but_never_the_last(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ class SiteConfig:
         out: dict[str, ConfigValue] = {
             K.SITE_ID: self.site_id, K.DATA_DIR: str(self.site_dir),
             K.CACHE_DIR: str(self.work_dir / "cache"),
-            K.PRIVACY_DIR: str(self.work_dir / "privacy"),
+            K.PRIVACY_DIR: str(self.work_dir / "privacy"), K.STATE_DIR: str(self.work_dir),
             K.MODALITIES: ",".join(self.modalities), K.MIN_CELL_SIZE: self.min_cell_size,
             **self.privacy.node_config(),
         }

@@ -1,7 +1,8 @@
 """Who this site is and where its features are, from the node config only.
 
 Deployment: node config ``site-id`` and ``data-dir`` (a folder with the site's
-``samples.parquet``), optional ``feature-dir``, ``cache-dir``, ``privacy-dir``, ``text-model``,
+``samples.parquet``), optional ``feature-dir``, ``cache-dir``, ``privacy-dir``, ``state-dir``
+(site-local logs; deployment: the site's work_dir, so its input folders stay read-only), ``text-model``,
 ``image-weights`` and the site's own ``dp-*`` settings (keys: :class:`NodeConfigKey`).
 Simulation: ``partition-id`` picks the site's entry of the sites manifest, which has the same keys.
 """
@@ -29,7 +30,8 @@ class SiteRuntime:
     dp: DPSettings = DPSettings()
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)  # as the site declares
     min_cell_size: int = MIN_CELL_SIZE  # no value derived from fewer patients leaves the site
-    data_dir: Path | None = None  # the site's samples folder (site-local logs go here)
+    data_dir: Path | None = None  # the site's samples folder (an input: never written)
+    state_dir: Path | None = None  # where site-local logs go (deployment: the site's work_dir)
 
 
 def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "") -> SiteRuntime:
@@ -59,7 +61,8 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
                        DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities,
-                       min_cell, data_dir)
+                       min_cell, data_dir,
+                       Path(str(node_config.get(NodeConfigKey.STATE_DIR) or data_dir)))
 
 
 def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
