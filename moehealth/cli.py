@@ -44,16 +44,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_cohort(args: argparse.Namespace) -> int:
-    from client.mimic.cohort import MimicRoots, build_cohort, write_cohort
+    from client.mimic.cohort import MimicRoots, build_cohort, cohort_file, write_cohort
     from client.mimic.config import CohortConfig
 
     started = time.perf_counter()
+    out = cohort_file(args.out)
     config = CohortConfig(window_hours=args.window_hours, los_threshold_days=args.los_days,
                           progress=not args.quiet)
     cohort = build_cohort(MimicRoots(args.mimic_iv, args.mimic_note, args.mimic_cxr), config)
-    write_cohort(cohort, args.out)
+    write_cohort(cohort, out)
     print(json.dumps({
-        "out": str(args.out), "stays": len(cohort),
+        "out": str(out), "stays": len(cohort),
         "labels": {t: int(cohort[t].sum()) for t in ("mortality", "los", "readmission")},
         "with_notes": int(cohort["has_notes"].sum()), "with_cxr": int(cohort["has_cxr"].sum()),
         "seconds": round(time.perf_counter() - started, 2),
@@ -199,6 +200,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir or default_cache_dir() / "runs"
     if not runs_dir.is_dir():
         raise MoeHealthInputError(f"{runs_dir}: no such directory of runs")
+    from server.results import results_table
+
+    if not results_table(runs_dir):
+        raise MoeHealthInputError(f"{runs_dir}: no run directories in it (a run directory holds "
+                                  "rounds.jsonl; flwr run prints where each run writes)")
     path = write_results_table(runs_dir)
     print(path.read_text(), end="")
     print(f"results: {path} and results.csv beside it")
@@ -225,7 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mimic-iv", type=Path, required=True, help="MIMIC-IV root (hosp/, icu/)")
     p.add_argument("--mimic-note", type=Path, help="MIMIC-IV-Note root (optional)")
     p.add_argument("--mimic-cxr", type=Path, help="MIMIC-CXR-JPG root (optional)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (cohort.parquet)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the cohort file to write (an existing folder: FOLDER/cohort.parquet)")
     p.add_argument("--window-hours", type=int, default=48,
                    help="hours after ICU admission the model sees (prediction time)")
     p.add_argument("--los-days", type=float, default=7.0, help="length-of-stay label threshold")
@@ -233,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cohort)
 
     p = sub.add_parser("partition", help="split a cohort into virtual sites (patient level)")
-    p.add_argument("--cohort", type=Path, required=True, help="cohort folder (moehealth cohort)")
+    p.add_argument("--cohort", type=Path, required=True,
+                   help="the cohort file `moehealth cohort` wrote (or its folder)")
     p.add_argument("--out", type=Path, required=True, help="folder of site folders")
     p.add_argument("--sites", type=int, default=CLI_NUM_SITES,
                    help="virtual sites (default: %(default)s)")

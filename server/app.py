@@ -171,10 +171,12 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
     identity = SiteIdentity.from_setting(settings.site_registry)
     run, start, arrays, optimizer = _open_run(settings, run_config)
     run.tracker = make_tracker(settings.tracking, run.path)
+    run.mark_running()
     try:
         _run_rounds(grid, run_config, settings, run, start, arrays, optimizer, simulation,
                     identity)
     finally:
+        run.mark_stopped()
         if run.tracker is not None:
             run.tracker.close()
         if (run.path / "rounds.jsonl").is_file():  # the results table across runs, this one in it

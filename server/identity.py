@@ -128,6 +128,25 @@ class SiteIdentity:
                                 f"'{declared}'")
         return registered, None
 
+    def identify_all(self, replies: list[Message]) -> list[tuple[Message, str, str | None]]:
+        """(reply, site name, why refused or None) for a round's replies. A name claimed by
+        more than one node in the round is refused for all of them: without a registry the
+        coordinator cannot tell which one is the site (with one, names are registered)."""
+        named = [(msg, *self.identify(msg)) for msg in replies]
+        nodes: dict[str, list[int]] = {}
+        for msg, site, refused in named:
+            if refused is None:
+                nodes.setdefault(site, []).append(msg.metadata.src_node_id)
+        out = []
+        for msg, site, refused in named:
+            claimants = nodes.get(site, [])
+            if refused is None and len(claimants) > 1:
+                refused = (f"site-id '{site}' is claimed by nodes {', '.join(map(str, claimants))} "
+                           "in the same round; none is accepted (register the sites: "
+                           "site-registry)")
+            out.append((msg, site, refused))
+        return out
+
     def name(self, node_id: int) -> str:
         registered = (self.registry or {}).get(node_id)
         return registered or self.seen.get(node_id, f"node-{node_id}")

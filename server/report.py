@@ -19,7 +19,7 @@ from pathlib import Path
 
 from server.gate_health import MISROUTED
 from server.plots import reliability_plot, round_plot, routing_heatmap, site_colours
-from server.run_dir import DATA_SUMMARY
+from server.run_dir import DATA_SUMMARY, RunDirectory
 from shared_model.modalities import COMBINATIONS
 from shared_model.protocol import MIN_CELL_SIZE, RELIABILITY, EvaluateReply, pooled_key, split_key
 
@@ -81,8 +81,21 @@ def cross_site_table(per_site: dict[str, EvaluateReply], pooled: dict[str, float
     return "\n".join(lines) + "\n"
 
 
-def run_status(rounds: list[dict], finished: bool) -> str:
-    """``FAILED`` (no site ever trained), ``INCOMPLETE`` (stopped early) or ``finished``."""
+def _ceilings(summary: dict) -> str:
+    """The AUROCs the synthetic pooled test set allows (simulation's data summary)."""
+    ceilings = summary.get("ceilings") or {}
+    if "reachable_auroc" not in ceilings:
+        return ""
+    return (f"Reachable ceiling on the pooled test set: AUROC {_fmt(ceilings['reachable_auroc'])} "
+            f"(the best any model can do from what the data shows; the true outcome "
+            f"probabilities give {_fmt(ceilings.get('true_auroc'))}).\n")
+
+
+def run_status(rounds: list[dict], finished: bool, running: bool = False) -> str:
+    """``RUNNING`` (a ServerApp runs it now), ``FAILED`` (no site ever trained), ``INCOMPLETE``
+    (stopped early) or ``finished``."""
+    if running:
+        return "RUNNING"
     trained = [r for r in rounds if r["kind"] == "train" and r.get("accepted")]
     if not trained:
         return "FAILED"
@@ -107,7 +120,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     colours = site_colours(known) | {POOLED: "black"}
     pretrain_end = int(config.get("pretrain-rounds", 0) or 0) or None
     cross = run_dir / "cross_site.md"
-    status = run_status(rounds, cross.is_file())
+    status = run_status(rounds, cross.is_file(), RunDirectory.is_running(run_dir))
 
     sections = [Section("Run configuration", None, _config_table(config))]
     cell = int(config.get("data.min-cell-size", MIN_CELL_SIZE))
@@ -120,14 +133,20 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         auroc[POOLED] = [(r["round"], r.get(pooled_key("auroc"))) for r in pooled]
     sections.append(Section("Test AUROC per round", round_plot(
         auroc, "test AUROC", "Global model: test AUROC per site", out / "auroc.png",
-        colours=colours, pretrain_end=pretrain_end).name))
-    loss = {"train loss (accepted updates, sample-weighted)":
-            [(r["round"], r.get("train_loss")) for r in rounds if r["kind"] == "train"],
-            "test loss (sample-weighted)":
-            [(r["round"], r.get(split_key("test", "loss"))) for r in rounds if r["kind"] == "evaluate"]}
-    sections.append(Section("Loss per round", round_plot(
-        loss, "BCE (+ balance)", "Loss per round", out / "loss.png",
-        colours={k: c for k, c in zip(loss, ("tab:blue", "tab:orange"), strict=True)},
+        colours=colours, pretrain_end=pretrain_end).name, _ceilings(summary)))
+    test_loss = {"test BCE (sites, sample-weighted)": [
+        (r["round"], r.get(split_key("test", "loss"))) for r in rounds if r["kind"] == "evaluate"]}
+    if pooled:
+        test_loss["test BCE (pooled)"] = [(r["round"], r.get(pooled_key("loss"))) for r in pooled]
+    sections.append(Section("Test loss per round", round_plot(
+        test_loss, "binary cross-entropy", "Global model: test loss (BCE)", out / "loss.png",
+        colours=dict(zip(test_loss, ("tab:orange", "black"), strict=False)),
+        pretrain_end=pretrain_end).name))
+    objective = {"training objective (accepted updates, sample-weighted)":
+                 [(r["round"], r.get("train_loss")) for r in rounds if r["kind"] == "train"]}
+    sections.append(Section("Training objective per round", round_plot(
+        objective, "BCE + alpha x load balancing", "Local training objective (last local epoch)",
+        out / "train-objective.png", colours=dict(zip(objective, ("tab:blue",), strict=True)),
         pretrain_end=pretrain_end).name))
     sections += _calibration_section(pooled, out)
     if (run_dir / "privacy_ledger.jsonl").is_file():
@@ -283,13 +302,13 @@ def _gate_sections(rounds: list[dict], out: Path, pretrain_end: int | None) -> l
     experts = sorted({e for _, g in gates for e in g["expert_share"]})
     series = {f"experts.{e}": [(rnd, g["expert_share"].get(e, 0.0)) for rnd, g in gates]
               for e in experts}
-    png = round_plot(series, "share of routing weight", "Gate health: routing weight per expert",
+    png = round_plot(series, "share of routing weight", "Gate: routing weight per expert",
                      out / "gate.png", colours=site_colours(list(series)), pretrain_end=pretrain_end)
     last_round, last = gates[-1]
-    text = "| samples | share routed to experts of modalities they lack |\n|---|---|\n"
+    text = (f"Misrouting in round {last_round} (a share over {MISROUTED:.1f} is flagged):\n\n"
+            "| samples | share routed to experts of modalities they lack |\n|---|---|\n")
     text += "".join(f"| {c} | {m:.2f} |\n" for c, m in last["misrouted"].items()) or "| (none) | |\n"
-    return [Section(f"Gate health (misrouting over {MISROUTED:.1f} flagged, round {last_round})",
-                    png.name, text)]
+    return [Section("Gate: routing weight per expert, and misrouting", png.name, text)]
 
 
 def _combination_table(final: dict[str, dict]) -> str:
@@ -307,11 +326,13 @@ _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em au
 table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:3px 8px;
 font-size:13px;text-align:left}th{background:#f0f0f0}img{max-width:100%}
 .banner{padding:.8em 1em;font-size:20px;font-weight:bold;border-radius:4px;margin:1em 0}
-.FAILED{background:#c62828;color:white}.INCOMPLETE{background:#f9a825}.finished{background:#2e7d32;
+.FAILED{background:#c62828;color:white}.INCOMPLETE{background:#f9a825}.RUNNING{background:#1565c0;
+color:white}.finished{background:#2e7d32;
 color:white}code{background:#f4f4f4;padding:0 3px}"""
 
 _BANNER = {"FAILED": "FAILED: no site contributed an update in any round; nothing was trained",
            "INCOMPLETE": "INCOMPLETE: the run stopped before its last round (resume-from continues it)",
+           "RUNNING": "RUNNING: the run is in progress; this report shows the rounds done so far",
            "finished": "Finished"}
 
 

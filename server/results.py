@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from server.report import read_json, read_jsonl, run_status
+from server.run_dir import DATA_SUMMARY, RunDirectory
 from shared_model.protocol import pooled_key, split_key
 
 COLUMNS = ("run", "status", "task", "rounds", "sites", "dp", "aggregation", "fusion", "seed",
            "pooled_test_auroc", "pooled_auroc_low", "pooled_auroc_high", "pooled_brier",
-           "mean_site_test_auroc", "final_train_loss", "started")
+           "mean_site_test_auroc", "final_train_loss", "started", "data")
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -29,7 +30,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     def num(value: Any) -> float | str:
         return round(float(value), 4) if value is not None and math.isfinite(float(value)) else ""
 
-    return {"run": run_dir.name, "status": run_status(rounds, (run_dir / "cross_site.md").is_file()),
+    return {"run": run_dir.name, "status": run_status(rounds, (run_dir / "cross_site.md").is_file(),
+                                                      RunDirectory.is_running(run_dir)),
             "task": config.get("task", ""), "rounds": max((r["round"] for r in train), default=0),
             "sites": len(sites), "dp": config.get("dp.enabled", ""),
             "aggregation": f"{config.get('aggregation-rule', '')}/{config.get('aggregation', '')}",
@@ -40,7 +42,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
             "pooled_brier": num(pooled.get(pooled_key("brier"))),
             "mean_site_test_auroc": num(evaluate.get(split_key("test", "auroc"))),
             "final_train_loss": num(train[-1].get("train_loss")) if train else "",
-            "started": _started(train)}
+            "started": _started(train),
+            "data": read_json(run_dir / DATA_SUMMARY).get("source", "") or "deployment (sites' own)"}
 
 
 def _started(train: list[dict[str, Any]]) -> str:
@@ -50,8 +53,10 @@ def _started(train: list[dict[str, Any]]) -> str:
 
 
 def results_table(runs_dir: Path) -> list[dict[str, Any]]:
-    """Rows of every run directory (a folder with rounds.jsonl) directly under ``runs_dir``."""
-    runs = sorted(p for p in Path(runs_dir).iterdir() if (p / "rounds.jsonl").is_file())
+    """Rows of every run directory (a folder with rounds.jsonl, or a running one) directly under
+    ``runs_dir``."""
+    runs = sorted(p for p in Path(runs_dir).iterdir()
+                  if (p / "rounds.jsonl").is_file() or RunDirectory.is_running(p))
     return [run_row(p) for p in runs]
 
 

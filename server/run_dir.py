@@ -12,6 +12,7 @@ Layout::
     RUN_DIR/cross_site.md           final table: global model on each site's test split
     RUN_DIR/data_summary.json       simulation: samples, positives, modality mix per site/split
     RUN_DIR/tensorboard/            tracking = "tensorboard": round metrics as event files
+    RUN_DIR/running.json            while a ServerApp runs the run: its host and process id
 
 Files are appended line by line or replaced atomically, so a crash never corrupts what was
 written before it.
@@ -24,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from shared_model.paths import default_cache_dir
 log = logging.getLogger(__name__)
 OPT_PREFIX = "server_optimizer/"
 DATA_SUMMARY = "data_summary.json"
+RUNNING = "running.json"
 
 
 def _clean(value: Any) -> Any:
@@ -169,6 +172,32 @@ class RunDirectory:
         except (json.JSONDecodeError, TypeError, ValueError):
             log.warning("%s is corrupt; resuming from the newest intact checkpoint", latest)
             return None
+
+    def mark_running(self) -> None:
+        """Say that a ServerApp is running this run (reports then say RUNNING, not stopped)."""
+        (self.path / RUNNING).write_text(json.dumps({"host": socket.gethostname(),
+                                                     "pid": os.getpid(), "since": time.time()}))
+
+    def mark_stopped(self) -> None:
+        (self.path / RUNNING).unlink(missing_ok=True)
+
+    @staticmethod
+    def is_running(path: Path) -> bool:
+        """A ServerApp runs this run now: its marker exists and, on this host, its process
+        lives (a marker left by a killed process does not count)."""
+        try:
+            marker = json.loads((Path(path) / RUNNING).read_text())
+        except (OSError, ValueError):
+            return False
+        if marker.get("host") != socket.gethostname():
+            return True
+        try:
+            os.kill(int(marker["pid"]), 0)
+        except (ProcessLookupError, KeyError, ValueError, TypeError):
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def discard_if_unstarted(self) -> None:
         """Remove the folder of a run that failed before its first round (nothing of value in

@@ -153,8 +153,7 @@ class ModalityAwareStrategy(FedAvg):
         replies = list(replies)
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         out = CollectedRound(no_reply=self._silent(replies), rejected=self._error_replies(errors))
-        for msg in valid:
-            site, refused = self.identity.identify(msg)
+        for msg, site, refused in self.identity.identify_all(valid):
             if refused:
                 out.rejected[site] = refused
                 continue
@@ -260,8 +259,7 @@ class ModalityAwareStrategy(FedAvg):
         valid, errors = self._check_and_log_replies(replies, is_train=False, validate=False)
         per_site: dict[str, EvaluateReply] = {}
         refused: dict[str, str] = self._error_replies(errors)
-        for msg in valid:
-            site, problem = self.identity.identify(msg)
+        for msg, site, problem in self.identity.identify_all(valid):
             reply = parse_evaluate_reply(msg)
             if problem:
                 refused[site] = problem

@@ -127,10 +127,32 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
     return evaluate
 
 
-def write_data_summary(path: Path, features: dict[str, Path], task: str, source: str = ""
-                       ) -> dict:
+def pooled_ceilings(data: FederationData, features: dict[str, Path], test_population: Path | None,
+                    task: str) -> dict[str, float]:
+    """AUROC of the synthetic data's reachable ceiling and of its true probabilities on the
+    pooled test set that centralized evaluation scores (none for real data)."""
+    from simulation.oracle import REACHABLE, TRUE, oracle_auroc
+
+    if data.mimic_iv:
+        return {}
+    if test_population is not None:
+        test, oracle = SiteData.load(test_population, task, TEST_POPULATION_SITE), \
+            data.test_oracle_csv()
+    else:
+        test, oracle = concat_sites([SiteData.load(d, task, s) for s, d in features.items()]), \
+            data.oracle_csv()
+    mask = test.split == "test"
+    stays, labels = test.stay_id[mask], test.labels.numpy()[mask]
+    values = {"reachable_auroc": oracle_auroc(oracle, stays, labels, task, REACHABLE),
+              "true_auroc": oracle_auroc(oracle, stays, labels, task, TRUE)}
+    return {k: v for k, v in values.items() if np.isfinite(v)}
+
+
+def write_data_summary(path: Path, features: dict[str, Path], task: str, source: str = "",
+                       ceilings: dict[str, float] | None = None) -> dict:
     """Per site and split: samples, positives and modality mix, for the run report (simulation
-    only: in deployment the coordinator sees no such counts); ``source``: what the data is."""
+    only: in deployment the coordinator sees no such counts); ``source``: what the data is;
+    ``ceilings``: AUROCs the pooled test set allows (synthetic data)."""
     summary = {}
     for site, feature_dir in features.items():
         data = SiteData.load(feature_dir, task, site)
@@ -140,7 +162,7 @@ def write_data_summary(path: Path, features: dict[str, Path], task: str, source:
             "positives": int(data.labels.numpy()[data.split == split].sum()),
             **{f"with_{m.value}": int(available[data.split == split, i].sum())
                for i, m in enumerate(MODALITIES)}} for split in ("train", "val", "test")}
-    out = {"task": task, "source": source, "sites": summary}
+    out = {"task": task, "source": source, "ceilings": ceilings or {}, "sites": summary}
     path.write_text(json.dumps(out, indent=2))
     return out
 
@@ -249,8 +271,9 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
     test_population = prepare_test_population(data)
     shown = features | ({TEST_POPULATION_SITE: test_population} if test_population else {})
-    summary = write_data_summary(run_dir / DATA_SUMMARY, shown, str(run_config[TASK]),
-                                 data.describe())
+    task = str(run_config[TASK])
+    summary = write_data_summary(run_dir / DATA_SUMMARY, shown, task, data.describe(),
+                                 pooled_ceilings(data, features, test_population, task))
     settings = FederationSettings.from_run_config(run_config)
     problems, estimable = data_support(summary, min_cell_size, settings.centralized_eval)
     for line in problems:

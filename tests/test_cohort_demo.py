@@ -97,3 +97,31 @@ def test_demo_units_are_harmonized(demo_cohort) -> None:
     assert np.nanmax(fio2) <= 1.0
     assert demo_cohort["has_ehr"].all()
     assert not demo_cohort["has_notes"].any() and not demo_cohort["has_cxr"].any()
+
+
+def test_repeated_and_backwards_stays_are_merged_or_dropped_with_counts(
+        demo_root: Path, expected, tmp_path: Path, caplog) -> None:
+    """Real exports repeat icustays rows; a stay can end before it starts. One sample per stay,
+    and a warning with counts for each rule."""
+    root = tmp_path / "mimic-iv"
+    (root / "icu").mkdir(parents=True)
+    (root / "hosp").symlink_to(demo_root / "hosp")
+    for table in (demo_root / "icu").iterdir():
+        if table.name != "icustays.csv.gz":
+            (root / "icu" / table.name).symlink_to(table)
+    with gzip.open(demo_root / "icu" / "icustays.csv.gz", "rt", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = next(r for r in rows if int(r["stay_id"]) in expected)
+    backwards = next(r for r in rows if int(r["stay_id"]) in expected and r is not kept)
+    backwards["outtime"] = str(_ts(backwards["intime"]) - timedelta(hours=1))
+    with gzip.open(root / "icu" / "icustays.csv.gz", "wt", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows + [kept, kept])  # one stay three times
+    with caplog.at_level("WARNING"):
+        cohort = build_cohort(MimicRoots(root), CohortConfig(progress=False))
+    assert cohort["stay_id"].is_unique
+    assert set(cohort["stay_id"]) == set(expected) - {int(backwards["stay_id"])}
+    assert "2 repeated rows of 1 stays merged" in caplog.text
+    assert "1 stays whose outtime precedes intime dropped" in caplog.text

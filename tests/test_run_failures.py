@@ -128,6 +128,35 @@ def test_audit_and_report_say_plainly_what_is_wrong(tmp_path: Path, capsys) -> N
     assert "no such ledger file" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such directory" in capsys.readouterr().err
+    empty = tmp_path / "no-runs"
+    empty.mkdir()
+    assert main(["results", str(empty)]) == 2
+    assert "no run directories in it" in capsys.readouterr().err
+    assert not (empty / "results.csv").exists()
+
+
+def test_report_and_results_tell_a_running_run_from_a_stopped_one(tmp_path: Path, capsys) -> None:
+    import subprocess
+    import sys
+
+    from server.run_dir import RunDirectory
+
+    run = RunDirectory.create(str(tmp_path / "runs" / "run-a"), {"num-server-rounds": 3})
+    run.append("rounds.jsonl", {"round": 1, "kind": "train", "accepted": ["site-0"],
+                                "time": 0.0})
+    run.mark_running()  # this process stands in for the ServerApp
+    assert main(["report", str(run.path)]) == 0
+    assert "RUNNING: the run is in progress" in (run.path / "report" / "report.md").read_text()
+    assert main(["results", str(tmp_path / "runs")]) == 0
+    assert "| run-a | RUNNING |" in capsys.readouterr().out
+    run.mark_stopped()
+    assert main(["report", str(run.path)]) == 0
+    assert "INCOMPLETE: the run stopped" in (run.path / "report" / "report.md").read_text()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (run.path / "running.json").write_text(
+        json.dumps({"host": __import__("socket").gethostname(), "pid": int(dead)}))
+    assert not RunDirectory.is_running(run.path)  # a marker of a killed ServerApp: stopped
 
 
 @pytest.mark.slow

@@ -50,9 +50,12 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
         assert attack.status == "finished:failed", attack.status
         assert "site site-0: this round's values would change the DP mechanism" in attack.log
         assert (run_dir / "privacy_ledger.jsonl").read_text() == ledger_before  # nothing lost
+        events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
         resumed = sim.run({**config, "num-server-rounds": 3, "run-dir": "",
-                           "resume-from": str(run_dir)}, num_supernodes=3)
+                           "resume-from": str(run_dir), "tracking": "none"}, num_supernodes=3)
         assert resumed.ok, resumed.log[-3000:]
+        # "tracking" given at its pyproject default still overrides the stored "tensorboard"
+        assert sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")) == events
         rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
         assert [r["round"] for r in rounds if r["kind"] == "train"] == [1, 2, 3]
         assert (run_dir / "checkpoints" / "round-003.safetensors").is_file()
@@ -61,17 +64,22 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     eps = [r["epsilon"] for r in ledger]
     assert eps[0] < eps[1] < eps[2] <= 20.0  # the resumed run continued the budget
     assert ledger[2]["steps_total"] == 3 * ledger[0]["steps_round"]
+    # the resumed round spends at the mechanism's rate, not the budget left (one sigma throughout)
+    assert len({r["noise_multiplier"] for r in ledger}) == 1
     assert main(["audit", str(run_dir / "privacy_ledger.jsonl"), "--verify"]) == 0
     with (run_dir / "privacy_ledger.jsonl").open("a") as ledger_file:
         ledger_file.write('{"round": 4, "site": "si')  # a line cut short by a crash
     assert main(["report", str(run_dir)]) == 0  # the report skips it, as for every run file
     report = (run_dir / "report" / "report.md").read_text()
     assert "Privacy budget per site" in report and "Cross-site evaluation" in report
-    assert "Gate health" in report and "Test AUROC per modality combination" in report
+    assert "Gate: routing weight per expert" in report
+    assert "Test AUROC per modality combination" in report
+    assert "Reachable ceiling on the pooled test set: AUROC 0." in report  # synthetic data
+    assert "Data: synthetic MIMIC-format, 300 patients" in report
     gate = [r for r in rounds if r["kind"] == "evaluate"][-1]["gate"]
     assert sum(gate["expert_share"].values()) == pytest.approx(1.0, abs=1e-3)
-    for png in ("auroc.png", "loss.png", "epsilon.png", "routing-site-1.png", "gate.png",
-                "reliability.png"):
+    for png in ("auroc.png", "loss.png", "train-objective.png", "epsilon.png",
+                "routing-site-1.png", "gate.png", "reliability.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000, png
     page = (run_dir / "report" / "report.html").read_text()
     assert "class='banner finished'" in page and page.count("data:image/png;base64,") >= 6

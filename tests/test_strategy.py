@@ -252,6 +252,23 @@ def test_records_use_the_registered_name_and_an_impostor_is_rejected(tmp_path: P
     assert "not in the coordinator's site registry" in record["rejected"]["node-33"]
 
 
+def test_two_nodes_claiming_one_site_id_without_a_registry_are_both_refused(setup) -> None:
+    strategy, g, run = setup
+    groups = {"encoders.ehr", "gate"}
+    first = _reply(1, train_reply("site-a", _site_arrays(g, groups, 1.0), dict.fromkeys(groups, 10),
+                                  {}))
+    second = _reply(2, train_reply("site-a", _site_arrays(g, groups, 9.0),
+                                   dict.fromkeys(groups, 10), {}))
+    third = _reply(3, train_reply("site-b", _site_arrays(g, groups, 2.0), dict.fromkeys(groups, 10),
+                                  {}))
+    new = from_array_record(strategy.aggregate_train(1, [first, second, third])[0])
+    gate = next(n for n in new if n.startswith("gate."))
+    assert np.allclose(new[gate], 2.0)  # site-b alone: neither claimant of site-a is averaged
+    record = json.loads((run.path / "rounds.jsonl").read_text().splitlines()[0])
+    assert record["accepted"] == ["site-b"]
+    assert "site-id 'site-a' is claimed by nodes 1, 2" in record["rejected"]["site-a"]
+
+
 def _sent(node: int) -> Message:
     """A train instruction to ``node`` as Flower holds it once pushed (its message id set)."""
     meta = Metadata(run_id=1, message_id=f"ins-{node}", src_node_id=0, dst_node_id=node,

@@ -57,15 +57,34 @@ def _readmission_label(admissions: pd.DataFrame, days: float) -> pd.Series:
     return label
 
 
+def _one_row_per_stay(stays: pd.DataFrame, mimic_iv: Path) -> pd.DataFrame:
+    """One row per ``stay_id`` (real exports can repeat rows): the first kept, with a warning
+    counting the rows merged."""
+    repeated = stays["stay_id"].duplicated()
+    if repeated.any():
+        log.warning("%s/icu/icustays: %d repeated rows of %d stays merged (one sample per stay, "
+                    "the first row kept)", mimic_iv, int(repeated.sum()),
+                    stays.loc[repeated, "stay_id"].nunique())
+    return stays[~repeated]
+
+
 def select_stays(mimic_iv: Path, config: CohortConfig) -> pd.DataFrame:
     """ICU stays of adults lasting at least the window, with demographics and the three labels."""
-    stays = read_table(mimic_iv, TABLES["icustays"])
+    stays = _one_row_per_stay(read_table(mimic_iv, TABLES["icustays"]), mimic_iv)
     patients = read_table(mimic_iv, TABLES["patients"])
     admissions = read_table(mimic_iv, TABLES["admissions"])
     stays = stays.merge(patients, on="subject_id", how="inner")
     stays["age"] = stays["anchor_age"] + (stays["intime"].dt.year - stays["anchor_year"])
     hours = (stays["outtime"] - stays["intime"]).dt.total_seconds() / 3600
-    stays = stays[(stays["age"] >= config.min_age) & (hours >= config.window_hours)]
+    backwards = int((hours < 0).sum())
+    if backwards:
+        log.warning("%s/icu/icustays: %d stays whose outtime precedes intime dropped", mimic_iv,
+                    backwards)
+    adult, long_enough = stays["age"] >= config.min_age, hours >= config.window_hours
+    log.info("cohort rules: %d stays; dropped %d under age %d, %d shorter than %d h", len(stays),
+             int((~adult).sum()), config.min_age, int((adult & ~long_enough & (hours >= 0)).sum()),
+             config.window_hours)
+    stays = stays[adult & long_enough]
     stays = stays.merge(admissions[["hadm_id", "hospital_expire_flag"]], on="hadm_id", how="left")
     if stays["hospital_expire_flag"].isna().any():
         bad = stays.loc[stays["hospital_expire_flag"].isna(), "hadm_id"].iloc[0]
@@ -115,8 +134,18 @@ def cohort_metadata(config: CohortConfig) -> dict:
             "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
 
 
+COHORT_FILE = "cohort.parquet"
+
+
+def cohort_file(path: Path) -> Path:
+    """A cohort's parquet file: ``path`` itself, or ``path/cohort.parquet`` for a folder."""
+    path = Path(path)
+    return path / COHORT_FILE if path.is_dir() else path
+
+
 def write_cohort(cohort: pd.DataFrame, path: Path, metadata: dict | None = None) -> None:
-    """Write parquet atomically, with ``metadata`` (default: ``cohort.attrs``) in its schema."""
+    """Write parquet atomically, with ``metadata`` (default: ``cohort.attrs``) in its schema
+    (nothing is left behind when writing fails)."""
     metadata = metadata if metadata is not None else cohort.attrs["moehealth"]
     table = pa.Table.from_pandas(cohort.drop(columns=["cxr_time", "cxr_study_id"], errors="ignore"),
                                  preserve_index=False)
@@ -125,12 +154,19 @@ def write_cohort(cohort: pd.DataFrame, path: Path, metadata: dict | None = None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise MoeHealthInputError(f"{path}: cannot write the cohort ({err.strerror or err})"
+                                  ) from None
 
 
 def read_cohort(path: Path) -> pd.DataFrame:
-    """Read a cohort parquet written by :func:`write_cohort`, with a clear error if it is not one."""
+    """Read a cohort parquet written by :func:`write_cohort` (or the ``cohort.parquet`` in a
+    folder), with a clear error if it is not one."""
+    path = cohort_file(path)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:

@@ -50,9 +50,10 @@ from shared_model.protocol import (
 
 
 def train_config(cfg: RoundConfig, task: str) -> TrainConfig:
-    """Local optimization settings of a round (the seed varies by round, for non-DP sites)."""
+    """Local optimization settings of a round (the randomness is :func:`setup_round`'s: the
+    server's seed + round for non-DP sites, private randomness for DP sites)."""
     return TrainConfig(task=task, lr=cfg.lr, batch_size=cfg.batch_size, alpha=cfg.alpha,
-                       proximal_mu=cfg.proximal_mu, seed=cfg.seed + cfg.server_round)
+                       proximal_mu=cfg.proximal_mu)
 
 
 def trainable_groups(data: SiteData, model: MoEHealth, phase: Phase,
@@ -129,12 +130,13 @@ def declared_groups(model: MoEHealth, modalities: tuple[str, ...], phase: Phase,
 
 def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[str, np.ndarray],
                 cfg: RoundConfig, *,
-                choose_groups: Callable[[MoEHealth], dict[str, int]] | None = None,
+                choose_groups: Callable[[MoEHealth], dict[str, int]],
                 seed: int | None = None, batch_size: int | None = None) -> RoundSetup:
     """Shared by non-DP and DP local training.
 
-    ``choose_groups``: the groups to train with their aggregation weights (default: from the
-    site's data, :func:`trainable_groups`). ``seed``: of dropout and batch sampling (default: the
+    ``choose_groups``: the groups to train with their aggregation weights (non-DP: from the
+    site's data under the release rule, :func:`trainable_groups`; DP: declared, public,
+    :func:`declared_groups`). ``seed``: of dropout and batch sampling (default: the
     server's seed + round, so non-DP runs are reproducible; DP sites pass private randomness).
     """
     device = resolve_device()
@@ -142,8 +144,7 @@ def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
     torch.manual_seed(seed)
     model = prepare_model(model_config, global_arrays, device)
     model.set_phase(str(cfg.phase))
-    weights = (choose_groups(model) if choose_groups is not None
-               else trainable_groups(data, model, cfg.phase, cfg.aggregation_rule))
+    weights = choose_groups(model)
     for name, param in model.named_parameters():
         param.requires_grad_(parameter_group(name) in weights)
     train_cfg = train_config(cfg, data.task)
