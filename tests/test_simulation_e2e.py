@@ -21,7 +21,7 @@ def _ray_processes() -> int:
 
 def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    config = {"num-server-rounds": 2, "pretrain-rounds": 1, "data.num-sites": 3,
+    config = {"num-server-rounds": 2, "pretrain-rounds": 1,  # data.num-sites 0: one per SuperNode
               "data.patients": 300, "data.scheme": "careunit", "data.dir": str(tmp_path / "data"),
               "run-dir": str(run_dir), "dp.enabled": True, "dp.sites": "site-0",
               "dp.target-epsilon": 20.0, "dp.planned-rounds": 3, "tracking": "tensorboard",
