@@ -240,8 +240,7 @@ def check_simulation_config(run_config: dict[str, Any]) -> int:
 def _checked_data(run_config: dict[str, Any]) -> tuple[FederationData, int]:
     num_sites = int(run_config.get(DATA_PREFIX + "num-sites", 0))
     try:
-        data = FederationData.from_run_config(
-            {**run_config, DATA_PREFIX + "num-sites": max(num_sites, 1)})
+        data = FederationData.from_run_config(run_config)
     except ValueError as err:
         raise MoeHealthInputError(f"run config: {err}") from None
     if data.profile is not None:

@@ -27,6 +27,7 @@ from shared_model.paths import default_cache_dir
 from shared_model.run_config import CLI_NUM_SITES, DATA_PREFIX, Scheme
 from simulation.partition import DEFAULT_PROFILE, PartitionConfig, load_site_profiles, partition_cohort
 from simulation.synth import generate_synthetic_mimic
+from simulation.synth.hospitals import ARMS, HOSPITALS, MCAR
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ class FederationData:
     test_patients: int = 0
     image_encoder: str = "random"
     image_size: int = 224
+    arm: str = MCAR  # synthetic generator arm: "mcar" or "hospitals-v1" (synth/hospitals.py)
 
     def key(self) -> str:
-        """Identity of the cohort and its partition (not of the encoders or the test population)."""
-        ignored = ("data_dir", "profile", "test_patients", "image_encoder", "image_size")
+        """Identity of the cohort and its partition (not of the encoders or the test population;
+        the ``mcar`` arm keeps the keys it had before arms existed)."""
+        ignored = ("data_dir", "profile", "test_patients", "image_encoder", "image_size",
+                   *(("arm",) if self.arm == MCAR else ()))
         blob = {k: str(v) for k, v in asdict(self).items() if k not in ignored}
         if self.profile:
             blob["profile_text"] = Path(self.profile).read_text()
@@ -74,7 +78,11 @@ class FederationData:
 
     def synth_dir(self) -> Path | None:
         """Where the synthetic releases live (None when real MIMIC roots are configured)."""
-        return None if self.mimic_iv else Path(self.data_dir) / f"synth-{self.patients}-seed{self.seed}"
+        return None if self.mimic_iv else Path(self.data_dir) / (
+            f"synth-{self.patients}-seed{self.seed}{self._arm_suffix()}")
+
+    def _arm_suffix(self) -> str:
+        return "" if self.arm == MCAR else f"-{self.arm}"
 
     def oracle_csv(self) -> Path | None:
         """The synthetic set's true outcome probabilities (evaluation only)."""
@@ -86,7 +94,7 @@ class FederationData:
         if self.test_patients <= 0:
             return None
         return Path(self.data_dir) / (f"test-population-{self.test_patients}-seed{self.seed}"
-                                      f"-block{TEST_POPULATION_ID_BLOCK}")
+                                      f"-block{TEST_POPULATION_ID_BLOCK}{self._arm_suffix()}")
 
     def test_oracle_csv(self) -> Path | None:
         """The test population's true and reachable probabilities (None without one)."""
@@ -111,7 +119,7 @@ class FederationData:
         "patients": "patients", "seed": "seed", "num-sites": "num_sites", "scheme": "scheme",
         "alpha": "alpha", "mimic-iv": "mimic_iv", "mimic-note": "mimic_note",
         "mimic-cxr": "mimic_cxr", "dir": "data_dir", "test-patients": "test_patients",
-        "image-encoder": "image_encoder", "image-size": "image_size",
+        "image-encoder": "image_encoder", "image-size": "image_size", "arm": "arm",
     }  # data.<key> of the run-config -> field
 
     def __post_init__(self) -> None:
@@ -139,6 +147,10 @@ class FederationData:
                              f"DenseNet-121 state dict file, got {self.image_encoder!r}")
         if self.image_size < 32:
             raise ValueError(f"data.image-size must be at least 32, got {self.image_size}")
+        if self.arm not in ARMS:
+            raise ValueError(f"data.arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
+        if self.arm != MCAR and self.mimic_iv:
+            raise ValueError("data.arm chooses a synthetic generator; real MIMIC roots have none")
 
     def run_config(self) -> dict[str, Any]:
         """The ``data.*`` run-config keys that reproduce this data configuration in `flwr run`
@@ -156,9 +168,12 @@ class FederationData:
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationData:
-        """``data.*`` keys of the Flower run-config; empty strings mean "default"."""
+        """``data.*`` keys of the Flower run-config; empty strings mean "default", and so does
+        ``data.num-sites = 0`` (one site per SuperNode: the ServerApp sets the count first)."""
         kwargs: dict[str, Any] = {field_: run_config[DATA_PREFIX + key] for key, field_ in cls.KEYS.items()
                                   if run_config.get(DATA_PREFIX + key) not in (None, "")}
+        if kwargs.get("num_sites") == 0:
+            del kwargs["num_sites"]
         for name in ("mimic_iv", "mimic_note", "mimic_cxr", "data_dir"):
             if name in kwargs:
                 kwargs[name] = Path(str(kwargs[name]))
@@ -184,6 +199,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ~10,000 stays, and an image backbone pre-trained on a disjoint synthetic PACS.
     "benchmark": {"patients": 20_000, "test_patients": 12_500, "num_sites": 5,
                   "scheme": "careunit", "image_encoder": SYNTHETIC_PACS, "image_size": 128},
+    # the same, from the hospitals-v1 arm: informative availability, hospitals that differ,
+    # case mix that changes what a finding means (bench/README.md, "Arm 2: hospitals")
+    "benchmark-hospitals": {"patients": 20_000, "test_patients": 12_500, "num_sites": 5,
+                            "scheme": "careunit", "image_encoder": SYNTHETIC_PACS,
+                            "image_size": 128, "arm": HOSPITALS},
 }
 
 
@@ -194,10 +214,11 @@ def preset_values(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
-def _synthetic_roots(synth: Path, patients: int, seed: int, id_block: int) -> MimicRoots:
+def _synthetic_roots(synth: Path, patients: int, seed: int, id_block: int, arm: str = MCAR
+                     ) -> MimicRoots:
     if not (synth / "synth.json").is_file():
-        log.info("generating synthetic MIMIC (%d patients) in %s", patients, synth)
-        generate_synthetic_mimic(synth, patients=patients, seed=seed, id_block=id_block)
+        log.info("generating synthetic MIMIC (%d patients, arm %s) in %s", patients, arm, synth)
+        generate_synthetic_mimic(synth, patients=patients, seed=seed, id_block=id_block, arm=arm)
     return MimicRoots(synth / "mimic-iv", synth / "mimic-iv-note", synth / "mimic-cxr-jpg")
 
 
@@ -206,7 +227,7 @@ def _roots(data: FederationData) -> MimicRoots:
     if synth is None:
         return MimicRoots(Path(data.mimic_iv), data.mimic_note and Path(data.mimic_note),
                           data.mimic_cxr and Path(data.mimic_cxr))
-    return _synthetic_roots(synth, data.patients, data.seed, id_block=0)
+    return _synthetic_roots(synth, data.patients, data.seed, id_block=0, arm=data.arm)
 
 
 def prepare_test_population(data: FederationData, encoders: EncoderConfig | None = None,
@@ -218,7 +239,7 @@ def prepare_test_population(data: FederationData, encoders: EncoderConfig | None
     cohort_path = root / "cohort.parquet"
     if not cohort_path.is_file():
         roots = _synthetic_roots(root / "synth", data.test_patients, data.seed,
-                                 TEST_POPULATION_ID_BLOCK)
+                                 TEST_POPULATION_ID_BLOCK, data.arm)
         write_cohort(build_cohort(roots, CohortConfig(progress=progress)), cohort_path)
     samples = read_cohort(cohort_path).assign(split="test")
     return build_site_features(samples, TEST_POPULATION_SITE, encoders or data.encoder_config(),

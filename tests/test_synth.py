@@ -136,3 +136,38 @@ def test_notes_with_line_breaks_read_across_any_block_boundary(synth_root: Path,
     assert len(chunks) > 1 and read["text"].str.contains("\n").any()
     assert read["note_id"].tolist() == expected["note_id"].tolist()
     assert read["text"].tolist() == expected["text"].tolist()
+
+
+def test_hospitals_arm_informative_availability_house_styles_and_postop_films(tmp_path: Path
+                                                                               ) -> None:
+    """The hospitals-v1 arm: availability follows the latent state, each unit writes its
+    reports in its own style, CVICU films show post-operative effusion and lines, and the
+    written release still builds a cohort; the latent state and the outcomes are those of the
+    mcar arm's model (only what is written and which studies exist differ)."""
+    from client.mimic.cohort import MimicRoots, build_cohort
+    from client.mimic.config import CohortConfig
+    from simulation.synth.hospitals import CVICU, HOSPITALS, STYLES
+    from simulation.synth.population import build_population
+
+    stays = build_population(np.random.default_rng(5), 3000, arm=HOSPITALS).stays
+    sick = stays.z_img > 0.5
+    assert stays.has_film[sick].mean() > stays.has_film[~sick].mean() + 0.1  # informative
+    by_unit = stays.groupby("first_careunit").has_film.mean()
+    assert by_unit[CVICU] > 0.6 > by_unit["Neuro Surgical Intensive Care Unit (Neuro SICU)"]
+    postop = stays.first_careunit == CVICU
+    assert stays.film_effusion[postop].mean() > stays.film_effusion[~postop].mean() + 0.1
+    assert stays.film_device[postop].mean() > 0.7
+
+    summary = generate_synthetic_mimic(tmp_path / "h", patients=150, seed=2, arm=HOSPITALS)
+    assert summary.arm == HOSPITALS
+    notes = pd.read_csv(tmp_path / "h" / "mimic-iv-note" / "note" / "radiology.csv.gz")
+    headings = {style.headings[2] for style in STYLES.values()}
+    used = {h for h in headings if notes.text.str.contains(h, regex=False).any()}
+    assert len(used) >= 3, used  # several house styles in one release
+    cohort = build_cohort(MimicRoots(tmp_path / "h" / "mimic-iv", tmp_path / "h" / "mimic-iv-note",
+                                     tmp_path / "h" / "mimic-cxr-jpg"), CohortConfig(progress=False))
+    oracle = pd.read_csv(tmp_path / "h" / "oracle.csv")
+    assert {"mortality_reachable", "mortality_reachable_ehr"} <= set(oracle.columns)
+    assert set(cohort.stay_id) <= set(oracle.stay_id) and cohort.has_cxr.any()
+    with pytest.raises(ValueError, match="unknown generator arm"):
+        generate_synthetic_mimic(tmp_path / "x", patients=5, arm="hospitals")

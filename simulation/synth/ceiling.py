@@ -49,6 +49,33 @@ def all_signals(stays: pd.DataFrame) -> np.ndarray:
     return np.column_stack(columns)
 
 
+def unit_columns(stays: pd.DataFrame) -> np.ndarray:
+    """One-hot of the stay's care unit (written in icustays: what a hospital knows)."""
+    from simulation.synth.population import CAREUNITS
+
+    return np.column_stack([(stays["first_careunit"] == u).to_numpy(float)
+                            for u in list(CAREUNITS)[1:]])
+
+
+def hospital_ehr_signals(stays: pd.DataFrame) -> np.ndarray:
+    """``hospitals`` arm, EHR side: the EHR signals and the unit (its case mix)."""
+    return np.column_stack([ehr_signals(stays), unit_columns(stays)])
+
+
+def hospital_signals(stays: pd.DataFrame) -> np.ndarray:
+    """``hospitals`` arm, everything written: the first arm's signals, the unit, and the film
+    findings and report grade of post-operative (CVICU) films apart (there they mean less);
+    availability is in both (its indicator columns), the house styles hide nothing."""
+    from simulation.synth.hospitals import CVICU
+
+    postop = (stays["first_careunit"] == CVICU).to_numpy(float)
+    film = stays["has_film"].to_numpy(float)
+    extra = [postop * film * (stays[f"film_{name}"].to_numpy(float) - 0.5)
+             for name in ("effusion", "device")]
+    extra.append(postop * film * (stays["cxr_report_grade"].to_numpy(float) - 1.5))
+    return np.column_stack([all_signals(stays), unit_columns(stays), *extra])
+
+
 def _fit(features: np.ndarray, probability: np.ndarray):
     from sklearn.linear_model import LogisticRegression
 
@@ -59,23 +86,28 @@ def _fit(features: np.ndarray, probability: np.ndarray):
 
 
 @functools.cache
-def fit_ceilings() -> dict[str, object]:
-    """Per ``<task>_reachable`` and ``<task>_reachable_ehr``, a fitted model of E[p | signals]."""
+def fit_ceilings(arm: str = "mcar") -> dict[str, object]:
+    """Per ``<task>_reachable`` and ``<task>_reachable_ehr``, a fitted model of E[p | signals],
+    on a fitting draw of the same generator arm (``hospitals``: with the unit, see
+    :func:`hospital_signals`)."""
+    from simulation.synth.hospitals import MCAR
     from simulation.synth.population import build_population
 
     draw = build_population(np.random.default_rng(FIT_SEED), FIT_PATIENTS,
-                            id_block=FIT_ID_BLOCK).stays
+                            id_block=FIT_ID_BLOCK, arm=arm).stays
+    everything, ehr = ((all_signals, ehr_signals) if arm == MCAR
+                       else (hospital_signals, hospital_ehr_signals))
     models: dict[str, object] = {}
     for task, column in TASK_PROBABILITIES.items():
         probability = draw[column].to_numpy()
-        models[f"{task}_reachable"] = (all_signals, _fit(all_signals(draw), probability))
-        models[f"{task}_reachable_ehr"] = (ehr_signals, _fit(ehr_signals(draw), probability))
+        models[f"{task}_reachable"] = (everything, _fit(everything(draw), probability))
+        models[f"{task}_reachable_ehr"] = (ehr, _fit(ehr(draw), probability))
     return models
 
 
-def reachable_probabilities(stays: pd.DataFrame) -> pd.DataFrame:
-    """The reachable-ceiling columns of ``oracle.csv`` for ``stays``."""
+def reachable_probabilities(stays: pd.DataFrame, arm: str = "mcar") -> pd.DataFrame:
+    """The reachable-ceiling columns of ``oracle.csv`` for ``stays`` of generator ``arm``."""
     out = pd.DataFrame(index=stays.index)
-    for name, (signals, model) in fit_ceilings().items():
+    for name, (signals, model) in fit_ceilings(arm).items():
         out[name] = model.predict_proba(signals(stays))[:, 1]
     return out

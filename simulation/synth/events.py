@@ -13,6 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from simulation.synth.hospitals import MCAR, STYLES, lab_assay
+
 _HOURS_SIMULATED = 60.0
 Draw = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
@@ -131,8 +133,10 @@ def _chart_quirks(rng: np.random.Generator, events: pd.DataFrame) -> pd.DataFram
         ["subject_id", "charttime"], kind="stable").reset_index(drop=True)
 
 
-def lab_events(rng: np.random.Generator, admissions: pd.DataFrame) -> pd.DataFrame:
-    """Labevents every ~12 h of each admission (first 4 days), plus outpatient rows."""
+def lab_events(rng: np.random.Generator, admissions: pd.DataFrame, arm: str = MCAR
+               ) -> pd.DataFrame:
+    """Labevents every ~12 h of each admission (first 4 days), plus outpatient rows; in the
+    ``hospitals`` arm each unit's laboratory has its own assay offsets (no extra draws)."""
     adm = admissions.reset_index(drop=True)
     hours = ((adm["dischtime"] - adm["admittime"]).dt.total_seconds() / 3600).to_numpy()
     owner, offset = _schedule(rng, np.minimum(hours, 96), 12)
@@ -144,8 +148,13 @@ def lab_events(rng: np.random.Generator, admissions: pd.DataFrame) -> pd.DataFra
     parts = []
     for itemid, (uom, draw) in {**_LABS, **dict.fromkeys(_TEXT_LABS, ("", None))}.items():
         take = rng.random(owner.size) < (0.9 if draw is not None else 0.1)
-        vals = draw(z[take], f[take], rng).round(2) if draw is not None else np.full(
-            take.sum(), np.nan)
+        vals = draw(z[take], f[take], rng) if draw is not None else np.full(take.sum(), np.nan)
+        if draw is not None and arm != MCAR:
+            units = adm["first_careunit"].to_numpy()[owner][take]
+            for unit in STYLES:
+                at = units == unit
+                vals[at] = lab_assay(unit, itemid, vals[at])
+        vals = vals.round(2) if draw is not None else vals
         text = (pd.Series(vals).map("{:g}".format).to_numpy() if draw is not None
                 else rng.choice(["NEG", "MOD", "___"], take.sum()))
         parts.append(pd.DataFrame({

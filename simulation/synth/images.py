@@ -14,6 +14,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from simulation.synth.hospitals import (
+    AP_HEART_MAGNIFICATION,
+    MCAR,
+    HouseStyle,
+    style_of,
+    styled_film,
+)
 from simulation.synth.population import draw_ids
 from simulation.synth.signals import FILM_FINDINGS, film_findings
 
@@ -23,16 +30,22 @@ CHEXPERT = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged C
             "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices")
 
 
-def draw_film(rng: np.random.Generator, findings: dict[str, float], size: int = IMAGE_SIZE
-              ) -> Image.Image:
-    """Render one frontal chest film showing ``findings`` (see ``signals.film_findings``)."""
+def draw_film(rng: np.random.Generator, findings: dict[str, float], size: int = IMAGE_SIZE,
+              style: HouseStyle | None = None, view: str = "AP") -> Image.Image:
+    """Render one frontal chest film showing ``findings`` (see ``signals.film_findings``);
+    ``style`` (``hospitals`` arm): the unit's equipment (drawn at its resolution, then scaled
+    up; brightness, contrast) and projection (an AP film magnifies the heart)."""
+    full = size
+    if style is not None:
+        size = max(32, int(round(full * style.resolution)))
     img = Image.new("L", (size, size), 20)
     d = ImageDraw.Draw(img)
     s = size / 256
     d.rounded_rectangle([30 * s, 20 * s, 226 * s, 250 * s], radius=40 * s, fill=150)
     for x0 in (45, 135):
         d.ellipse([x0 * s, 35 * s, (x0 + 76) * s, 215 * s], fill=55)
-    w = (35 + 40 * findings["cardio"]) * s
+    magnify = AP_HEART_MAGNIFICATION if style is not None and view == "AP" else 1.0
+    w = (35 + 40 * findings["cardio"]) * s * magnify
     d.ellipse([128 * s - w * 0.6, 120 * s, 128 * s + w, 205 * s], fill=185)
     effusion = findings["effusion"]
     if effusion > 0.05:
@@ -45,9 +58,13 @@ def draw_film(rng: np.random.Generator, findings: dict[str, float], size: int = 
     if findings["device"]:
         d.line([128 * s, 0, 128 * s, 130 * s], fill=240, width=max(1, int(3 * s)))
     img = img.filter(ImageFilter.GaussianBlur(2 * s))
-    noise = rng.normal(0, 8, (size, size))
-    arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr)
+    if style is not None and size != full:
+        img = img.resize((full, full), Image.Resampling.BILINEAR)
+    noise = rng.normal(0, 8, (full, full))
+    arr = np.asarray(img, dtype=np.float64) + noise
+    if style is not None:
+        arr = styled_film(style, arr)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def _dicom_id(rng: np.random.Generator) -> str:
@@ -58,7 +75,8 @@ def _dicom_id(rng: np.random.Generator) -> str:
 def _study_row(rng: np.random.Generator, st, when: pd.Timestamp, view: str,
                findings: dict[str, float]) -> dict:
     return {"dicom_id": _dicom_id(rng), "subject_id": st.subject_id, "stay_id": st.stay_id,
-            "view": view, "time": when, **{f"film_{k}": v for k, v in findings.items()}}
+            "unit": st.first_careunit, "view": view, "time": when,
+            **{f"film_{k}": v for k, v in findings.items()}}
 
 
 def _stay_findings(st) -> dict[str, float]:
@@ -70,15 +88,19 @@ def _fresh_findings(rng: np.random.Generator, st) -> dict[str, float]:
     return {name: float(values[0]) for name, values in drawn.items()}
 
 
-def plan_studies(rng: np.random.Generator, stays: pd.DataFrame, id_block: int = 0) -> pd.DataFrame:
+def plan_studies(rng: np.random.Generator, stays: pd.DataFrame, id_block: int = 0,
+                 arm: str = MCAR) -> pd.DataFrame:
     """Which films exist: stays with ``has_film`` get one in the window (showing the stay's drawn
-    findings), plus films outside it and lateral views."""
+    findings; in the ``hospitals`` arm taken PA at the unit's share, else AP), plus films outside
+    it and lateral views."""
     rows = []
     for st in stays.itertuples():
         if st.has_film:
             hours = min(47.5, st.icu_los * 24)
-            rows.append(_study_row(rng, st, st.intime + pd.Timedelta(
-                hours=float(rng.uniform(0.2, hours))), "AP", _stay_findings(st)))
+            when = st.intime + pd.Timedelta(hours=float(rng.uniform(0.2, hours)))
+            view = "AP" if arm == MCAR or rng.random() >= style_of(st.first_careunit).pa_share \
+                else "PA"
+            rows.append(_study_row(rng, st, when, view, _stay_findings(st)))
         if rng.random() < 0.15:
             rows.append(_study_row(rng, st, st.intime - pd.Timedelta(
                 hours=float(rng.uniform(2, 30))), str(rng.choice(["PA", "AP"])),
@@ -94,13 +116,14 @@ def plan_studies(rng: np.random.Generator, stays: pd.DataFrame, id_block: int = 
     return pd.concat([plan, lateral], ignore_index=True)
 
 
-def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path
+def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path, arm: str = MCAR
                   ) -> dict[str, pd.DataFrame]:
-    """Write the JPEGs and return the metadata, split and chexpert tables."""
+    """Write the JPEGs (``hospitals`` arm: through each unit's equipment) and return the
+    metadata, split and chexpert tables."""
     meta, findings = [], {}
     for st in plan.itertuples():
         found = {name: float(getattr(st, f"film_{name}")) for name in FILM_FINDINGS}
-        img = draw_film(rng, found)
+        img = draw_film(rng, found, style=None if arm == MCAR else style_of(st.unit), view=st.view)
         sid = str(st.subject_id)
         path = root / "files" / f"p{sid[:2]}" / f"p{sid}" / f"s{st.study_id}" / f"{st.dicom_id}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simulation.synth.hospitals import MCAR, HouseStyle, style_of, styled_report
 from simulation.synth.signals import NOTE_FINDINGS
 
 _EXAMS = ("CT HEAD W/O CONTRAST", "CT ABD & PELVIS WITH CONTRAST", "CTA CHEST",
@@ -53,12 +54,13 @@ _CXR_FINDINGS = (
 
 
 def radiology_text(rng: np.random.Generator, grades: np.ndarray, frailty: float, exam: str,
-                   cxr_grade: int | None = None) -> str:
+                   cxr_grade: int | None = None, style: HouseStyle | None = None) -> str:
     """A report with EXAMINATION / INDICATION / FINDINGS / IMPRESSION sections.
 
     Each finding is written at its grade (``signals.note_grades``) and the impression at their
     rounded mean; the wording, not the template, carries the signal. A chest film's report also
-    describes the film at ``cxr_grade``.
+    describes the film at ``cxr_grade``. ``style``: the hospital's house style (``hospitals``
+    arm), which changes headings, section order and words, not what the report states.
     """
     topics = rng.choice(len(_FINDINGS), len(grades), replace=False)
     findings = [_FINDINGS[t][g] for t, g in zip(topics, grades, strict=True)]
@@ -68,13 +70,16 @@ def radiology_text(rng: np.random.Generator, grades: np.ndarray, frailty: float,
         findings.append(_CXR_FINDINGS[cxr_grade])
     worst = findings[int(np.argmax(grades))]
     impression = _IMPRESSIONS[int(np.round(np.mean(grades)))]
+    if style is not None:
+        return styled_report(style, exam, " ".join(findings), f"{worst} {impression}")
     return (f"EXAMINATION:  {exam}\n\nINDICATION:  ___ with ___, evaluate.\n\n"
             f"FINDINGS:  {' '.join(findings)}\n\nIMPRESSION:  {worst} {impression}")
 
 
-def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd.Series
-                    ) -> pd.DataFrame:
-    """Stays with ``has_report`` get a report inside the window; some get later ones (after 48 h)."""
+def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd.Series,
+                    arm: str = MCAR) -> pd.DataFrame:
+    """Stays with ``has_report`` get a report inside the window; some get later ones (after 48 h);
+    in the ``hospitals`` arm in their unit's house style."""
     rows = []
     grade_columns = [f"note_grade_{i}" for i in range(NOTE_FINDINGS)]
     all_grades = stays[grade_columns].to_numpy()
@@ -92,7 +97,8 @@ def radiology_notes(rng: np.random.Generator, stays: pd.DataFrame, cxr_times: pd
                 has_film = pd.notna(cxr_times.iloc[i])
                 exam = "CHEST (PORTABLE AP)" if has_film else str(rng.choice(_EXAMS))
                 text = radiology_text(rng, all_grades[i], st.frailty, exam,
-                                      int(st.cxr_report_grade) if has_film else None)
+                                      int(st.cxr_report_grade) if has_film else None,
+                                      None if arm == MCAR else style_of(st.first_careunit))
             store = t + pd.Timedelta(hours=float(rng.uniform(0.3, 6)))
             hadm = pd.NA if rng.random() < 0.1 else st.hadm_id
             rows.append((st.subject_id, hadm, "RR", t.floor("min"), store.floor("min"), text))

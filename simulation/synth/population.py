@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import norm
 
+from simulation.synth.hospitals import MCAR
 from simulation.synth.signals import draw_signals
 
 CAREUNITS: dict[str, float] = {
@@ -131,9 +132,10 @@ def _admissions_of(rng: np.random.Generator, pat, start: pd.Timestamp) -> list[d
     return out
 
 
-def build_population(rng: np.random.Generator, n_patients: int, id_block: int = 0) -> Population:
+def build_population(rng: np.random.Generator, n_patients: int, id_block: int = 0,
+                     arm: str = MCAR) -> Population:
     """Draw patients, their admissions and ICU stays, latent states, outcomes and what each
-    modality shows of them."""
+    modality shows of them (``arm``: ``mcar`` or ``hospitals-v1``, see ``hospitals.py``)."""
     patients = _patients(rng, n_patients, id_block)
     rows = []
     for pat in patients.itertuples():
@@ -145,5 +147,5 @@ def build_population(rng: np.random.Generator, n_patients: int, id_block: int = 
     adm["deathtime"] = adm["dischtime"].where(adm["died"])
     stays = adm[adm["has_icu"]].copy().reset_index(drop=True)
     stays["stay_id"] = draw_ids(rng, 30_000_000, id_block, len(stays))
-    stays = pd.concat([stays, draw_signals(rng, stays)], axis=1)
+    stays = pd.concat([stays, draw_signals(rng, stays, arm)], axis=1)
     return Population(patients, adm, stays)

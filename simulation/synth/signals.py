@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simulation.synth.hospitals import CVICU, MCAR, availability, postoperative_findings
+
 NOTE_SHARE = 0.8
 CXR_SHARE = 0.35
 NOTE_FINDINGS = 4
@@ -50,17 +52,29 @@ def film_findings(rng: np.random.Generator, z_img: np.ndarray, frailty: np.ndarr
     }
 
 
-def draw_signals(rng: np.random.Generator, stays: pd.DataFrame) -> pd.DataFrame:
-    """Availability and rendered signals of every stay, as columns to add to ``stays``."""
+def draw_signals(rng: np.random.Generator, stays: pd.DataFrame, arm: str = MCAR) -> pd.DataFrame:
+    """Availability and rendered signals of every stay, as columns to add to ``stays``: at random
+    (``mcar``) or informative, with post-operative films in the CVICU (``hospitals`` arm,
+    ``hospitals.py``)."""
     n = len(stays)
     z_note, z_img = stays["z_note"].to_numpy(), stays["z_img"].to_numpy()
     out = pd.DataFrame(index=stays.index)
-    out["has_report"] = rng.random(n) < NOTE_SHARE
-    out["has_film"] = rng.random(n) < CXR_SHARE
+    if arm == MCAR:
+        out["has_report"] = rng.random(n) < NOTE_SHARE
+        out["has_film"] = rng.random(n) < CXR_SHARE
+    else:
+        out["has_report"], out["has_film"] = availability(rng, stays)
     grades = note_grades(rng, z_note)
     for i in range(NOTE_FINDINGS):
         out[f"note_grade_{i}"] = grades[:, i]
     out["cxr_report_grade"] = cxr_report_grade(rng, z_img)
-    for name, values in film_findings(rng, z_img, stays["frailty"].to_numpy()).items():
+    findings = film_findings(rng, z_img, stays["frailty"].to_numpy())
+    if arm != MCAR:
+        findings = postoperative_findings(rng, stays, findings)
+        postop = (stays["first_careunit"] == CVICU).to_numpy()
+        out["cxr_report_grade"] = np.where(postop, np.minimum(out["cxr_report_grade"] + 1,
+                                                              CXR_REPORT_GRADES - 1),
+                                           out["cxr_report_grade"])
+    for name, values in findings.items():
         out[f"film_{name}"] = values
     return out

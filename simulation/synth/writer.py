@@ -22,6 +22,7 @@ import pandas as pd
 from client.mimic.tables import TABLES
 from simulation.synth.ceiling import reachable_probabilities
 from simulation.synth.events import D_LABITEMS, chart_events, lab_events
+from simulation.synth.hospitals import ARMS, MCAR
 from simulation.synth.images import plan_studies, write_studies
 from simulation.synth.notes import discharge_notes, radiology_notes
 from simulation.synth.population import Population, build_population
@@ -39,6 +40,7 @@ class SynthSummary:
     patients: int
     seed: int
     id_block: int
+    arm: str
     admissions: int
     icu_stays: int
     chart_rows: int
@@ -59,25 +61,28 @@ def _write_table(frame: pd.DataFrame, root: Path, name: str) -> None:
     _write(frame, root / f"{spec.stem}.csv.gz", spec.columns)
 
 
-def _oracle(pop: Population) -> pd.DataFrame:
+def _oracle(pop: Population, arm: str) -> pd.DataFrame:
     st = pop.stays
     truth = pd.DataFrame({"stay_id": st.stay_id, "subject_id": st.subject_id,
                           "hadm_id": st.hadm_id, "mortality": st.p_mortality, "los": st.p_los,
                           "readmission": st.p_readmission})
-    return pd.concat([truth, reachable_probabilities(st)], axis=1)
+    return pd.concat([truth, reachable_probabilities(st, arm)], axis=1)
 
 
-def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_block: int = 0
-                             ) -> SynthSummary:
+def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_block: int = 0,
+                             arm: str = MCAR) -> SynthSummary:
     """Generate the three releases under ``out`` (replacing any earlier synthetic set there).
 
     ``id_block`` picks the population's identifier range: populations written with different
     blocks never share a patient, admission, stay or study, and (for blocks other than 0) draw
-    from their own random stream even with the same ``seed``.
+    from their own random stream even with the same ``seed``. ``arm``: ``mcar`` (modalities
+    missing at random, one way of writing) or ``hospitals-v1`` (``hospitals.py``).
     """
+    if arm not in ARMS:
+        raise ValueError(f"unknown generator arm {arm!r} (one of {', '.join(ARMS)})")
     started = time.perf_counter()
     rng = np.random.default_rng(seed if id_block == 0 else [seed, id_block])
-    pop = build_population(rng, patients, id_block)
+    pop = build_population(rng, patients, id_block, arm)
     out = Path(out)
     for sub in ("mimic-iv", "mimic-iv-note", "mimic-cxr-jpg"):
         shutil.rmtree(out / sub, ignore_errors=True)
@@ -86,7 +91,7 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_
     _write_table(pop.patients.assign(dod=_dod(pop)), iv, "patients")
     _write_table(admissions_table(rng, pop.admissions), iv, "admissions")
     _write_table(transfers_table(rng, pop.admissions, pop.stays), iv, "transfers")
-    _write_table(lab_events(rng, pop.admissions), iv, "labevents")
+    _write_table(lab_events(rng, pop.admissions, arm), iv, "labevents")
     _write_table(D_LABITEMS, iv, "d_labitems")
     stays = pop.stays.assign(last_careunit=pop.stays.first_careunit, los=pop.stays.icu_los)
     _write_table(stays, iv, "icustays")
@@ -94,19 +99,20 @@ def generate_synthetic_mimic(out: Path, patients: int = 2000, seed: int = 0, id_
     _write_table(charts, iv, "chartevents")
     _write_table(d_items_table(), iv, "d_items")
 
-    plan = plan_studies(rng, pop.stays, id_block)
-    tables = write_studies(rng, plan, cxr)
+    plan = plan_studies(rng, pop.stays, id_block, arm)
+    tables = write_studies(rng, plan, cxr, arm)
     for name, frame in tables.items():
         _write(frame, cxr / f"{TABLES[name].stem}.csv.gz", TABLES[name].columns)
     offset = plan.time - plan.stay_id.map(pop.stays.set_index("stay_id").intime)
     in_window = plan[(plan.view == "AP") & (offset >= pd.Timedelta(0))
                      & (offset <= pd.Timedelta(hours=48))]
     cxr_times = pop.stays.stay_id.map(in_window.groupby("stay_id").time.max())
-    _write_table(radiology_notes(rng, pop.stays, cxr_times), note, "radiology")
+    _write_table(radiology_notes(rng, pop.stays, cxr_times, arm), note, "radiology")
     _write_table(discharge_notes(pop.admissions), note, "discharge")
 
-    _oracle(pop).to_csv(out / "oracle.csv", index=False)
-    summary = SynthSummary(str(out), patients, seed, id_block, len(pop.admissions), len(pop.stays),
+    _oracle(pop, arm).to_csv(out / "oracle.csv", index=False)
+    summary = SynthSummary(str(out), patients, seed, id_block, arm, len(pop.admissions),
+                           len(pop.stays),
                            len(charts), round(time.perf_counter() - started, 2))
     (out / "synth.json").write_text(json.dumps(asdict(summary), indent=2))
     log.info("synthetic MIMIC written to %s in %.1f s", out, summary.seconds)
