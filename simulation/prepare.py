@@ -230,9 +230,9 @@ def _roots(data: FederationData) -> MimicRoots:
     return _synthetic_roots(synth, data.patients, data.seed, id_block=0, arm=data.arm)
 
 
-def prepare_test_population(data: FederationData, encoders: EncoderConfig | None = None,
-                            cache_dir: Path | None = None, progress: bool = False) -> Path | None:
-    """Feature cache of the independent test population (every stay in split "test"), or None."""
+def test_population_cohort(data: FederationData, progress: bool = False) -> Path | None:
+    """The independent test population's cohort file (generated and built where missing; nothing
+    encoded), or None without one."""
     root = data.test_population_dir()
     if root is None:
         return None
@@ -241,6 +241,15 @@ def prepare_test_population(data: FederationData, encoders: EncoderConfig | None
         roots = _synthetic_roots(root / "synth", data.test_patients, data.seed,
                                  TEST_POPULATION_ID_BLOCK, data.arm)
         write_cohort(build_cohort(roots, CohortConfig(progress=progress)), cohort_path)
+    return cohort_path
+
+
+def prepare_test_population(data: FederationData, encoders: EncoderConfig | None = None,
+                            cache_dir: Path | None = None, progress: bool = False) -> Path | None:
+    """Feature cache of the independent test population (every stay in split "test"), or None."""
+    cohort_path = test_population_cohort(data, progress)
+    if cohort_path is None:
+        return None
     samples = read_cohort(cohort_path).assign(split="test")
     return build_site_features(samples, TEST_POPULATION_SITE, encoders or data.encoder_config(),
                                cache_dir, progress=progress)
