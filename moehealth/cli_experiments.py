@@ -58,6 +58,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         diffs.to_csv(args.out / "differences.csv", index=False)
         (args.out / "results.md").write_text(
             "# Centralized MoE-Health vs baselines\n\n" + comparison_markdown(frame, diffs))
+    elif args.name == "robustness":
+        from simulation.robustness import robustness
+
+        train = {key: value for key, value in (("max_epochs", args.epochs),
+                                               ("pretrain_epochs", args.pretrain_epochs),
+                                               ("batch_size", args.batch_size))
+                 if value is not None}
+        frame = robustness(args.out, data, tasks(args)[0],
+                           args.variant or ["moe-health", "mlp-fusion", "unimodal-ehr"],
+                           args.seeds, args.lrs[0], train, args.fractions)
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget)
@@ -73,10 +83,11 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
-                                    "privacy-utility", "yardstick", "models"],
+                                    "privacy-utility", "yardstick", "models", "robustness"],
                    help="which experiment (README's table); yardstick: reachable ceilings and "
                         "tuned logistic regression / gradient boosting on the cached inputs; "
-                        "models: centralized variants vs those, paired intervals")
+                        "models: centralized variants vs those, paired intervals; robustness: "
+                        "every model with notes / X-rays removed from a fraction of test stays")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
@@ -102,11 +113,14 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                    help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "
                         "mlp-fusion)")
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-4],
-                   help="models: learning rates to choose from by validation loss (first seed)")
+                   help="models: learning rates to choose from by validation loss (first seed); "
+                        "robustness: the first is used")
     p.add_argument("--epochs", type=int, help="models: maximum epochs (default: TrainConfig's)")
     p.add_argument("--pretrain-epochs", type=int,
                    help="models: expert pre-training epochs (default: TrainConfig's)")
     p.add_argument("--batch-size", type=int, help="models: batch size (default: TrainConfig's)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
+                   help="robustness: fractions of the test stays with a modality that lose it")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
     add_data_args(p)

@@ -9,7 +9,9 @@ independent test population when the federation has one, else the sites' pooled 
   mean, min, max of the standardized forward-filled series, share of hours observed) plus
   demographics, alone and with the cached note and image embeddings (zero and a flag where
   missing; for boosting reduced to ``EMBEDDING_COMPONENTS`` principal components fitted on the
-  training split). Hyper-parameters are chosen on validation AUROC, never on test.
+  training split); and logistic regression with one submodel per missingness pattern (pattern
+  submodels, Fletcher Mercaldo & Blume, Biostatistics 2020). Hyper-parameters are chosen on
+  validation AUROC, never on test.
 
 Every AUROC has a 95% bootstrap interval, every comparison a paired one, and every model the
 fraction of the reachable ceiling it reaches (AUROC / ceiling AUROC).
@@ -62,7 +64,8 @@ def ehr_summaries(data: SiteData, mask: np.ndarray) -> np.ndarray:
                       data.inputs["demographics"].numpy()[mask]])
 
 
-def _split(data: SiteData, split: str) -> Split:
+def split_table(data: SiteData, split: str) -> Split:
+    """One split of ``data`` as the tabular baselines see it."""
     mask = data.split == split
     available = data.inputs["available"].numpy()[mask]
     notes = np.hstack([data.inputs["notes"].numpy()[mask], available[:, 1:2]])
@@ -100,30 +103,134 @@ def _fit_boosting(train_x, train_y, val_x, val_y):
     return best
 
 
-def _reduce_embeddings(train: Split, *others: Split) -> list[np.ndarray]:
-    """Notes and image embeddings -> principal components fitted on the training split."""
+def _reducer(train: Split) -> Callable[[Split], np.ndarray]:
+    """Inputs with the note and image embeddings as principal components fitted on the training
+    split (their missingness flags kept)."""
     from sklearn.decomposition import PCA
 
-    out = []
-    for name in ("notes", "cxr"):
-        pca = PCA(EMBEDDING_COMPONENTS, random_state=0).fit(getattr(train, name)[:, :-1])
-        out.append([np.hstack([pca.transform(getattr(s, name)[:, :-1]), getattr(s, name)[:, -1:]])
-                    for s in (train, *others)])
-    return [np.hstack([s.ehr, notes, cxr]) for s, notes, cxr in
-            zip((train, *others), out[0], out[1], strict=True)]
+    pcas = {name: PCA(EMBEDDING_COMPONENTS, random_state=0).fit(getattr(train, name)[:, :-1])
+            for name in ("notes", "cxr")}
+
+    def features(s: Split) -> np.ndarray:
+        return np.hstack([s.ehr, *(np.hstack([pcas[name].transform(getattr(s, name)[:, :-1]),
+                                              getattr(s, name)[:, -1:]])
+                                   for name in ("notes", "cxr"))])
+
+    return features
+
+
+def _ehr(s: Split) -> np.ndarray:
+    return s.ehr
+
+
+def _full(s: Split) -> np.ndarray:
+    return np.hstack([s.ehr, s.notes, s.cxr])
 
 
 Fit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
+Featurize = Callable[[Split], np.ndarray]
 
 
-def _models(train: Split, val: Split, test: Split) -> dict[str, tuple[Fit, list[np.ndarray]]]:
-    full = [np.hstack([s.ehr, s.notes, s.cxr]) for s in (train, val, test)]
+def _models(train: Split) -> dict[str, tuple[Fit, Featurize]]:
     return {
-        "logistic regression, EHR": (_fit_logistic, [s.ehr for s in (train, val, test)]),
-        "logistic regression, all modalities": (_fit_logistic, full),
-        "gradient boosting, EHR": (_fit_boosting, [s.ehr for s in (train, val, test)]),
-        "gradient boosting, all modalities": (_fit_boosting, _reduce_embeddings(train, val, test)),
+        "logistic regression, EHR": (_fit_logistic, _ehr),
+        "logistic regression, all modalities": (_fit_logistic, _full),
+        "gradient boosting, EHR": (_fit_boosting, _ehr),
+        "gradient boosting, all modalities": (_fit_boosting, _reducer(train)),
     }
+
+
+@dataclass(frozen=True)
+class FittedBaseline:
+    """A tabular baseline fitted on the training split, chosen on validation."""
+
+    featurize: Featurize
+    model: object
+    params: str
+    seconds: float = 0.0
+
+    def scores(self, split: Split) -> np.ndarray:
+        return self.model.predict_proba(self.featurize(split))[:, 1]
+
+
+class PatternSubmodels:
+    """Logistic regression with one submodel per missingness pattern (Fletcher Mercaldo & Blume,
+    Biostatistics 2020): each pattern's submodel sees only the modalities that pattern has and is
+    fitted on the training stays with that pattern (C chosen on their validation stays); a
+    pattern with fewer than ``MIN_PATTERN_STAYS`` training stays, or none of one class, uses the
+    EHR submodel fitted on all stays."""
+
+    MIN_PATTERN_STAYS = 200
+
+    def __init__(self, train: Split, val: Split) -> None:
+        started = time.perf_counter()
+        self.models: dict[tuple[bool, bool], object] = {}
+        self.chosen: dict[str, float] = {}
+        _, self.fallback, _ = _fit_logistic(train.ehr, train.labels, val.ehr, val.labels)
+        for pattern in {tuple(p) for p in _patterns(train)}:
+            rows, val_rows = _with_pattern(train, pattern), _with_pattern(val, pattern)
+            if rows.sum() < self.MIN_PATTERN_STAYS or len(np.unique(train.labels[rows])) < 2 \
+                    or len(np.unique(val.labels[val_rows])) < 2:
+                continue
+            _, model, params = _fit_logistic(_pattern_inputs(train, pattern)[rows],
+                                             train.labels[rows],
+                                             _pattern_inputs(val, pattern)[val_rows],
+                                             val.labels[val_rows])
+            self.models[pattern] = model
+            self.chosen[_pattern_name(pattern)] = params["C"]
+        self.seconds = time.perf_counter() - started
+
+    @property
+    def params(self) -> str:
+        return str(self.chosen)
+
+    def scores(self, split: Split) -> np.ndarray:
+        out = self.fallback.predict_proba(split.ehr)[:, 1]
+        for pattern, model in self.models.items():
+            rows = _with_pattern(split, pattern)
+            if rows.any():
+                out[rows] = model.predict_proba(_pattern_inputs(split, pattern)[rows])[:, 1]
+        return out
+
+
+def _patterns(split: Split) -> np.ndarray:
+    """Per stay: (has a note, has a film)."""
+    return np.column_stack([split.notes[:, -1] > 0.5, split.cxr[:, -1] > 0.5])
+
+
+def _with_pattern(split: Split, pattern: tuple[bool, bool]) -> np.ndarray:
+    return (_patterns(split) == np.array(pattern)).all(axis=1)
+
+
+def _pattern_inputs(split: Split, pattern: tuple[bool, bool]) -> np.ndarray:
+    parts = [split.ehr]
+    if pattern[0]:
+        parts.append(split.notes[:, :-1])
+    if pattern[1]:
+        parts.append(split.cxr[:, :-1])
+    return np.hstack(parts)
+
+
+def _pattern_name(pattern: tuple[bool, bool]) -> str:
+    return "+".join(["ehr", *(["notes"] if pattern[0] else []), *(["cxr"] if pattern[1] else [])])
+
+
+PATTERN_SUBMODELS = "logistic regression, pattern submodels"
+
+
+def fit_baselines(splits: BenchmarkSplits) -> dict[str, FittedBaseline | PatternSubmodels]:
+    """Every tabular baseline fitted on the pooled training split, chosen on validation."""
+    train, val = split_table(splits.pooled, "train"), split_table(splits.pooled, "val")
+    fitted: dict[str, FittedBaseline | PatternSubmodels] = {}
+    for name, (fit, featurize) in _models(train).items():
+        started = time.perf_counter()
+        _, model, params = fit(featurize(train), train.labels, featurize(val), val.labels)
+        fitted[name] = FittedBaseline(featurize, model, str(params),
+                                      time.perf_counter() - started)
+        log.info("%s / %s: fitted in %.0f s (%s)", splits.task, name,
+                 time.perf_counter() - started, params)
+    fitted[PATTERN_SUBMODELS] = PatternSubmodels(train, val)
+    return fitted
 
 
 def _oracle_scores(oracle_csv, stay_id: np.ndarray, task: str) -> dict[str, np.ndarray]:
@@ -141,6 +248,7 @@ COMPARISONS = (
     ("gradient boosting, all modalities", "logistic regression, all modalities"),
     ("reachable ceiling, all modalities", "reachable ceiling, EHR"),
     ("reachable ceiling, all modalities", "gradient boosting, all modalities"),
+    (PATTERN_SUBMODELS, "logistic regression, all modalities"),
 )
 
 
@@ -177,16 +285,11 @@ def benchmark_splits(data: FederationData, task: str) -> BenchmarkSplits:
 def tabular_scores(splits: BenchmarkSplits) -> tuple[dict[str, np.ndarray], dict[str, str],
                                                      dict[str, float]]:
     """Test scores of every tabular baseline, the hyper-parameters chosen on validation, seconds."""
-    train, val = _split(splits.pooled, "train"), _split(splits.pooled, "val")
-    test = _split(splits.test, "test")
-    scores, chosen, seconds = {}, {}, {}
-    for name, (fit, (x_train, x_val, x_test)) in _models(train, val, test).items():
-        started = time.perf_counter()
-        _, model, params = fit(x_train, train.labels, x_val, val.labels)
-        scores[name] = model.predict_proba(x_test)[:, 1]
-        chosen[name], seconds[name] = str(params), time.perf_counter() - started
-        log.info("%s / %s: fitted in %.0f s (%s)", splits.task, name, seconds[name], params)
-    return scores, chosen, seconds
+    fitted = fit_baselines(splits)
+    test = split_table(splits.test, "test")
+    scores = {name: model.scores(test) for name, model in fitted.items()}
+    return (scores, {name: model.params for name, model in fitted.items()},
+            {name: model.seconds for name, model in fitted.items()})
 
 
 def ceiling_scores(splits: BenchmarkSplits) -> dict[str, np.ndarray]:
@@ -202,8 +305,8 @@ def benchmark_yardstick(data: FederationData, tasks: Iterable[str]
     for task in tasks:
         splits = benchmark_splits(data, task)
         test_name = splits.test_name
-        train = _split(splits.pooled, "train")
-        test = _split(splits.test, "test")
+        train = split_table(splits.pooled, "train")
+        test = split_table(splits.test, "test")
         scores = ceiling_scores(splits)
         fitted, chosen, seconds = tabular_scores(splits)
         scores |= fitted

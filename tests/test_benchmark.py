@@ -74,7 +74,7 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     assert ceiling.fraction_of_reachable == pytest.approx(1.0)
     assert not rows.chosen_on_validation[rows.model.str.startswith("logistic")].isna().any()
     diffs = pd.read_csv(out / "differences.csv")
-    assert (diffs.low <= diffs.high).all() and len(diffs) == 5
+    assert (diffs.low <= diffs.high).all() and len(diffs) == 6
     assert "n = " in (out / "results.md").read_text()
 
     data = FederationData(data_dir=tmp_path / "data", patients=240, num_sites=2, test_patients=120,
@@ -97,3 +97,34 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     diffs = pd.read_csv(models / "differences.csv")
     assert "moe-health (seed 0) - unimodal-notes (seed 0)" in set(diffs.comparison)
     assert "moe-health (seed 0) - gradient boosting, all modalities" in set(diffs.comparison)
+    robust = tmp_path / "robustness"
+    assert main(["experiment", "robustness", "--out", str(robust), "--variant", "moe-health",
+                 "--epochs", "1", "--pretrain-epochs", "1", "--fractions", "0", "0.5", "1",
+                 *args]) == 0
+    curve = pd.read_csv(robust / "results.csv")
+    assert {"moe-health (seed 0)", "logistic regression, pattern submodels",
+            "gradient boosting, all modalities"} <= set(curve.model)
+    assert set(curve.modality) == {"notes", "cxr"} and set(curve.fraction_removed) == {0, 0.5, 1}
+    assert (curve[curve.fraction_removed == 0].change == 0).all()
+    ehr_only = curve[curve.model == "logistic regression, EHR"]
+    assert ehr_only.auroc.nunique() == 1  # a model that never reads the modality cannot change
+    assert (robust / "robustness-cxr.png").stat().st_size > 1000
+
+
+def test_a_modality_removed_at_test_time_looks_like_one_never_recorded(synth_features) -> None:
+    from client.data.dataset import SiteData
+    from simulation.robustness import without_modality
+
+    site = SiteData.load(synth_features, "mortality", "site-a")
+    test = site.split == "test"
+    had = site.inputs["available"].numpy()[:, 1] > 0.5
+    half = without_modality(site, "notes", 0.5)
+    gone = had & (half.inputs["available"].numpy()[:, 1] < 0.5)
+    assert gone.sum() == round(0.5 * (had & test).sum()) and not (gone & ~test).any()
+    assert (half.inputs["notes"].numpy()[gone] == 0).all()
+    every = without_modality(site, "notes", 1.0)
+    assert not (every.inputs["available"].numpy()[test, 1] > 0.5).any()
+    assert (every.inputs["available"].numpy()[gone, 1] < 0.5).all()  # a superset of the half
+    assert (site.inputs["available"].numpy()[:, 1] > 0.5).sum() == had.sum()  # input untouched
+    assert np.array_equal(without_modality(site, "notes", 0.0).inputs["notes"].numpy(),
+                          site.inputs["notes"].numpy())
