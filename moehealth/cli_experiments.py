@@ -58,16 +58,21 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         diffs.to_csv(args.out / "differences.csv", index=False)
         (args.out / "results.md").write_text(
             "# Centralized MoE-Health vs baselines\n\n" + comparison_markdown(frame, diffs))
-    elif args.name == "robustness":
+    elif args.name in ("robustness", "external"):
+        from simulation.external import external_validation
         from simulation.robustness import robustness
 
         train = {key: value for key, value in (("max_epochs", args.epochs),
                                                ("pretrain_epochs", args.pretrain_epochs),
                                                ("batch_size", args.batch_size))
                  if value is not None}
-        frame = robustness(args.out, data, tasks(args)[0],
-                           args.variant or ["moe-health", "mlp-fusion", "unimodal-ehr"],
-                           args.seeds, args.lrs[0], train, args.fractions)
+        variants = args.variant or ["moe-health", "mlp-fusion", "unimodal-ehr"]
+        if args.name == "robustness":
+            frame = robustness(args.out, data, tasks(args)[0], variants, args.seeds, args.lrs[0],
+                               train, args.fractions)
+        else:
+            frame = external_validation(args.out, data, tasks(args)[0], variants, args.seeds,
+                                        args.lrs[0], train)
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget)
@@ -83,11 +88,13 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
-                                    "privacy-utility", "yardstick", "models", "robustness"],
+                                    "privacy-utility", "yardstick", "models", "robustness",
+                                    "external"],
                    help="which experiment (README's table); yardstick: reachable ceilings and "
                         "tuned logistic regression / gradient boosting on the cached inputs; "
                         "models: centralized variants vs those, paired intervals; robustness: "
-                        "every model with notes / X-rays removed from a fraction of test stays")
+                        "every model with notes / X-rays removed from a fraction of test stays; "
+                        "external: leave one hospital out, internal vs external test stays")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")

@@ -55,3 +55,19 @@ def paired_difference(labels: np.ndarray, first: np.ndarray, second: np.ndarray,
     low, high = np.nanpercentile(diffs, [2.5, 97.5])
     point = roc_auc_score(labels, first) - roc_auc_score(labels, second)
     return Interval(float(point), float(low), float(high))
+
+
+def unpaired_difference(labels_a: np.ndarray, scores_a: np.ndarray, labels_b: np.ndarray,
+                        scores_b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0
+                        ) -> Interval:
+    """AUROC on set a minus AUROC on set b (different stays, e.g. internal vs external test
+    stays), the interval from independent resamples of each set."""
+    if len(np.unique(labels_a)) < 2 or len(np.unique(labels_b)) < 2:
+        return Interval(math.nan, math.nan, math.nan)
+    a, b = RankedScores(labels_a, np.asarray(scores_a)), RankedScores(labels_b, np.asarray(scores_b))
+    diffs = [a.auroc(x) - b.auroc(y) for x, y in zip(
+        resample_counts(len(labels_a), resamples, seed),
+        resample_counts(len(labels_b), resamples, seed + 1), strict=True)]
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    point = roc_auc_score(labels_a, scores_a) - roc_auc_score(labels_b, scores_b)
+    return Interval(float(point), float(low), float(high))
