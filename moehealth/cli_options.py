@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared_model.run_config import CLI_NUM_SITES, TASKS, Scheme, pyproject_defaults
+from shared_model.run_config import CLI_NUM_SITES, TASKS, Arm, Scheme, pyproject_defaults
 
 DEFAULTS = pyproject_defaults()
+PRESET_NAMES = ("benchmark", "benchmark-hospitals")  # simulation.prepare.PRESETS (tested)
 
 
 def add_data_args(p: argparse.ArgumentParser, seed_flag: str = "--data-seed") -> None:
@@ -29,10 +30,15 @@ def add_data_args(p: argparse.ArgumentParser, seed_flag: str = "--data-seed") ->
                    help="random | synthetic-pacs | a DenseNet-121 state dict (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=DEFAULTS["data.image-size"],
                    help="pixels the image backbone sees (default: %(default)s)")
-    p.add_argument("--preset", choices=["benchmark"],
+    p.add_argument("--arm", choices=[a.value for a in Arm], default=DEFAULTS["data.arm"],
+                   help="synthetic generator: mcar (modalities missing at random) or "
+                        "hospitals-v1 (informative availability, hospitals that differ; "
+                        "default: %(default)s)")
+    p.add_argument("--preset", choices=PRESET_NAMES,
                    help="benchmark: 20,000 patients over 5 care-unit sites, a 12,500-patient "
                         "independent test population, image backbone pre-trained on a disjoint "
-                        "synthetic PACS at 128 px (overrides the options above)")
+                        "synthetic PACS at 128 px; benchmark-hospitals: the same from the "
+                        "hospitals-v1 arm (override the options above)")
 
 
 def add_task_arg(p: argparse.ArgumentParser) -> None:
@@ -51,7 +57,8 @@ def federation_data(args: argparse.Namespace):
     where = {"data_dir": args.data_dir} if args.data_dir else {}
     values = {"patients": args.patients, "seed": args.data_seed, "num_sites": args.sites,
               "scheme": args.scheme, "test_patients": args.test_patients,
-              "image_encoder": args.image_encoder, "image_size": args.image_size}
+              "image_encoder": args.image_encoder, "image_size": args.image_size,
+              "arm": args.arm}
     if args.preset:
         values |= preset_values(args.preset)
     return FederationData(**where, **values)

@@ -23,6 +23,13 @@ class Task(StrEnum):
 TASKS: tuple[str, ...] = tuple(t.value for t in Task)
 
 
+class Arm(StrEnum):
+    """Which synthetic generator writes the data (``data.arm``; simulation/synth/hospitals.py)."""
+
+    MCAR = "mcar"  # modalities missing completely at random, every site writes alike
+    HOSPITALS = "hospitals-v1"  # informative availability, hospitals that differ
+
+
 class Scheme(StrEnum):
     """How a simulation cuts the cohort into virtual sites (``data.scheme``)."""
 

@@ -24,6 +24,13 @@ def test_benchmark_preset_sets_the_federation_through_the_run_config() -> None:
         FederationData.from_run_config({**pyproject_defaults(), "data.preset": "huge"})
     with pytest.raises(ValueError, match="data.image-encoder"):
         FederationData(image_encoder="/nonexistent/weights.pt")
+    from moehealth.cli_options import PRESET_NAMES
+
+    assert PRESET_NAMES == tuple(PRESETS)  # the CLI offers every preset
+    hospitals = FederationData.from_run_config({**pyproject_defaults(),
+                                                "data.preset": "benchmark-hospitals"})
+    assert hospitals.arm == "hospitals-v1" and hospitals.key() != data.key()
+    assert hospitals.test_population_dir() != data.test_population_dir()
 
 
 def test_cohort_and_partition_do_not_depend_on_encoders_or_test_population() -> None:

@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-MCAR = "mcar"
-HOSPITALS = "hospitals-v1"
-ARMS = (MCAR, HOSPITALS)
+from shared_model.run_config import Arm
+
+MCAR = Arm.MCAR.value
+HOSPITALS = Arm.HOSPITALS.value
+ARMS = tuple(a.value for a in Arm)
 
 CVICU = "Cardiac Vascular Intensive Care Unit (CVICU)"
 
