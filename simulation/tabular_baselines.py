@@ -108,8 +108,11 @@ def _reducer(train: Split) -> Callable[[Split], np.ndarray]:
     split (their missingness flags kept)."""
     from sklearn.decomposition import PCA
 
-    pcas = {name: PCA(EMBEDDING_COMPONENTS, random_state=0).fit(getattr(train, name)[:, :-1])
-            for name in ("notes", "cxr")}
+    def fitted(embeddings: np.ndarray) -> PCA:  # fewer components where few stays train it
+        components = min(EMBEDDING_COMPONENTS, *embeddings.shape)
+        return PCA(components, random_state=0).fit(embeddings)
+
+    pcas = {name: fitted(getattr(train, name)[:, :-1]) for name in ("notes", "cxr")}
 
     def features(s: Split) -> np.ndarray:
         return np.hstack([s.ehr, *(np.hstack([pcas[name].transform(getattr(s, name)[:, :-1]),

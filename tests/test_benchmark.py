@@ -62,7 +62,7 @@ def test_image_backbone_is_pretrained_on_an_archive_disjoint_from_every_site(
 
 @pytest.mark.slow
 def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_weights: Path,
-                                                         monkeypatch) -> None:
+                                                         monkeypatch, capsys) -> None:
     from simulation import tabular_baselines
 
     monkeypatch.setattr(tabular_baselines, "LR_C", (0.01, 0.1))  # real fits, smaller grids
@@ -117,6 +117,22 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     assert ehr_only.auroc.nunique() == 1  # a model that never reads the modality cannot change
     assert (robust / "robustness-cxr.png").stat().st_size > 1000
 
+    external = tmp_path / "external"  # leave one hospital out, on the same small federation
+    assert main(["experiment", "external", "--out", str(external), "--variant", "moe-health",
+                 "--epochs", "1", "--pretrain-epochs", "1", *args]) == 0
+    rows = pd.read_csv(external / "results.csv")
+    assert set(rows.held_out) == {"site-0", "site-1"}
+    assert {"moe-health (seed 0)", "logistic regression, all modalities"} <= set(rows.model)
+    first = rows.groupby("held_out").first()
+    # every test stay is internal or external, and the two sets swap with the held-out site
+    assert (first.internal_n + first.external_n).nunique() == 1
+    assert first.loc["site-0", "external_n"] == first.loc["site-1", "internal_n"]
+    good = rows.dropna(subset=["change"])
+    assert ((good.change_low <= good.change) & (good.change <= good.change_high)).all()
+    assert "site-0 held out" in (external / "results.md").read_text()
+    assert main(["experiment", "external", "--out", str(external), *args, "--scheme", "iid"]) == 2
+    assert "external validation needs hospitals (data.scheme careunit)" in capsys.readouterr().err
+
 
 def test_a_modality_removed_at_test_time_looks_like_one_never_recorded(synth_features) -> None:
     from client.data.dataset import SiteData
@@ -135,29 +151,3 @@ def test_a_modality_removed_at_test_time_looks_like_one_never_recorded(synth_fea
     assert (site.inputs["available"].numpy()[:, 1] > 0.5).sum() == had.sum()  # input untouched
     assert np.array_equal(without_modality(site, "notes", 0.0).inputs["notes"].numpy(),
                           site.inputs["notes"].numpy())
-
-
-@pytest.mark.slow
-def test_external_validation_leaves_each_hospital_out(tmp_path: Path, pacs_weights: Path,
-                                                      monkeypatch, capsys) -> None:
-    from simulation import tabular_baselines
-
-    monkeypatch.setattr(tabular_baselines, "LR_C", (0.1,))
-    monkeypatch.setattr(tabular_baselines, "HGB_GRID", tabular_baselines.HGB_GRID[:1])
-    out = tmp_path / "external"
-    args = ["--data-dir", str(tmp_path / "data"), "--patients", "300", "--sites", "2",
-            "--test-patients", "300", "--image-encoder", str(pacs_weights), "--image-size", "64"]
-    assert main(["experiment", "external", "--out", str(out), "--variant", "moe-health",
-                 "--epochs", "1", "--pretrain-epochs", "1", *args]) == 0
-    rows = pd.read_csv(out / "results.csv")
-    assert set(rows.held_out) == {"site-0", "site-1"}
-    assert {"moe-health (seed 0)", "logistic regression, all modalities"} <= set(rows.model)
-    first = rows.groupby("held_out").first()
-    # every test stay is internal or external, and the two sets swap with the held-out site
-    assert (first.internal_n + first.external_n).nunique() == 1
-    assert first.loc["site-0", "external_n"] == first.loc["site-1", "internal_n"]
-    good = rows.dropna(subset=["change"])
-    assert ((good.change_low <= good.change) & (good.change <= good.change_high)).all()
-    assert "site-0 held out" in (out / "results.md").read_text()
-    assert main(["experiment", "external", "--out", str(out), *args, "--scheme", "iid"]) == 2
-    assert "external validation needs hospitals (data.scheme careunit)" in capsys.readouterr().err
