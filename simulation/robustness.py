@@ -32,6 +32,7 @@ from simulation.tabular_baselines import benchmark_splits, fit_baselines, split_
 
 log = logging.getLogger(__name__)
 FRACTIONS = (0.0, 0.25, 0.5, 1.0)
+REFERENCE = "moe-health"
 REMOVABLE = ("notes", "cxr")
 
 
@@ -69,12 +70,13 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
                                        pretrain=VARIANTS[name].pretrain_experts)
             scorers[f"{name} (seed {seed})"] = (seed, lambda t, model=result.model: predict(
                 model, t.subset("test"), device).probs)
-    rows = []
+    rows, scored = [], {}
     for name, (seed, score) in scorers.items():
         for modality in modalities:
             complete = score(tests[(modality, 0.0)])
             for fraction in fractions:
                 probs = complete if fraction == 0 else score(tests[(modality, fraction)])
+                scored[(name, modality, fraction)] = probs
                 auroc = auroc_interval(labels, probs)
                 drop = paired_difference(labels, probs, complete)
                 rows.append({"task": task, "model": name, "seed": seed, "modality": modality,
@@ -85,14 +87,33 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
                              "change_low": drop.low, "change_high": drop.high})
             log.info("%s / %s: %s", name, modality, [round(r["auroc"], 3) for r in rows[-4:]])
     frame = pd.DataFrame(rows)
-    write_robustness(out, frame)
+    write_robustness(out, frame, paired_against_moe_health(labels, scored, task))
     return frame
 
 
-def write_robustness(out: Path, frame: pd.DataFrame) -> None:
-    """``results.csv``, ``results.md`` (one table per modality) and ``robustness-<m>.png``."""
+def paired_against_moe_health(labels: np.ndarray, scored: dict, task: str) -> pd.DataFrame:
+    """Each MoE-Health run minus every other model on the same stays, per modality and
+    fraction removed (paired 95% bootstrap intervals)."""
+    rows = []
+    references = sorted({name for name, _, _ in scored if name.startswith(f"{REFERENCE} (")})
+    for reference in references:
+        for (name, modality, fraction), probs in scored.items():
+            if name == reference or name.startswith(f"{REFERENCE} ("):
+                continue
+            diff = paired_difference(labels, scored[(reference, modality, fraction)], probs)
+            rows.append({"task": task, "comparison": f"{reference} - {name}",
+                         "modality": modality, "fraction_removed": fraction,
+                         "difference": diff.value, "low": diff.low, "high": diff.high})
+    return pd.DataFrame(rows)
+
+
+def write_robustness(out: Path, frame: pd.DataFrame, diffs: pd.DataFrame | None = None) -> None:
+    """``results.csv``, ``differences.csv``, ``results.md`` (per modality: AUROC per fraction
+    removed, then MoE-Health's paired differences) and ``robustness-<m>.png``."""
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
+    diffs = diffs if diffs is not None else pd.DataFrame()
+    diffs.to_csv(out / "differences.csv", index=False)
     first = frame.iloc[0]
     lines = [f"# Robustness to a modality missing at test time ({first.task})", "",
              f"Test set: {first.test_set}, n = {first.n}, positives = {first.positives}. The "
@@ -113,6 +134,16 @@ def write_robustness(out: Path, frame: pd.DataFrame) -> None:
                 cells.append(text)
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
+        if len(diffs):
+            mine = diffs[diffs.modality == modality]
+            lines += ["| paired difference | " + " | ".join(f"{f:.0%} removed" for f in fractions)
+                      + " |", "|---|" + "---|" * len(fractions)]
+            for comparison, rows in mine.groupby("comparison", sort=False):
+                rows = rows.sort_values("fraction_removed")
+                lines.append(f"| {comparison} | " + " | ".join(
+                    Interval(r.difference, r.low, r.high).signed() for r in rows.itertuples())
+                    + " |")
+            lines.append("")
         _plot(group, out / f"robustness-{modality}.png", modality)
     (out / "results.md").write_text("\n".join(lines))
 

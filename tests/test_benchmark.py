@@ -116,6 +116,10 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     ehr_only = curve[curve.model == "logistic regression, EHR"]
     assert ehr_only.auroc.nunique() == 1  # a model that never reads the modality cannot change
     assert (robust / "robustness-cxr.png").stat().st_size > 1000
+    paired = pd.read_csv(robust / "differences.csv")
+    assert "moe-health (seed 0) - logistic regression, all modalities" in set(paired.comparison)
+    assert (paired.low <= paired.high).all() and "paired difference" in (
+        robust / "results.md").read_text()
 
     external = tmp_path / "external"  # leave one hospital out, on the same small federation
     assert main(["experiment", "external", "--out", str(external), "--variant", "moe-health",
