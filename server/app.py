@@ -167,7 +167,8 @@ def run_federation(grid: Grid, run_config: dict[str, Any],
     if simulated and simulation is not None:  # before anything is prepared or written
         required = simulation.check(run_config)
         run_config[NUM_SITES] = simulated_site_count(grid, required)
-        simulation.check(run_config)  # dp.sites against the sites there will be
+        if required == 0:  # one site per SuperNode: dp.sites against the sites there will be
+            simulation.check(run_config)
     identity = SiteIdentity.from_setting(settings.site_registry)
     run, start, arrays, optimizer = _open_run(settings, run_config)
     run.tracker = make_tracker(settings.tracking, run.path)

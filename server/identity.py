@@ -25,24 +25,25 @@ from shared_model.errors import MoeHealthInputError
 SITE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # also a TLS certificate's CN and an nginx map key
 
 
-def read_registry(path: Path) -> dict[int, str]:
-    """node id -> site name; a missing or malformed file is an input error naming it."""
+def _read(path: Path) -> tuple[dict[int, str], dict[str, str]]:
+    """(node id -> site name, site name -> its node key as Flower's ``flwr-public-key`` header
+    carries it); a missing or malformed file is an input error naming it."""
     try:
         raw = json.loads(Path(path).read_text())
-        return {int(node): str(site) for node, site in raw["sites"].items()}
+        sites = {int(node): str(site) for node, site in raw["sites"].items()}
+        keys = raw.get("public_keys", {})
     except FileNotFoundError:
         raise MoeHealthInputError(f"{path}: site registry not found") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise MoeHealthInputError(f"{path}: not a site registry ({err})") from None
-
-
-def read_public_keys(path: Path) -> dict[str, str]:
-    """site name -> its node key as Flower's ``flwr-public-key`` header carries it."""
-    read_registry(path)
-    keys = json.loads(Path(path).read_text()).get("public_keys", {})
     if not isinstance(keys, dict):
         raise MoeHealthInputError(f"{path}: not a site registry ('public_keys' is not a mapping)")
-    return {str(site): str(key) for site, key in keys.items()}
+    return sites, {str(site): str(key) for site, key in keys.items()}
+
+
+def read_registry(path: Path) -> dict[int, str]:
+    """node id -> site name; a missing or malformed file is an input error naming it."""
+    return _read(path)[0]
 
 
 def node_key_header(public_key_file: Path) -> str:
@@ -72,8 +73,7 @@ def register_site(path: Path, node_id: int, site: str, public_key: str | None = 
         raise MoeHealthInputError(f"site name '{site}': use letters, digits, '.', '_' and '-' "
                                   "(it is the CN of the hospital's TLS certificate)")
     path = Path(path)
-    sites = read_registry(path) if path.exists() else {}
-    keys = read_public_keys(path) if path.exists() else {}
+    sites, keys = _read(path) if path.exists() else ({}, {})
     sites = {n: s for n, s in sites.items() if s != site}  # a re-registered site moves
     sites[int(node_id)] = site
     if public_key is not None:
@@ -88,7 +88,7 @@ def proxy_node_key_map(path: Path) -> str:
     """Entries of the proxy's nginx ``map`` from "<certificate CN> <flwr-public-key>" to 1: a
     Fleet call passes only when its node key is the one registered for the site named in its
     TLS client certificate (deploy/nginx/moehealth-proxy.conf.template)."""
-    sites, keys = read_registry(path), read_public_keys(path)
+    sites, keys = _read(path)
     lines = ["# rendered from the site registry by `moehealth coordinator proxy-map`"]
     for site in sorted(set(sites.values())):
         key = keys.get(site)

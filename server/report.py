@@ -268,14 +268,13 @@ def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
     if not all(bins.values()):
         return []
     brier = final.get(pooled_key("brier"))
-    png = reliability_plot(bins, brier, f"Calibration of the global model (round {final['round']}, "
-                           f"pooled test, n={int(final.get(pooled_key('n'), 0))})",
-                           out / "reliability.png")
     n, positives = int(final.get(pooled_key("n"), 0)), int(final.get(pooled_key("positives"), 0))
     if positives in (0, n):
         return [Section("Calibration (pooled test split)", None,
                         f"Not estimable: the pooled test split holds one class only ({n} stays, "
                         f"{positives} positive).\n")]
+    png = reliability_plot(bins, brier, f"Calibration of the global model (round {final['round']}, "
+                           f"pooled test, n={n})", out / "reliability.png")
     return [Section("Calibration (pooled test split)", png.name,
                     f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
                     f"{_fmt(_prevalence_brier(final))}).\n")]

@@ -1,6 +1,7 @@
 """Everything a run's configuration can be checked for before any data work: every key known,
 each value of its default's type, the coordinator's settings, and the files the run names
-(``resume-from``, ``init-from``, ``site-registry``). The ServerApp runs it first; ``moehealth
+(``init-from``, ``site-registry``; ``resume-from`` is read, and so checked, by
+``server.app.resumed_run_config`` before this runs). The ServerApp runs it first; ``moehealth
 config --check`` runs it (with the simulation's own checks) without starting Flower."""
 
 from __future__ import annotations
@@ -40,10 +41,6 @@ def _kind(kind: type) -> str:
 
 def check_files(settings: FederationSettings) -> None:
     """The files a run names exist and are what they should be (read, never written)."""
-    if settings.resume_from:
-        stored = Path(settings.resume_from) / "config.json"
-        if not stored.is_file():
-            raise MoeHealthInputError(f"resume-from: {stored} not found (not a run directory)")
     if settings.init_from:
         check_model_file(Path(settings.init_from))
     if settings.site_registry:
