@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
@@ -14,21 +12,12 @@ from shared_model.protocol import (
     RoundConfig,
     SiteKey,
     TrainReply,
+    arrays_from_record,
 )
 
 
-def to_array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """numpy arrays by name -> ArrayRecord (names kept as they are)."""
-    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
-
-
-def from_array_record(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """ArrayRecord -> numpy arrays by name."""
-    return {name: array.numpy() for name, array in record.items()}
-
-
 def global_arrays(msg: Message) -> dict[str, np.ndarray]:
-    return from_array_record(msg.content[Record.ARRAYS])
+    return arrays_from_record(msg.content[Record.ARRAYS])
 
 
 def round_config(msg: Message) -> RoundConfig:
@@ -40,7 +29,9 @@ def evaluate_config(msg: Message) -> EvaluateConfig:
 
 
 def train_reply_content(reply: TrainReply) -> RecordDict:
-    content = RecordDict({Record.ARRAYS: to_array_record(reply.arrays),
+    arrays = ArrayRecord({name: Array(np.ascontiguousarray(value))  # names kept as they are
+                          for name, value in reply.arrays.items()})
+    content = RecordDict({Record.ARRAYS: arrays,
                           Record.METRICS: MetricRecord(reply.metrics()),
                           Record.SITE: ConfigRecord(reply.site_record())})
     privacy = reply.privacy_record()

@@ -180,14 +180,26 @@ class Rehearsal:
         listing = json.loads(self.sh("flwr", "supernode", "list", "coordinator", "--format", "json"))
         return list(listing.get("nodes", []))
 
-    def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
-        """Until ``count`` SuperNodes are online at the SuperLink."""
+    def online_since(self) -> dict[str, str]:
+        """Node id -> when the SuperLink last marked it online, for the nodes online now."""
+        return {n["node-id"]: n.get("online-at") for n in self.nodes() if n.get("status") == "online"}
+
+    def wait_for_nodes(self, count: int, timeout: float = 180,
+                       reactivated_since: dict[str, str] | None = None) -> None:
+        """Until ``count`` SuperNodes are online at the SuperLink; with ``reactivated_since`` (an
+        earlier :meth:`online_since`), also until one of them was marked online again since then
+        (a restarted SuperNode admitted after its crashed session went offline)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sum(n.get("status") == "online" for n in self.nodes()) >= count:
+            online = self.online_since()
+            again = reactivated_since is None or any(
+                reactivated_since.get(node) not in (None, at) for node, at in online.items())
+            if len(online) >= count and again:
                 return
             time.sleep(2)
-        raise TimeoutError(f"fewer than {count} SuperNodes online after {timeout} s")
+        raise TimeoutError(f"fewer than {count} SuperNodes online"
+                           + (" with one re-admitted" if reactivated_since else "")
+                           + f" after {timeout} s")
 
     def run_app(self, run_config: dict[str, object], timeout: float = 900) -> tuple[str, str]:
         """`flwr run` on the coordinator connection; returns (status, log)."""

@@ -141,11 +141,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Every run-config key of `flwr run . -c 'key=value'`, its default and meaning; with
-    ``--check``, the checks the ServerApp makes before any data work, on the given overrides."""
+    ``--check``, the checks the ServerApp makes before any data work, on the given overrides;
+    with ``--site``, a site's DP settings in their three spellings (README's table)."""
     from shared_model.run_config import key_comments
 
     if args.check is not None:
         return check_overrides(args.check)
+    if args.site:
+        from client.privacy.settings import settings_markdown
+
+        print(settings_markdown(), end="")
+        return 0
 
     comments = key_comments()
     width = max(map(len, DEFAULTS))
@@ -298,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", nargs="*", metavar="KEY=VALUE",
                    help="check these `flwr run . -c` overrides before running (unknown keys with "
                         "the closest valid one, types, values, files) and exit 0 or 2")
+    p.add_argument("--site", action="store_true",
+                   help="a site's own DP settings instead: each key as written in the site YAML, "
+                        "the node config and (simulation) the run config, with default and unit")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("report", help="Markdown/HTML report with plots of a run directory")

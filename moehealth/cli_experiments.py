@@ -122,10 +122,10 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-4],
                    help="models: learning rates to choose from by validation loss (first seed); "
                         "robustness: the first is used")
-    p.add_argument("--epochs", type=int, help="models: maximum epochs (default: TrainConfig's)")
+    p.add_argument("--epochs", type=int, help="models: maximum epochs (default: CentralizedConfig's)")
     p.add_argument("--pretrain-epochs", type=int,
-                   help="models: expert pre-training epochs (default: TrainConfig's)")
-    p.add_argument("--batch-size", type=int, help="models: batch size (default: TrainConfig's)")
+                   help="models: expert pre-training epochs (default: CentralizedConfig's)")
+    p.add_argument("--batch-size", type=int, help="models: batch size (default: CentralizedConfig's)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
                    help="robustness: fractions of the test stays with a modality that lose it")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],

@@ -12,10 +12,9 @@ from shared_model.errors import MoeHealthInputError
 
 def cmd_train(args: argparse.Namespace) -> int:
     from client.data.dataset import SiteData, concat_sites
-    from client.rounds.training import TrainConfig
     from server.plots import routing_heatmap
     from simulation.baselines import VARIANTS, variant_model_config
-    from simulation.centralized import train_centralized
+    from simulation.centralized import CentralizedConfig, train_centralized
     from simulation.oracle import REACHABLE, oracle_auroc
     from simulation.prepare import prepare_sites
 
@@ -38,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for name in variants:
             chosen = {"lr": args.lr, "max_epochs": args.epochs, "patience": args.patience,
                       "pretrain_epochs": args.pretrain_epochs}
-            config = TrainConfig(task=task, seed=args.seed,
+            config = CentralizedConfig(task=task, seed=args.seed,
                                  **{k: v for k, v in chosen.items() if v is not None})
             res = train_centralized(pooled, variant_model_config(name), config,
                                     pretrain=VARIANTS[name].pretrain_experts)
@@ -94,7 +93,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", choices=[*VARIANTS, "all"],
                    help="model variant (repeatable; default: moe-health)")
     p.add_argument("--site", help="train on this site only (default: all sites pooled)")
-    p.add_argument("--epochs", type=int, help="maximum joint epochs (default: TrainConfig's, 50)")
+    p.add_argument("--epochs", type=int, help="maximum joint epochs (default: 50)")
     p.add_argument("--pretrain-epochs", type=int, help="expert pre-training epochs (default: 5)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: 5)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-4, the paper's)")

@@ -62,6 +62,9 @@ def min_trimmed_contributors(trim: float) -> int:
 
 
 def _combine(stack: np.ndarray, weights: np.ndarray, method: Aggregation, trim: float) -> np.ndarray:
+    # The robust rules are coordinate-wise and unweighted (as Flower's FedMedian and
+    # FedTrimmedAvg): a weight is the site's own claim, and a site that could inflate its weight
+    # could move a weighted median as far as a mean.
     if method is Aggregation.MEDIAN:
         return np.median(stack, axis=0)
     if method is Aggregation.TRIMMED_MEAN:
@@ -69,6 +72,7 @@ def _combine(stack: np.ndarray, weights: np.ndarray, method: Aggregation, trim: 
         if cut > 0:
             ordered = np.sort(stack, axis=0)
             return ordered[cut:len(stack) - cut].mean(axis=0)
+    # Too few contributors to trim anything: a weighted mean (the strategy warns once per group)
     return np.tensordot(weights / weights.sum(), stack, axes=1)
 
 
@@ -83,10 +87,14 @@ def aggregate_groups(current: dict[str, np.ndarray], updates: list[SiteUpdate],
     contributors: dict[str, dict[str, int]] = defaultdict(dict)
     for up in updates:
         for name, value in up.arrays.items():
+            # The weight is per group, not per site: the samples behind that group at that site
+            # (e.g. an expert's weight is the site's stays of its combination, a released cell),
+            # so a site with few X-rays moves the image encoder little however large it is.
+            # A DP site sends its public weight instead (client/privacy/settings.py).
             group = parameter_group(name)
             by_name[name].append((value, up.weights[group]))
             contributors[group][up.site] = up.weights[group]
-    new = dict(current)
+    new = dict(current)  # a parameter nobody trained keeps its value (not averaged with zeros)
     for name, items in by_name.items():
         stack = np.stack([v for v, _ in items]).astype(np.float64)
         weights = np.array([w for _, w in items], dtype=np.float64)
@@ -95,12 +103,22 @@ def aggregate_groups(current: dict[str, np.ndarray], updates: list[SiteUpdate],
 
 
 class FedAdamState:
-    """Server-side Adam on the aggregated pseudo-gradient (Reddi et al. 2021), per parameter."""
+    """Server-side Adam on the aggregated pseudo-gradient (Reddi et al. 2021), per parameter.
+
+    The maths of Flower's ``flwr.serverapp.strategy.FedAdam`` (1.42), bias correction included:
+    ``m = b1 m + (1 - b1) d``, ``v = b2 v + (1 - b2) d^2``, ``x += eta_t m / (sqrt(v) + tau)`` with
+    ``eta_t = eta sqrt(1 - b2^(t+1)) / (1 - b1^(t+1))``. Flower's ``t`` is the server round; here
+    it is the number of steps this parameter has taken, because a modality-aware round updates
+    only the groups some site trained (an expert of a rare combination may skip rounds). When every
+    parameter is updated every round from round 1 the two are identical (tests/test_strategy.py
+    checks it against Flower's FedAdam).
+    """
 
     def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3):
         self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
+        self.steps: dict[str, int] = {}
 
     def step(self, current: dict[str, np.ndarray], averaged: dict[str, np.ndarray],
              touched: set[str]) -> dict[str, np.ndarray]:
@@ -110,13 +128,19 @@ class FedAdamState:
             delta = averaged[name] - current[name]
             m = self.beta1 * self.m.get(name, np.zeros_like(delta)) + (1 - self.beta1) * delta
             v = self.beta2 * self.v.get(name, np.zeros_like(delta)) + (1 - self.beta2) * delta**2
-            self.m[name], self.v[name] = m, v
-            out[name] = (current[name] + self.lr * m / (np.sqrt(v) + self.tau)).astype(current[name].dtype)
+            t = self.steps.get(name, 0) + 1
+            self.m[name], self.v[name], self.steps[name] = m, v, t
+            # Flower's exponent is its server round + 1: t + 1 with t counted from 1
+            eta = self.lr * np.sqrt(1 - self.beta2 ** (t + 1)) / (1 - self.beta1 ** (t + 1))
+            out[name] = (current[name] + eta * m / (np.sqrt(v) + self.tau)).astype(current[name].dtype)
         return out
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {**{f"m/{k}": v for k, v in self.m.items()}, **{f"v/{k}": v for k, v in self.v.items()}}
+        """Moments and step counts as flat arrays (saved with each checkpoint, for resume)."""
+        return {**{f"m/{k}": v for k, v in self.m.items()}, **{f"v/{k}": v for k, v in self.v.items()},
+                **{f"t/{k}": np.array(t, dtype=np.int64) for k, t in self.steps.items()}}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.m = {k[2:]: v for k, v in arrays.items() if k.startswith("m/")}
         self.v = {k[2:]: v for k, v in arrays.items() if k.startswith("v/")}
+        self.steps = {k[2:]: int(v) for k, v in arrays.items() if k.startswith("t/")}

@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from server.aggregation import FedAdamState
-from server.flower_io import from_array_record, to_array_record
+from server.flower_io import to_array_record
 from server.identity import SiteIdentity
 from server.report import cross_site_table
 from server.results import write_results_table
@@ -36,6 +36,7 @@ from shared_model import build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
 from shared_model.params import model_to_arrays
+from shared_model.protocol import arrays_from_record
 from shared_model.run_config import DATA_PREFIX, SIMULATION, pyproject_defaults
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def _evaluate_fn(evaluate: PooledEvaluate, run: RunDirectory, offset: int,
         if server_round == 0 or not settings.evaluates(server_round + offset):
             return None
         started = time.perf_counter()
-        result = evaluate(from_array_record(arrays))
+        result = evaluate(arrays_from_record(arrays))
         run.append("rounds.jsonl", {"round": server_round + offset, "kind": "centralized-eval",
                                     **result, "seconds": round(time.perf_counter() - started, 3)})
         return MetricRecord({k: v for k, v in result.items() if not isinstance(v, list)})

@@ -7,17 +7,12 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
-from shared_model.protocol import EvaluateReply, Record, SiteKey, TrainReply
+from shared_model.protocol import EvaluateReply, Record, SiteKey, TrainReply, arrays_from_record
 
 
 def to_array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     """numpy arrays by name -> ArrayRecord (names kept as they are)."""
     return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
-
-
-def from_array_record(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """ArrayRecord -> numpy arrays by name."""
-    return {name: array.numpy() for name, array in record.items()}
 
 
 def declared_site(msg: Message) -> str:
@@ -31,7 +26,7 @@ def declared_site(msg: Message) -> str:
 def parse_train_reply(msg: Message) -> TrainReply:
     """A train reply's records as a :class:`TrainReply` (ProtocolError on a malformed one)."""
     content = msg.content
-    arrays = (from_array_record(content[Record.ARRAYS])
+    arrays = (arrays_from_record(content[Record.ARRAYS])
               if Record.ARRAYS in content.array_records else {})
     metrics = dict(content[Record.METRICS]) if Record.METRICS in content.metric_records else {}
     site = dict(content[Record.SITE]) if Record.SITE in content.config_records else {}

@@ -1,9 +1,14 @@
-"""Modality-aware federated strategy: FedAvg's round loop, per-group aggregation.
+"""Modality-aware federated strategy: FedAvg's sampling and messages, our own aggregation.
 
-Each parameter group is averaged only over the sites that sent it, weighted by the samples behind
-it (see server/aggregation.py); groups nobody updated keep their value. Invalid replies (NaN/Inf,
-wrong shapes, unknown names, malformed records) are rejected with a logged reason and the round
-goes on. A train round is four named steps: collect, aggregate, record, checkpoint.
+The strategy subclasses Flower's FedAvg for what FedAvg's public hooks give: node sampling
+(``fraction-train``, ``min-sites``) and the train/evaluate messages. It overrides all four hooks:
+``configure_*`` to send the run's typed round config and the run's absolute round number, and to
+note which nodes were asked (so silent ones are named); ``aggregate_*`` to replace FedAvg's
+aggregation entirely. Each parameter group is averaged only over the sites that sent it, weighted
+by the samples behind it (see server/aggregation.py); groups nobody updated keep their value.
+Invalid replies (NaN/Inf, wrong shapes, unknown names, malformed records) are rejected with a
+logged reason and the round goes on. A train round is four named steps: collect, aggregate, record,
+checkpoint.
 """
 
 from __future__ import annotations
@@ -28,12 +33,7 @@ from server.aggregation import (
     trimmed_count,
     validate_update,
 )
-from server.flower_io import (
-    from_array_record,
-    parse_evaluate_reply,
-    parse_train_reply,
-    to_array_record,
-)
+from server.flower_io import parse_evaluate_reply, parse_train_reply, to_array_record
 from server.gate_health import gate_health, warn_misrouting
 from server.identity import SiteIdentity
 from server.run_dir import RunDirectory
@@ -48,6 +48,7 @@ from shared_model.protocol import (
     Record,
     SiteStatus,
     TrainReply,
+    arrays_from_record,
     split_key,
 )
 
@@ -69,7 +70,16 @@ class CollectedRound:
 
 
 class ModalityAwareStrategy(FedAvg):
-    """FedAvg with modality-aware, per-group aggregation, phases, run records and resume."""
+    """FedAvg's sampling with modality-aware, per-group aggregation, phases, run records, resume.
+
+    Args:
+        settings: the run's federation settings (rounds, phases, aggregation, min sites).
+        run: the run directory its records and checkpoints go to.
+        round_offset: rounds already done (a resumed run's Flower round 1 is round offset + 1).
+        server_optimizer: FedAdam state applied after averaging (None: plain averaging).
+        sites_manifest: simulation only: the manifest the ClientApps read their node config from.
+        identity: maps node ids to registered site names (deployment) or site-id claims.
+    """
 
     def __init__(self, settings: FederationSettings, run: RunDirectory, *, round_offset: int = 0,
                  server_optimizer: FedAdamState | None = None, sites_manifest: str = "",
@@ -94,7 +104,7 @@ class ModalityAwareStrategy(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self.current = from_array_record(arrays)
+        self.current = arrays_from_record(arrays)
         rnd = server_round + self.round_offset
         record = self.settings.round_config(rnd, self.sites_manifest).to_record()
         messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
@@ -151,7 +161,7 @@ class ModalityAwareStrategy(FedAvg):
     def collect(self, rnd: int, replies: Iterable[Message]) -> CollectedRound:
         """Parse and validate each reply; a bad one is rejected with its reason, never fatal."""
         replies = list(replies)
-        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        valid, errors = _split_errors(rnd, "train", replies)
         out = CollectedRound(no_reply=self._silent(replies), rejected=self._error_replies(errors))
         for msg, site, refused in self.identity.identify_all(valid):
             if refused:
@@ -256,7 +266,7 @@ class ModalityAwareStrategy(FedAvg):
             return None
         seconds = self._seconds_since_sent()
         replies = list(replies)
-        valid, errors = self._check_and_log_replies(replies, is_train=False, validate=False)
+        valid, errors = _split_errors(rnd, "evaluate", replies)
         per_site: dict[str, EvaluateReply] = {}
         refused: dict[str, str] = self._error_replies(errors)
         for msg, site, problem in self.identity.identify_all(valid):
@@ -278,6 +288,17 @@ class ModalityAwareStrategy(FedAvg):
                                          "no_reply": self._silent(replies), "seconds": seconds})
         self.last_site_eval = per_site
         return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
+
+
+def _split_errors(rnd: int, phase: str, replies: list[Message]
+                  ) -> tuple[list[Message], list[Message]]:
+    """Replies with content, and error replies (a ClientApp that raised, or the SuperLink's own
+    reply for a node that went away). FedAvg's consistency check is not used: a reply that lacks
+    a record is rejected by the protocol parser with the site's name, never fatal."""
+    errors = [msg for msg in replies if msg.has_error()]
+    log.info("round %d %s: %d replies, %d errors", rnd, phase, len(replies) - len(errors),
+             len(errors))
+    return [msg for msg in replies if not msg.has_error()], errors
 
 
 def _with_round(messages: Iterable[Message], rnd: int) -> list[Message]:

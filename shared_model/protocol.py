@@ -65,7 +65,8 @@ class AggregationRule(StrEnum):
 
 class NodeConfigKey(StrEnum):
     """Keys of a SuperNode's node config (a hospital's site YAML, or a simulated site's entry in
-    the sites manifest)."""
+    the sites manifest); the site's ``dp-*`` keys are declared with its DP settings
+    (client/privacy/settings.py)."""
 
     PARTITION_ID = "partition-id"  # simulation only (set by Flower)
     NUM_PARTITIONS = "num-partitions"  # simulation only (set by Flower)
@@ -77,24 +78,18 @@ class NodeConfigKey(StrEnum):
     STATE_DIR = "state-dir"  # the site's writable folder for site-local logs (default: data-dir)
     TEXT_MODEL = "text-model"
     IMAGE_WEIGHTS = "image-weights"
-    DP_ENABLED = "dp-enabled"
-    DP_TARGET_EPSILON = "dp-target-epsilon"
-    DP_DELTA = "dp-delta"
-    DP_MAX_GRAD_NORM = "dp-max-grad-norm"
-    DP_NOISE_MULTIPLIER = "dp-noise-multiplier"
-    DP_PLANNED_ROUNDS = "dp-planned-rounds"
-    DP_PUBLIC_WEIGHT = "dp-public-weight"
-    DP_SHARE_EVALUATION = "dp-share-evaluation"
-    DP_BATCH_SIZE = "dp-batch-size"
-    DP_TRAIN = "dp-train"
-    DP_UNIT = "dp-unit"
     MODALITIES = "modalities"  # comma list of the modalities the site declares it has
     MIN_CELL_SIZE = "min-cell-size"  # smallest group of patients any sent value may derive from
 
 
-DP_NODE_PREFIX = "dp-"
 ROUND = "server-round"  # Flower's key; the strategy sets it to the run's absolute round
 SITES_MANIFEST = "sites-manifest"  # simulation only: where the ServerApp wrote the sites manifest
+
+
+def arrays_from_record(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A Flower ``ArrayRecord`` -> numpy arrays by name. Duck-typed (each value has Flower's
+    ``Array.numpy()``) so that this module, shared by both sides, needs no flwr import."""
+    return {name: array.numpy() for name, array in record.items()}
 
 
 def _require(record: Mapping[str, Any], key: str, kind: type, where: str) -> Any:

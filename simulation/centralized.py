@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from client.data.dataset import SiteData
+from client.errors import MoeHealthInputError
 from client.rounds.evaluation import best_f1_threshold, evaluate_predictions, routing_table
 from client.rounds.training import (
     TrainConfig,
@@ -40,7 +41,22 @@ class CentralizedResult:
     timings: dict[str, float]  # seconds: expert pre-training, training, validation, test
 
 
-def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
+@dataclass(frozen=True)
+class CentralizedConfig(TrainConfig):
+    """A pooled (or single-site) run: the optimization settings plus its epoch schedule, early
+    stopping on validation loss."""
+
+    max_epochs: int = 50
+    patience: int = 5
+    pretrain_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if min(self.max_epochs, self.pretrain_epochs) < 0 or self.patience < 1:
+            raise MoeHealthInputError("epochs must be non-negative and patience positive")
+
+
+def pretrain_experts(model: MoEHealth, data: SiteData, config: CentralizedConfig,
                      device: torch.device) -> None:
     """Each expert learns only from samples whose available modalities are its combination."""
     if model.config.fusion != "moe" or config.pretrain_epochs == 0:
@@ -53,7 +69,7 @@ def pretrain_experts(model: MoEHealth, data: SiteData, config: TrainConfig,
     model.set_phase("joint")
 
 
-def train_centralized(data: SiteData, model_config: ModelConfig, config: TrainConfig,
+def train_centralized(data: SiteData, model_config: ModelConfig, config: CentralizedConfig,
                       pretrain: bool = True, test_data: SiteData | None = None
                       ) -> CentralizedResult:
     """Train on the train split, stop early on validation loss (binary cross-entropy: smoother

@@ -36,7 +36,7 @@ from shared_model.protocol import (
     NodeConfigKey,
     pooled_key,
 )
-from shared_model.run_config import DATA_PREFIX, DP_PREFIX, TASK
+from shared_model.run_config import DATA_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
 from simulation.prepare import (
     PRESET_KEY,
@@ -53,7 +53,7 @@ DP_SITES = "dp.sites"  # simulation only: "all" or a comma list of the sites tha
 def simulated_dp(run_config: dict[str, Any], site: str) -> DPSettings:
     """In simulation the run-config stands in for each hospital's own DP settings:
     ``dp.enabled`` applies to the sites listed in ``dp.sites`` ("all" or "site-0,site-2")."""
-    settings = DPSettings.from_mapping(run_config, prefix=DP_PREFIX)
+    settings = DPSettings.from_mapping(run_config)
     chosen = dp_site_names(run_config)
     if settings.enabled and chosen is not None and site not in chosen:
         return DPSettings(enabled=False)
@@ -213,7 +213,7 @@ def check_dp_budgets(run_config: dict[str, Any], samples: dict[str, Path], run_d
     run continues it), naming the site."""
     settings = FederationSettings.from_run_config(run_config)
     cfg = settings.round_config(server_round)
-    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled:
+    if DPSettings.from_mapping(run_config).enabled:
         dp_site_names(run_config, known=samples)
     for site, folder in samples.items():
         dp = simulated_dp(run_config, site)
@@ -249,7 +249,7 @@ def _checked_data(run_config: dict[str, Any]) -> tuple[FederationData, int]:
     if min_cell_size < 1:
         raise MoeHealthInputError(f"data.min-cell-size must be at least 1, got {min_cell_size}")
     required = data.num_sites if num_sites > 0 or run_config.get(PRESET_KEY) else 0
-    if DPSettings.from_mapping(run_config, prefix=DP_PREFIX).enabled and required > 0:
+    if DPSettings.from_mapping(run_config).enabled and required > 0:
         dp_site_names(run_config, known=[f"site-{i}" for i in range(required)])
     return data, required
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from client.data.dataset import SiteData
-from client.rounds.training import TrainConfig, predict, resolve_device
+from client.rounds.training import predict, resolve_device
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
@@ -32,7 +32,7 @@ from shared_model.params import load_arrays
 from shared_model.protocol import pooled_key, split_key
 from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
 from simulation.bootstrap import auroc_interval, paired_difference
-from simulation.centralized import train_centralized
+from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.local_superlink import local_simulation
 from simulation.prepare import FederationData, prepare_sites
 from simulation.tabular_baselines import BenchmarkSplits, benchmark_splits, ceiling_scores
@@ -54,9 +54,9 @@ class Budget:
         return {"num-server-rounds": self.rounds, "pretrain-rounds": self.pretrain_rounds,
                 "local-epochs": self.local_epochs, "lr": self.lr, "evaluate-every": self.rounds}
 
-    def train_config(self, task: str, seed: int) -> TrainConfig:
+    def train_config(self, task: str, seed: int) -> CentralizedConfig:
         joint = (self.rounds - self.pretrain_rounds) * self.local_epochs
-        return TrainConfig(task=task, lr=self.lr, max_epochs=joint, patience=joint + 1,
+        return CentralizedConfig(task=task, lr=self.lr, max_epochs=joint, patience=joint + 1,
                            pretrain_epochs=self.pretrain_rounds * self.local_epochs, seed=seed)
 
 

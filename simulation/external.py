@@ -22,12 +22,12 @@ import pandas as pd
 from client.data.dataset import SiteData, concat_sites
 from client.data.sites import read_site_samples
 from client.mimic.cohort import read_cohort
-from client.rounds.training import TrainConfig, predict, resolve_device
+from client.rounds.training import predict, resolve_device
 from shared_model.errors import MoeHealthInputError
 from shared_model.run_config import Scheme
 from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, unpaired_difference
-from simulation.centralized import train_centralized
+from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import (
     TEST_POPULATION_SITE,
     FederationData,
@@ -66,7 +66,20 @@ def test_population_sites(data: FederationData, test: SiteData) -> np.ndarray:
 def external_validation(out: Path, data: FederationData, task: str, variants: Iterable[str],
                         seeds: Iterable[int], lr: float = 1e-4, train: dict | None = None
                         ) -> pd.DataFrame:
-    """Rows per held-out site and model: internal and external AUROC, and their difference."""
+    """Leave one hospital out: every model trained pooled on the other sites, scored on their
+    test-population stays (internal) and on the held-out site's (external).
+
+    Args:
+        out: folder for ``results.md`` / ``results.csv``.
+        data: a careunit-partitioned federation with an independent test population.
+        task: the prediction task.
+        variants, seeds: neural models to train (simulation/baselines.py) and their seeds.
+        lr: their learning rate (tabular baselines are tuned on validation).
+        train: ``CentralizedConfig`` overrides (epochs, batch size).
+
+    Returns:
+        Rows per held-out site and model: internal and external AUROC, and their difference.
+    """
     if data.scheme != Scheme.CAREUNIT or data.test_patients <= 0:
         raise MoeHealthInputError("external validation needs hospitals (data.scheme careunit) and "
                                   "an independent test population (data.test-patients > 0, e.g. "
@@ -86,7 +99,7 @@ def external_validation(out: Path, data: FederationData, task: str, variants: It
         for name in variants:
             for seed in seeds:
                 result = train_centralized(pooled, variant_model_config(name),
-                                           TrainConfig(task=task, lr=lr, seed=seed,
+                                           CentralizedConfig(task=task, lr=lr, seed=seed,
                                                        **(train or {})),
                                            pretrain=VARIANTS[name].pretrain_experts)
                 scorers[f"{name} (seed {seed})"] = predict(result.model, test.subset("test"),

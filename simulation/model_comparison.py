@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from client.rounds.training import TrainConfig
 from shared_model.modalities import MODALITIES
 from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
-from simulation.centralized import train_centralized
+from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
 from simulation.tabular_baselines import benchmark_splits, ceiling_scores, tabular_scores
 
@@ -37,7 +36,7 @@ def _choose_lr(splits, name: str, lrs: list[float], config: dict) -> float:
     losses = {}
     for lr in lrs:
         result = train_centralized(splits.pooled, variant_model_config(name),
-                                   TrainConfig(task=splits.task, lr=lr, **config),
+                                   CentralizedConfig(task=splits.task, lr=lr, **config),
                                    pretrain=VARIANTS[name].pretrain_experts)
         losses[lr] = result.val_loss
         log.info("%s lr %g: validation loss %.4f", name, lr, result.val_loss)
@@ -55,7 +54,19 @@ def _own_modality(name: str) -> int | None:
 def compare_models(data: FederationData, task: str, variants: Iterable[str], seeds: Iterable[int],
                    lrs: Iterable[float] = (1e-4,), train: dict | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows per model and seed; paired differences of MoE-Health against each other model."""
+    """Centralized variants against the ceilings and tuned tabular baselines on one test set.
+
+    Args:
+        data: the federation (its sites pooled for training; its test population, if any, scored).
+        task: the prediction task.
+        variants, seeds: neural models (simulation/baselines.py) and seeds to train.
+        lrs: learning rates; each variant's is chosen by validation loss on the first seed.
+        train: ``CentralizedConfig`` overrides (epochs, batch size).
+
+    Returns:
+        Rows per model and seed (AUROC with interval, fraction of the reachable ceiling), and
+        paired differences of MoE-Health against each other model.
+    """
     splits = benchmark_splits(data, task)
     labels = splits.labels()
     available = splits.test.inputs["available"].numpy()[splits.test.split == "test"] > 0.5
@@ -71,7 +82,7 @@ def compare_models(data: FederationData, task: str, variants: Iterable[str], see
         lr = _choose_lr(splits, name, list(lrs), {**train, "seed": min(seeds)})
         for seed in seeds:
             result = train_centralized(splits.pooled, variant_model_config(name),
-                                       TrainConfig(task=task, lr=lr, seed=seed, **train),
+                                       CentralizedConfig(task=task, lr=lr, seed=seed, **train),
                                        pretrain=VARIANTS[name].pretrain_experts,
                                        test_data=splits.test)
             scores[(name, seed)] = result.test_probs

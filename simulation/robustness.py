@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 
 from client.data.dataset import SiteData
-from client.rounds.training import TrainConfig, predict, resolve_device
+from client.rounds.training import predict, resolve_device
 from shared_model.modalities import MODALITIES
 from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
-from simulation.centralized import train_centralized
+from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
 from simulation.tabular_baselines import benchmark_splits, fit_baselines, split_table
 
@@ -55,8 +55,21 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
                seeds: Iterable[int], lr: float = 1e-4, train: dict | None = None,
                fractions: Iterable[float] = FRACTIONS,
                modalities: Iterable[str] = REMOVABLE) -> pd.DataFrame:
-    """Rows per model, seed, modality and fraction: AUROC with interval and the paired drop from
-    the complete test set; ``results.md``, ``results.csv`` and one PNG per modality in ``out``."""
+    """Every model scored with a modality removed from a fraction of the test stays that have it.
+
+    Args:
+        out: folder for ``results.md``, ``results.csv`` and one PNG per modality.
+        data, task: the federation (pooled for training) and the prediction task.
+        variants, seeds, lr, train: neural models, their seeds, learning rate and
+            ``CentralizedConfig`` overrides.
+        fractions: fractions of the stays with the modality that lose it (the same stays for
+            every model).
+        modalities: which modalities to remove, one at a time.
+
+    Returns:
+        Rows per model, seed, modality and fraction: AUROC with interval and the paired drop from
+        the complete test set.
+    """
     splits = benchmark_splits(data, task)
     labels = splits.labels()
     tests = {(m, f): without_modality(splits.test, m, f) for m in modalities for f in fractions}
@@ -66,7 +79,7 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
     for name in variants:
         for seed in seeds:
             result = train_centralized(splits.pooled, variant_model_config(name),
-                                       TrainConfig(task=task, lr=lr, seed=seed, **(train or {})),
+                                       CentralizedConfig(task=task, lr=lr, seed=seed, **(train or {})),
                                        pretrain=VARIANTS[name].pretrain_experts)
             scorers[f"{name} (seed {seed})"] = (seed, lambda t, model=result.model: predict(
                 model, t.subset("test"), device).probs)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
-from client.privacy.settings import DPSettings
+from client.privacy.settings import RUN_CONFIG
+from client.privacy.settings import SETTINGS as DP_SETTINGS
 from server.settings import FederationSettings
 from shared_model.config import ModelConfig
 from shared_model.protocol import MIN_CELL_SIZE
 from shared_model.run_config import (
     CLI_NUM_SITES,
     DATA_PREFIX,
-    DP_PREFIX,
     MODEL_PREFIX,
     SIMULATION,
     pyproject_defaults,
@@ -44,12 +44,6 @@ def test_federation_data_defaults_equal_pyproject() -> None:
         assert _default(FederationData, name) == value, key
 
 
-def test_dp_settings_defaults_equal_pyproject() -> None:
-    parsed = DPSettings.from_mapping(DEFAULTS, prefix=DP_PREFIX)
-    assert parsed == DPSettings(), "pyproject's dp.* defaults must parse to DPSettings()"
-    assert DEFAULTS["dp.delta"] == 0.0 and DEFAULTS["dp.noise-multiplier"] == 0.0  # 0 = derive
-
-
 def test_model_defaults_equal_pyproject() -> None:
     for f in fields(ModelConfig):
         key = MODEL_PREFIX + f.name.replace("_", "-")
@@ -59,10 +53,15 @@ def test_model_defaults_equal_pyproject() -> None:
             assert _default(ModelConfig, f.name) == expected, key
 
 
-def test_every_pyproject_key_is_read_by_one_settings_class() -> None:
-    read = set(FederationSettings.KEYS) | {DATA_PREFIX + k for k in FederationData.KEYS}
-    read |= {DATA_PREFIX + "profile", PRESET_KEY, SIMULATION, DP_SITES, "task", SITE_MIN_CELL_SIZE}
+def test_every_pyproject_key_is_read_by_exactly_one_reader() -> None:
+    readers = {
+        "FederationSettings": set(FederationSettings.KEYS),
+        "FederationData": {DATA_PREFIX + k for k in FederationData.KEYS},
+        "simulation": {DATA_PREFIX + "profile", PRESET_KEY, SIMULATION, DP_SITES, SITE_MIN_CELL_SIZE},
+        "DPSettings": {RUN_CONFIG.key(s.name) for s in DP_SETTINGS},
+        "ModelConfig": {MODEL_PREFIX + f.name.replace("_", "-") for f in fields(ModelConfig)},
+    }
     assert DEFAULTS[SITE_MIN_CELL_SIZE] == MIN_CELL_SIZE
-    read |= {DP_PREFIX + f.name.replace("_", "-") for f in fields(DPSettings)}
-    read |= {MODEL_PREFIX + f.name.replace("_", "-") for f in fields(ModelConfig)}
-    assert not set(DEFAULTS) - read, f"keys nobody reads: {sorted(set(DEFAULTS) - read)}"
+    count = {key: [name for name, keys in readers.items() if key in keys] for key in DEFAULTS}
+    assert not [k for k, names in count.items() if not names], "keys nobody reads"
+    assert not {k: names for k, names in count.items() if len(names) > 1}, "keys read twice"

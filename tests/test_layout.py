@@ -80,3 +80,24 @@ def test_pyproject_is_a_flower_app() -> None:
                                                          "clientapp": "client.app:app"}
     assert data["project"]["scripts"]["moehealth"] == "moehealth.cli:main"
     assert "federations" not in data["tool"]["flwr"]
+
+
+def test_no_private_flower_name_is_used() -> None:
+    """Flower only through its public API: no attribute our code reads starts with one
+    underscore and is a private method or attribute of Flower's own source."""
+    import flwr
+
+    flower_private: set[str] = set()
+    for path in Path(flwr.__file__).parent.rglob("*.py"):
+        text = path.read_text(errors="ignore")
+        flower_private |= set(re.findall(r"def (_[a-z]\w*)", text))
+        flower_private |= set(re.findall(r"self\.(_[a-z]\w*)", text))
+    used = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and re.match(r"_[a-z]", node.attr):
+                    used.setdefault(node.attr, set()).add(str(path.relative_to(REPO)))
+    assert "_check_and_log_replies" in flower_private  # the check can see what it looks for
+    shared = {name: sorted(paths) for name, paths in used.items() if name in flower_private}
+    assert not shared, f"private Flower names used: {shared}"

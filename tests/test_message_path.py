@@ -16,7 +16,7 @@ TRAIN_MESSAGE = """
 import json, sys, time
 import client.app
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
-from client.flower_io import to_array_record
+from server.flower_io import to_array_record
 from server.settings import FederationSettings
 from shared_model import build_model
 from shared_model.params import model_to_arrays

@@ -125,11 +125,11 @@ def test_variants_change_the_parameter_groups() -> None:
 def test_training_on_synthetic_data_beats_chance(synth_features) -> None:
     from client.data.dataset import SiteData
     from client.rounds.evaluation import binary_metrics
-    from client.rounds.training import TrainConfig, predict, resolve_device
-    from simulation.centralized import train_centralized
+    from client.rounds.training import predict, resolve_device
+    from simulation.centralized import CentralizedConfig, train_centralized
 
     data = SiteData.load(synth_features, "los")
-    config = TrainConfig(task="los", lr=1e-3, max_epochs=6, pretrain_epochs=2, patience=6, seed=0)
+    config = CentralizedConfig(task="los", lr=1e-3, max_epochs=6, pretrain_epochs=2, patience=6, seed=0)
     result = train_centralized(data, ModelConfig(), config)
     held_out = torch.utils.data.ConcatDataset([data.subset("val"), data.subset("test")])
     pred = predict(result.model, held_out, resolve_device())

@@ -239,14 +239,16 @@ def test_privacy_utility_pairs_each_epsilon_across_units() -> None:
 
 
 @pytest.mark.parametrize("bad, named", [
-    ({"target-epsilon": float("nan")}, "target-epsilon"), ({"target-epsilon": True}, "target-epsilon"),
-    ({"target-epsilon": "eight"}, "target-epsilon"), ({"enabled": "yes"}, "enabled"),
-    ({"unit": "visit"}, "unit")])
+    ({"dp-target-epsilon": float("nan")}, "dp-target-epsilon"),
+    ({"dp-target-epsilon": True}, "dp-target-epsilon"),
+    ({"dp-target-epsilon": "eight"}, "dp-target-epsilon"), ({"dp-enabled": "yes"}, "dp-enabled"),
+    ({"dp-unit": "visit"}, "dp-unit")])
 def test_a_dp_setting_of_the_wrong_kind_is_refused_naming_it(bad: dict, named: str) -> None:
     from client.errors import MoeHealthInputError
+    from client.privacy.settings import NODE_CONFIG
 
-    with pytest.raises(MoeHealthInputError, match=named):
-        DPSettings.from_mapping({"enabled": True} | bad, prefix="")
+    with pytest.raises(MoeHealthInputError, match=f"DP setting '{named}'"):
+        DPSettings.from_mapping({"dp-enabled": True} | bad, NODE_CONFIG)
 
 
 def test_dp_sites_are_stripped_and_checked() -> None:

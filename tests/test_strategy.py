@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from flwr.app import Message, Metadata, RecordDict
 
-from client.flower_io import from_array_record, to_array_record, train_reply_content
+from client.flower_io import train_reply_content
 from server.aggregation import Aggregation, SiteUpdate, aggregate_groups
+from server.flower_io import to_array_record
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from server.strategy import ModalityAwareStrategy
 from shared_model import build_model
 from shared_model.params import model_to_arrays, parameter_group
 from shared_model.protocol import TrainReply
+from shared_model.protocol import arrays_from_record as from_array_record
 
 
 def _reply(node: int, content) -> Message:
@@ -191,6 +193,46 @@ def test_fedadam_moves_only_updated_parameters_and_restores_state() -> None:
     restored.load_state_arrays(adam.state_arrays())
     assert np.array_equal(restored.step(new, averaged, {"gate.0.bias"})["gate.0.bias"],
                           adam.step(new, averaged, {"gate.0.bias"})["gate.0.bias"])
+
+
+def test_fedadam_is_flowers_fedadam_when_every_parameter_moves_every_round() -> None:
+    from flwr.app import Array, ArrayRecord, MetricRecord
+    from flwr.serverapp.strategy import FedAdam
+
+    from server.aggregation import FedAdamState
+
+    rng = np.random.default_rng(0)
+    current = {"gate.0.bias": rng.normal(size=4), "head.0.weight": rng.normal(size=(2, 3))}
+    flower = FedAdam(eta=0.05, beta_1=0.9, beta_2=0.99, tau=1e-3)
+    ours = FedAdamState(lr=0.05, beta1=0.9, beta2=0.99, tau=1e-3)
+    flower_arrays = dict(current)
+    for server_round in (1, 2, 3):
+        averaged = {k: v + rng.normal(scale=0.1, size=v.shape) for k, v in current.items()}
+        flower.current_arrays = flower_arrays
+        reply = RecordDict({"arrays": ArrayRecord({k: Array(v.copy()) for k, v in averaged.items()}),
+                            "metrics": MetricRecord({"num-examples": 10})})
+        arrays, _ = flower.aggregate_train(server_round, [_reply(1, reply)])
+        flower_arrays = {k: a.numpy() for k, a in arrays.items()}
+        current = ours.step(current, averaged, set(current))
+        for name in current:
+            np.testing.assert_allclose(current[name], flower_arrays[name], rtol=1e-10)
+
+
+def test_fedadam_counts_each_parameters_own_steps() -> None:
+    """A group updated for the first time in round 3 gets the first step's bias correction."""
+    from server.aggregation import FedAdamState
+
+    current = {"gate.0.bias": np.zeros(2), "experts.ehr.0.bias": np.zeros(2)}
+    averaged = {k: v + 1.0 for k, v in current.items()}
+    adam = FedAdamState(lr=0.1)
+    for _ in range(2):
+        current = adam.step(current, {**averaged, "gate.0.bias": current["gate.0.bias"] + 1},
+                            {"gate.0.bias"})
+    late = adam.step(current, {**averaged, "experts.ehr.0.bias": current["experts.ehr.0.bias"] + 1},
+                     {"experts.ehr.0.bias"})
+    fresh = FedAdamState(lr=0.1).step({"x": np.zeros(2)}, {"x": np.ones(2)}, {"x"})
+    np.testing.assert_allclose(late["experts.ehr.0.bias"], fresh["x"])
+    assert adam.steps == {"gate.0.bias": 2, "experts.ehr.0.bias": 1}
 
 
 def test_plain_fedavg_rule_sends_every_group(synth_features) -> None:

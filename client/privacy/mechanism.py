@@ -108,6 +108,9 @@ def epsilon_of(history: list[list[float]], delta: float) -> float:
     if any(sigma == 0 for sigma, _, _ in history):
         return math.inf
     accountant = create_accountant(ACCOUNTANT)
+    # Opacus' accountants keep their history as (sigma, q, steps) segments; setting it replays
+    # exactly what ran (one segment per round) without calling step() once per DP-SGD step.
+    # `moehealth audit --verify` re-derives the same numbers with Google's dp-accounting.
     accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
     return float(accountant.get_epsilon(delta))
 

@@ -132,12 +132,21 @@ def setup_round(data: SiteData, model_config: ModelConfig, global_arrays: dict[s
                 cfg: RoundConfig, *,
                 choose_groups: Callable[[MoEHealth], dict[str, int]],
                 seed: int | None = None, batch_size: int | None = None) -> RoundSetup:
-    """Shared by non-DP and DP local training.
+    """The model, loader and optimizer of one local round; shared by non-DP and DP training.
 
-    ``choose_groups``: the groups to train with their aggregation weights (non-DP: from the
-    site's data under the release rule, :func:`trainable_groups`; DP: declared, public,
-    :func:`declared_groups`). ``seed``: of dropout and batch sampling (default: the
-    server's seed + round, so non-DP runs are reproducible; DP sites pass private randomness).
+    Args:
+        data: the site's samples and cached features.
+        model_config, global_arrays: the run's model and the global weights the server sent.
+        cfg: the round's values from the server (phase, lr, batch size, epochs).
+        choose_groups: the groups to train with their aggregation weights (non-DP: from the
+            site's data under the release rule, :func:`trainable_groups`; DP: declared, public,
+            :func:`declared_groups`).
+        seed: of dropout and batch sampling (default: the server's seed + round, so non-DP runs
+            are reproducible; DP sites pass private randomness the server cannot know).
+        batch_size: overrides ``cfg.batch_size`` (a DP site's own expected Poisson batch).
+
+    Returns:
+        The round's :class:`RoundSetup`; only the chosen groups' parameters require gradients.
     """
     device = resolve_device()
     seed = cfg.seed + cfg.server_round if seed is None else seed

@@ -17,23 +17,22 @@ from shared_model.moe import MoEHealth
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimization settings (defaults from the paper: AdamW, lr 1e-4, batch 32, alpha 0.01)."""
+    """One optimization step's settings, for a site's round and a pooled run alike (defaults from
+    the paper: AdamW, lr 1e-4, batch 32, alpha 0.01). A pooled run's epoch schedule is
+    simulation/centralized.py's ``CentralizedConfig``; a round's epochs come from the server."""
 
     task: str = "mortality"
     lr: float = 1e-4
     weight_decay: float = 1e-2
     batch_size: int = 32
-    max_epochs: int = 50
-    patience: int = 5
-    pretrain_epochs: int = 5
     alpha: float = 0.01
-    proximal_mu: float = 0.0
-    seed: int = 0
+    proximal_mu: float = 0.0  # FedProx (federated rounds only; 0 elsewhere)
+    seed: int = 0  # data order and dropout of non-DP training (DP: the site's own secret)
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 0 or self.pretrain_epochs < 0:
-            raise MoeHealthInputError("lr and batch_size must be positive, epochs non-negative")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise MoeHealthInputError("lr and batch_size must be positive")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

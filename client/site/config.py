@@ -26,14 +26,15 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from client.errors import MoeHealthInputError, closest_key_hint
-from client.privacy.settings import DPSettings
+from client.privacy.settings import SETTINGS as DP_SETTINGS
+from client.privacy.settings import SITE_YAML, DPSettings
 from shared_model.modalities import Modality
 from shared_model.protocol import MIN_CELL_SIZE, ConfigValue
 from shared_model.protocol import NodeConfigKey as K
@@ -113,14 +114,10 @@ class SiteConfig:
             raise MoeHealthInputError(f"{source}: modalities: {err}") from None
         if "ehr" not in modalities:
             raise MoeHealthInputError(f"{source}: modalities must include 'ehr'")
-        privacy = {k.replace("_", "-"): v for k, v in (raw.get("privacy") or {}).items()}
         try:
-            dp = DPSettings.from_mapping(privacy, prefix="")
+            dp = DPSettings.from_mapping(raw.get("privacy") or {}, SITE_YAML)
         except MoeHealthInputError as err:
-            named = re.sub(r"^DP setting '([a-z-]+)'",  # in the YAML's spelling
-                           lambda m: f"privacy.{m[1].replace('-', '_')}", str(err))
-            raise MoeHealthInputError(f"{source}: {named if named != str(err) else f'privacy: {err}'}"
-                                      ) from None
+            raise MoeHealthInputError(f"{source}: {err}") from None
         if dp.without_noise:
             raise MoeHealthInputError(f"{source}: privacy.target_epsilon: inf trains without noise "
                                       "(no privacy guarantee); it is for simulation measurements "
@@ -196,7 +193,7 @@ _SECTIONS: dict[str, tuple[str, ...] | None] = {  # key -> its sub-keys (None: a
     "min_cell_size": None,
     "data": ("mimic_iv", "mimic_note", "mimic_cxr", "samples_dir"),
     "encoders": ("text_model", "image_weights"),
-    "privacy": tuple(f.name for f in fields(DPSettings)),
+    "privacy": tuple(SITE_YAML.key(s.name) for s in DP_SETTINGS),
     "superlink": ("address", "root_certificates", "auth_private_key", "client_certificate",
                   "client_key"),
 }

@@ -3,7 +3,8 @@
 Deployment: node config ``site-id`` and ``data-dir`` (a folder with the site's
 ``samples.parquet``), optional ``feature-dir``, ``cache-dir``, ``privacy-dir``, ``state-dir``
 (site-local logs; deployment: the site's work_dir, so its input folders stay read-only), ``text-model``,
-``image-weights`` and the site's own ``dp-*`` settings (keys: :class:`NodeConfigKey`).
+``image-weights`` (keys: :class:`NodeConfigKey`) and the site's own ``dp-*`` settings
+(client/privacy/settings.py).
 Simulation: ``partition-id`` picks the site's entry of the sites manifest, which has the same keys.
 """
 
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.errors import SiteDataError, closest_key_hint
-from client.privacy.settings import DPSettings
+from client.privacy.settings import NODE_CONFIG, DPSettings, node_config_keys
 from client.site.manifest import simulated_node_config
 from shared_model.modalities import MODALITIES, Modality
-from shared_model.protocol import DP_NODE_PREFIX, MIN_CELL_SIZE, ConfigValue, NodeConfigKey
+from shared_model.protocol import MIN_CELL_SIZE, ConfigValue, NodeConfigKey
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
     """Identify the site and make sure its feature cache exists."""
     if NodeConfigKey.PARTITION_ID in node_config:
         node_config = simulated_node_config(node_config, sites_manifest)
-    valid = [k.value for k in NodeConfigKey]
+    valid = [k.value for k in NodeConfigKey] + list(node_config_keys())
     for key in node_config:
         if key not in valid:
             raise SiteDataError(f"node config: unknown key '{key}'" + closest_key_hint(str(key), valid))
@@ -60,7 +61,7 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
                             f"integer >= 1, got {min_cell!r}")
     return SiteRuntime(site, _feature_dir(site, data_dir, node_config),
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
-                       DPSettings.from_mapping(node_config, prefix=DP_NODE_PREFIX), modalities,
+                       DPSettings.from_mapping(node_config, NODE_CONFIG), modalities,
                        min_cell, data_dir,
                        Path(str(node_config.get(NodeConfigKey.STATE_DIR) or data_dir)))
 
