@@ -4,6 +4,8 @@
     python bench/benchmarks.py feature-cache    # encoder seconds per 1,000 samples (notes, images)
     python bench/benchmarks.py site-scaling     # rounds/s and peak memory for 2/5/10/20 sites
     python bench/benchmarks.py bytes RUN_DIR    # bytes uploaded per site per round vs full model
+    python bench/benchmarks.py boosting-threads # gradient-boosting fit, 1 vs all OpenMP threads,
+                                                # idle and beside a busy process
 """
 
 from __future__ import annotations
@@ -139,10 +141,52 @@ def bytes_per_round(run_dir: Path) -> None:
         print(f"| {site} | {mean:.0f} | {mean / full:.3f} |")
 
 
+def _busy() -> None:
+    while True:
+        pass
+
+
+def boosting_threads() -> None:
+    """HistGradientBoosting (the yardstick's settings) on 10,000 x 200 features: seconds per fit
+    with one OpenMP thread and with every core's, on an idle machine and beside one process that
+    keeps a core busy (as a CI run or a second experiment does)."""
+    import multiprocessing
+    import os
+
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10_000, 200)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=len(x)) > 1.5).astype(int)
+
+    def fit(threads: int) -> float:
+        model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.03, max_leaf_nodes=7,
+                                               early_stopping=False, random_state=0)
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            started = time.perf_counter()
+            model.fit(x, y)
+            return time.perf_counter() - started
+
+    cores = os.cpu_count() or 1
+    print(f"| machine state | 1 thread s | {cores} threads s | {cores} threads / 1 thread |")
+    print("|---|---|---|---|")
+    for state in ("idle", "one core busy"):
+        busy = multiprocessing.Process(target=_busy, daemon=True) if state != "idle" else None
+        if busy:
+            busy.start()
+        one, every = min(fit(1) for _ in range(2)), min(fit(cores) for _ in range(2))
+        if busy:
+            busy.terminate()
+        print(f"| {state} | {one:.2f} | {every:.2f} | {every / one:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "site-scaling", "bytes"])
+    parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "site-scaling", "bytes",
+                                         "boosting-threads"])
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -155,6 +199,8 @@ def main() -> None:
         feature_cache(args.patients)
     elif args.name == "site-scaling":
         site_scaling(args.sites, args.rounds)
+    elif args.name == "boosting-threads":
+        boosting_threads()
     else:
         bytes_per_round(args.run_dir)
 

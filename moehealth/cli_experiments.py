@@ -10,8 +10,13 @@ from moehealth.cli_options import DEFAULTS, add_data_args, add_task_arg, federat
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from simulation import experiments as ex
+    """Run one experiment; its tables, CSVs and ``provenance.json`` go to ``--out``."""
+    import time
 
+    from simulation import experiments as ex
+    from simulation.results_store import measure, write_provenance
+
+    started = time.time()
     budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds,
                        local_epochs=args.local_epochs)
     data = federation_data(args)
@@ -78,8 +83,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                  tasks(args)[0], budget)
     else:
         raise ValueError(f"unknown experiment {args.name}")
+    write_provenance(args.out, measure(args.name, args.preset or "", str(data.arm), args.seeds,
+                                       started))
     print((args.out / "results.md").read_text())
-    print(f"{len(frame)} rows; results in {args.out}")
+    print(f"{len(frame)} rows; results in {args.out} (with provenance.json)")
     return 0
 
 

@@ -134,7 +134,8 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
     95% bootstrap intervals; paired differences in ``paired.md``."""
     rows, paired = [], []
     tasks, seeds = list(tasks), list(seeds)
-    progress = Progress(len(tasks) * len(seeds), "fl-vs-central")
+    # every training is a step: the federation, the pooled model and each site alone
+    progress = Progress(len(tasks) * len(seeds) * (2 + data.num_sites), "fl-vs-central")
     for task in tasks:
         splits = benchmark_splits(data, task)
         sites = _sites(data, task)
@@ -150,17 +151,17 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
             scores = {"federated": _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
                                                splits.test)}
             seconds = {"federated": fl["seconds"]}
-            started = time.perf_counter()
-            central = train_centralized(splits.pooled, ModelConfig(),
-                                        budget.train_config(task, seed), test_data=splits.test)
-            scores["pooled (centralized)"] = central.test_probs
-            seconds["pooled (centralized)"] = time.perf_counter() - started
-            for name, site in sites.items():
+            trainees = {"pooled (centralized)": splits.pooled,
+                        **{f"local-only {name}": site for name, site in sites.items()}}
+            for setting, train_data in trainees.items():
+                step = f"{task}-seed{seed} {setting}"
+                progress.start(step)
                 started = time.perf_counter()
-                local = train_centralized(site, ModelConfig(), budget.train_config(task, seed),
-                                          test_data=splits.test)
-                scores[f"local-only {name}"] = local.test_probs
-                seconds[f"local-only {name}"] = time.perf_counter() - started
+                result = train_centralized(train_data, ModelConfig(),
+                                           budget.train_config(task, seed), test_data=splits.test)
+                scores[setting] = result.test_probs
+                seconds[setting] = time.perf_counter() - started
+                progress.finish(step, seconds[setting])
             for setting, probs in scores.items():
                 interval = auroc_interval(labels, probs)
                 rows.append({**base, "seed": seed, "setting": setting, "test_auroc": interval.value,

@@ -87,6 +87,9 @@ def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
         return out
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
+    log.info("image encoder: writing a synthetic PACS archive of %d patients, then pre-training "
+             "DenseNet-121 on it (%d epochs at %d px on %s; about 30 min on 2 CPU cores, once per "
+             "cache) -> %s", config.patients, config.epochs, config.image_size, device, out)
     index, films, targets = synthetic_pacs(config)
     n_held = max(1, int(len(films) * _HELD_OUT))
     order = torch.randperm(len(films), generator=torch.Generator().manual_seed(config.seed))
@@ -110,6 +113,9 @@ def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
             if step < steps - 1:
                 schedule.step()
             step += 1
+            if step % 10 == 0:
+                log.info("image pre-training: step %d/%d (%.0f s)", step, steps,
+                         time.perf_counter() - started)
         log.info("image pre-training epoch %d/%d: last batch MSE %.4f", epoch + 1, config.epochs,
                  float(loss.detach()))
     features.eval()

@@ -91,12 +91,17 @@ def _fit_logistic(train_x, train_y, val_x, val_y):
 
 def _fit_boosting(train_x, train_y, val_x, val_y):
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
     best = None
     for params in HGB_GRID:
         model = HistGradientBoostingClassifier(max_iter=300, early_stopping=True,
                                                validation_fraction=0.15, random_state=0, **params)
-        model.fit(train_x, train_y)
+        # One OpenMP thread: HistGradientBoosting's many short parallel regions spin-wait at
+        # every barrier, so when any other process holds a core (a CI run, a second experiment)
+        # a 2-thread fit took 8-13x longer than a 1-thread one (bench/README, issue 33).
+        with threadpool_limits(limits=1, user_api="openmp"):
+            model.fit(train_x, train_y)
         score = roc_auc_score(val_y, model.predict_proba(val_x)[:, 1])
         if best is None or score > best[0]:
             best = (score, model, params)

@@ -1,0 +1,138 @@
+"""Experiment results kept with their provenance, and the documentation tables made from them.
+
+Every ``moehealth experiment`` writes ``provenance.json`` beside its ``results.csv`` (commit,
+command, preset and generator version, seeds, machine, wall and CPU time, peak memory). Results
+meant for the documentation are written under ``bench/results/<experiment>/<date>-<preset>/``
+and committed. A document cites them with a marked region::
+
+    <!-- results: bench/results/models/2026-12-06-benchmark-hospitals -->
+    ...generated table...
+    <!-- /results -->
+
+``python bench/tables.py`` rewrites every region from its results files; tests/test_results_docs.py
+fails when a region differs from what its files give (a number in the docs is the number a rerun
+stored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+REGION = re.compile(r"(<!-- results: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
+                    re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a set of results came from and what it cost."""
+
+    experiment: str
+    command: str
+    commit: str
+    preset: str
+    arm: str  # the synthetic generator's version (simulation/synth)
+    seeds: list[int]
+    machine: str
+    started_utc: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    note: str = ""
+
+    def line(self) -> str:
+        """One line under a table: what ran, where, and its cost."""
+        return (f"Results: commit {self.commit}, `{self.command}`, seeds "
+                f"{', '.join(map(str, self.seeds))}; {self.machine}; wall {self.wall_s / 60:.1f} "
+                f"min, CPU {self.cpu_s / 60:.1f} min, peak memory {self.peak_rss_mib / 1024:.1f} "
+                f"GiB" + (f"; {self.note}" if self.note else "") + ".")
+
+
+def current_commit() -> str:
+    """The repository's commit, with ``+changes`` when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {device}, "
+            f"torch {torch.__version__}")
+
+
+def measure(experiment: str, preset: str, arm: str, seeds: list[int],
+            started: float) -> Provenance:
+    """The provenance of the experiment this process ran since ``started`` (time.time())."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return Provenance(
+        experiment=experiment, command="moehealth " + " ".join(sys.argv[1:]),
+        commit=current_commit(), preset=preset, arm=arm, seeds=list(seeds), machine=machine(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        wall_s=round(time.time() - started, 1),
+        cpu_s=round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
+        peak_rss_mib=round(max(u.ru_maxrss for u in usage) / 1024, 1))  # Linux: KiB
+
+
+def write_provenance(out: Path, provenance: Provenance) -> Path:
+    path = out / "provenance.json"
+    path.write_text(json.dumps(asdict(provenance), indent=1) + "\n")
+    return path
+
+
+def read_provenance(folder: Path) -> Provenance:
+    return Provenance(**json.loads((folder / "provenance.json").read_text()))
+
+
+def _models(folder: Path) -> str:
+    from simulation.model_comparison import comparison_markdown
+
+    return comparison_markdown(pd.read_csv(folder / "results.csv"),
+                               pd.read_csv(folder / "differences.csv"))
+
+
+def _yardstick(folder: Path) -> str:
+    from simulation.tabular_baselines import yardstick_markdown
+
+    return yardstick_markdown(pd.read_csv(folder / "results.csv"),
+                              pd.read_csv(folder / "differences.csv"))
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick}
+
+
+def render(folder: Path) -> str:
+    """The Markdown a document shows for a stored result: its tables and its provenance line."""
+    provenance = read_provenance(folder)
+    if provenance.experiment not in RENDERERS:
+        raise ValueError(f"{folder}: no table renderer for experiment '{provenance.experiment}' "
+                         f"(known: {', '.join(RENDERERS)})")
+    return RENDERERS[provenance.experiment](folder).rstrip() + "\n\n" + provenance.line() + "\n"
+
+
+def refreshed(text: str) -> str:
+    """``text`` with every results region rendered again from its folder."""
+    return REGION.sub(lambda m: m.group(1) + render(REPO / m.group("path")) + m.group(4), text)
+
+
+def stale_regions(document: Path) -> list[str]:
+    """The results folders whose region in ``document`` differs from what they render."""
+    text = document.read_text()
+    return [m.group("path") for m in REGION.finditer(text)
+            if m.group("body") != render(REPO / m.group("path"))]
