@@ -68,6 +68,23 @@ def reliability_plot(bins: dict[str, list[float]], brier: float | None, title: s
     return _save(fig, path)
 
 
+def decision_curve_plot(curve: dict[str, list[float]], title: str, path: Path) -> Path:
+    """Net benefit of the model, of treating all and of treating none over risk thresholds."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(curve["threshold"], curve["model"], color="tab:blue", label="model")
+    ax.plot(curve["threshold"], curve["treat_all"], color="tab:orange", linestyle="--",
+            label="treat all")
+    ax.axhline(0, color="grey", linewidth=1, label="treat none")
+    top = max(max(curve["model"]), max(curve["treat_all"]), 0.01)
+    ax.set_ylim(-0.1 * top, 1.1 * top)  # treat-all falls far below 0 at high thresholds
+    ax.set_xlabel("risk threshold")
+    ax.set_ylabel("net benefit (true positives per patient)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def routing_heatmap(table: dict[str, dict[str, float]], path: Path, title: str) -> Path:
     """Rows: modality combination of the samples; columns: experts; cells: mean routing weight."""
     rows = [c for c in COMBINATIONS if c in table]

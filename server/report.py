@@ -18,10 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.gate_health import MISROUTED
-from server.plots import reliability_plot, round_plot, routing_heatmap, site_colours
+from server.model_card import model_card, write_model_card
+from server.plots import decision_curve_plot, reliability_plot, round_plot, routing_heatmap, site_colours
 from server.run_dir import DATA_SUMMARY, RunDirectory
 from shared_model.modalities import COMBINATIONS
-from shared_model.protocol import MIN_CELL_SIZE, RELIABILITY, EvaluateReply, pooled_key, split_key
+from shared_model.protocol import (
+    DECISION_CURVE,
+    MIN_CELL_SIZE,
+    RELIABILITY,
+    STATED_THRESHOLDS,
+    SUBGROUP,
+    EvaluateReply,
+    pooled_key,
+    split_key,
+)
 
 POOLED = "pooled test (centralized eval)"
 
@@ -149,12 +159,16 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         out / "train-objective.png", colours=dict(zip(objective, ("tab:blue",), strict=True)),
         pretrain_end=pretrain_end).name))
     sections += _calibration_section(pooled, out)
+    ledger = []
     if (run_dir / "privacy_ledger.jsonl").is_file():
         from shared_model.ledger import ledger_table, plot_epsilon, restore_infinity
 
         ledger = [restore_infinity(r) for r in read_jsonl(run_dir / "privacy_ledger.jsonl")]
         plot_epsilon(ledger, out / "epsilon.png", colours)
         sections.append(Section("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
+    card = write_model_card(out, model_card(config, summary, pooled, ledger))
+    sections.insert(0, Section("Model card (TRIPOD+AI)", None,
+                               card.read_text().split("\n", 2)[2]))
     sections += _gate_sections(rounds, out, pretrain_end)
     last = max((r["round"] for r in evals), default=None)
     for site in sorted({r["site"] for r in evals if r["round"] == last}):
@@ -277,7 +291,69 @@ def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
                            f"pooled test, n={n})", out / "reliability.png")
     return [Section("Calibration (pooled test split)", png.name,
                     f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
-                    f"{_fmt(_prevalence_brier(final))}).\n")]
+                    f"{_fmt(_prevalence_brier(final))}).{_slope_intercept(final)}\n"),
+            *_decision_section(final, out), *_subgroup_section(final)]
+
+
+def _subgroup_section(final: dict) -> list[Section]:
+    """AUROC, calibration-in-the-large and Brier per sex, age band and modality combination."""
+    prefix = pooled_key(SUBGROUP) + "."
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in final.items():
+        if key.startswith(prefix):
+            dimension, rest = key[len(prefix):].split(".", 1)
+            group, metric = rest.rsplit(".", 1)
+            rows.setdefault((dimension, group), {})[metric] = value
+    if not rows:
+        return []
+    lines = ["| subgroup | n | positives | AUROC [95% CI] | calibration-in-the-large | Brier |",
+             "|---|---|---|---|---|---|"]
+    for (dimension, group), m in sorted(rows.items()):
+        if m.get("suppressed"):
+            lines.append(f"| {dimension}: {group} | suppressed (fewer than {MIN_CELL_SIZE} "
+                         "positives or negatives) | | | | |")
+            continue
+        lines.append(f"| {dimension}: {group} | {int(m['n'])} | {int(m['positives'])} | "
+                     f"{_auroc_with_interval(m['auroc'], m['auroc_low'], m['auroc_high'])} | "
+                     f"{_fmt(m['calibration_intercept'])} | {_fmt(m['brier'])} |")
+    return [Section("Subgroups (pooled test split)", None,
+                    "Calibration-in-the-large: the intercept a of logit P(y) = a + logit(p) in the "
+                    "subgroup (0 is ideal; above 0 the model underestimates its risk).\n\n"
+                    + "\n".join(lines) + "\n")]
+
+
+def _slope_intercept(final: dict) -> str:
+    """Calibration slope and intercept with their intervals, when the run computed them."""
+    def value(name: str) -> str:
+        low, high = (final.get(pooled_key(f"{name}_{end}")) for end in ("low", "high"))
+        return f"{_fmt(final.get(pooled_key(name)))} [{_fmt(low)}, {_fmt(high)}]"
+    if pooled_key("calibration_slope") not in final:
+        return ""
+    return (f" Calibration slope {value('calibration_slope')} (1 is ideal; below 1 the "
+            f"predictions are too extreme) and intercept {value('calibration_intercept')} (0 is "
+            "ideal; above 0 risk is underestimated on average), 95% bootstrap intervals. No "
+            "recalibration is applied.")
+
+
+def _decision_section(final: dict, out: Path) -> list[Section]:
+    """Decision curve (net benefit against treat-all and treat-none) and a threshold table."""
+    curve = {k: final.get(pooled_key(f"{DECISION_CURVE}.{k}"))
+             for k in ("threshold", "model", "treat_all")}
+    if not all(curve.values()):
+        return []
+    png = decision_curve_plot(curve, f"Decision curve (round {final['round']}, pooled test)",
+                              out / "decision_curve.png")
+    net = dict(zip(curve["threshold"], curve["model"], strict=True))
+    rows = ["| risk threshold | sensitivity | specificity | PPV | net benefit |", "|---|---|---|---|---|"]
+    for t in STATED_THRESHOLDS:
+        rows.append(f"| {t:g} | {_fmt(final.get(pooled_key(f'sensitivity@{t:g}')))} | "
+                    f"{_fmt(final.get(pooled_key(f'specificity@{t:g}')))} | "
+                    f"{_fmt(final.get(pooled_key(f'ppv@{t:g}')))} | {_fmt(net.get(t))} |")
+    return [Section("Clinical usefulness: decision curve (pooled test split)", png.name,
+                    "Net benefit = true positives per patient minus false positives weighted by "
+                    "the odds of the threshold (Vickers & Elkin 2006); the model is useful at a "
+                    "threshold where its curve lies above both treat-all and treat-none.\n\n"
+                    + "\n".join(rows) + "\n")]
 
 
 def _prevalence_brier(final: dict) -> float | None:

@@ -167,6 +167,10 @@ TEST_EXTRAS = ("auroc_low", "auroc_high", "positives")  # test split: bootstrap 
 MIN_CELL_SIZE = 10  # default: no value derived from fewer patients leaves a site (site YAML)
 POOLED_PREFIX = "pooled."  # centralized evaluation on the pooled test split (simulation)
 RELIABILITY = "reliability"  # pooled.reliability.{predicted,observed,count}: lists per bin
+DECISION_CURVE = "decision_curve"  # pooled.decision_curve.{threshold,model,treat_all}: lists
+DECISION_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 51))  # the decision curve's
+STATED_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)  # pooled.{sensitivity,specificity,ppv}@<t>
+SUBGROUP = "subgroup"  # pooled.subgroup.<dimension>.<value>.<metric> (client/rounds/clinical.py)
 
 
 def split_key(split: str, metric: str) -> str:

@@ -11,8 +11,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from client.data.dataset import SiteData, concat_sites
+from client.data.dataset import INPUT_NAMES, SiteData, concat_sites
 from client.privacy.settings import DPSettings
+from client.rounds.clinical import (
+    calibration_intervals,
+    decision_curve,
+    subgroup_metrics,
+    subgroups,
+    threshold_table,
+)
 from client.rounds.evaluation import (
     best_f1_threshold,
     bootstrap_auroc,
@@ -27,9 +34,10 @@ from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
-from shared_model.modalities import MODALITIES
+from shared_model.modalities import COMBINATIONS, MODALITIES
 from shared_model.params import load_arrays
 from shared_model.protocol import (
+    DECISION_CURVE,
     MIN_CELL_SIZE,
     RELIABILITY,
     ConfigValue,
@@ -119,6 +127,15 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
                for k in ("auroc", "auprc", "f1", "loss", "brier", "n")}
         low, high = bootstrap_auroc(test_pred.labels, test_pred.probs)
         bins = reliability_bins(test_pred.labels, test_pred.probs)
+        clinical = {**calibration_intervals(test_pred.labels, test_pred.probs),
+                    **threshold_table(test_pred.labels, test_pred.probs)}
+        curve = decision_curve(test_pred.labels, test_pred.probs)
+        demographics = test.tensors[INPUT_NAMES.index("demographics")].numpy()
+        groups = subgroups(demographics[:, 0] * 15.0 + 65.0, demographics[:, 1],  # see dataset.py
+                           [COMBINATIONS[c] if c >= 0 else "" for c in test_pred.combo])
+        clinical |= subgroup_metrics(test_pred.labels, test_pred.probs, groups, MIN_CELL_SIZE)
+        out |= {pooled_key(k): v for k, v in clinical.items()}
+        out |= {pooled_key(f"{DECISION_CURVE}.{k}"): v for k, v in curve.items()}
         return out | {pooled_key("positives"): float(test_pred.labels.sum()),
                       pooled_key("threshold"): threshold, pooled_key("auroc_low"): low,
                       pooled_key("auroc_high"): high} | {

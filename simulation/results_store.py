@@ -100,18 +100,24 @@ def read_provenance(folder: Path) -> Provenance:
     return Provenance(**json.loads((folder / "provenance.json").read_text()))
 
 
+def _read(path: Path) -> pd.DataFrame:
+    """A results CSV as the experiment held it (an empty text cell stays "", not NaN)."""
+    frame = pd.read_csv(path)
+    text = frame.select_dtypes(include="object").columns
+    frame[text] = frame[text].fillna("")
+    return frame
+
+
 def _models(folder: Path) -> str:
     from simulation.model_comparison import comparison_markdown
 
-    return comparison_markdown(pd.read_csv(folder / "results.csv"),
-                               pd.read_csv(folder / "differences.csv"))
+    return comparison_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
 
 
 def _yardstick(folder: Path) -> str:
     from simulation.tabular_baselines import yardstick_markdown
 
-    return yardstick_markdown(pd.read_csv(folder / "results.csv"),
-                              pd.read_csv(folder / "differences.csv"))
+    return yardstick_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick}

@@ -79,12 +79,19 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path) -> None:
     gate = [r for r in rounds if r["kind"] == "evaluate"][-1]["gate"]
     assert sum(gate["expert_share"].values()) == pytest.approx(1.0, abs=1e-3)
     for png in ("auroc.png", "loss.png", "train-objective.png", "epsilon.png",
-                "routing-site-1.png", "gate.png", "reliability.png"):
+                "routing-site-1.png", "gate.png", "reliability.png", "decision_curve.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000, png
     page = (run_dir / "report" / "report.html").read_text()
     assert "class='banner finished'" in page and page.count("data:image/png;base64,") >= 6
     assert "<th>positives (all splits)</th>" in page and "<td>num-server-rounds</td>" in page
     assert "Calibration (pooled test split)" in page and "<th>no reply</th>" in page
+    assert "Calibration slope" in page and "Clinical usefulness: decision curve" in page
+    assert "Subgroups (pooled test split)" in page and "age: 65-79" in page
+    card = json.loads((run_dir / "report" / "model_card.json").read_text())
+    assert card["8 outcome"].startswith("in-hospital death") and "ethics approval" in card
+    last_pooled = [r for r in rounds if r["kind"] == "centralized-eval"][-1]
+    assert card["20 performance"]["auroc"][0] == pytest.approx(last_pooled["pooled.auroc"])
+    assert "Model card (TRIPOD+AI)" in page
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # tracking = tensorboard
     assert main(["results", str(tmp_path)]) == 0
     assert "run,finished,mortality,3," in (tmp_path / "results.csv").read_text()

@@ -1,0 +1,85 @@
+"""Calibration slope/intercept, net benefit and threshold metrics against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+from sklearn.linear_model import LogisticRegression
+
+from client.rounds.clinical import (
+    calibration_intervals,
+    calibration_slope_intercept,
+    decision_curve,
+    net_benefit,
+    threshold_table,
+)
+
+
+def _population(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    probs = 1 / (1 + np.exp(-rng.normal(-2.0, 1.2, n)))
+    return (rng.random(n) < probs).astype(float), probs
+
+
+def test_slope_and_intercept_equal_a_direct_logistic_fit() -> None:
+    labels, probs = _population()
+    shown = np.clip(probs * 0.7, 1e-6, 1)  # risk underestimated
+    slope, intercept = calibration_slope_intercept(labels, shown)
+    lp = np.log(shown / (1 - shown))
+    fit = LogisticRegression(penalty=None, tol=1e-10, max_iter=1000).fit(lp[:, None], labels)
+    assert slope == pytest.approx(fit.coef_[0, 0], abs=1e-4)
+
+    def nll(a: float) -> float:
+        eta = a + lp
+        return float(np.sum(np.logaddexp(0, eta) - labels * eta))
+    assert intercept == pytest.approx(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x,
+                                      abs=1e-4)
+    assert intercept > 0  # underestimated risk reads as a positive intercept
+
+
+def test_calibrated_and_overconfident_models_read_as_such() -> None:
+    labels, probs = _population()
+    ideal = calibration_intervals(labels, probs, resamples=100)
+    assert ideal["calibration_slope_low"] < 1 < ideal["calibration_slope_high"]
+    assert ideal["calibration_intercept_low"] < 0 < ideal["calibration_intercept_high"]
+    lp = np.log(probs / (1 - probs))
+    extreme = 1 / (1 + np.exp(-2 * lp))  # twice the log-odds: too extreme
+    assert calibration_slope_intercept(labels, extreme)[0] == pytest.approx(0.5, abs=0.08)
+    assert np.isnan(calibration_slope_intercept(np.zeros(5), np.full(5, 0.2))[0])
+
+
+def test_net_benefit_and_threshold_table_by_hand() -> None:
+    labels = np.array([1, 1, 0, 0, 0], dtype=float)
+    probs = np.array([0.9, 0.2, 0.3, 0.1, 0.05])
+    # treated at 0.25: the 0.9 (true positive) and the 0.3 (false positive)
+    assert net_benefit(labels, probs, 0.25) == pytest.approx(1 / 5 - 1 / 5 * (0.25 / 0.75))
+    table = threshold_table(labels, probs, (0.25,))
+    assert table == {"sensitivity@0.25": 0.5, "specificity@0.25": pytest.approx(2 / 3),
+                     "ppv@0.25": 0.5}
+    curve = decision_curve(labels, probs, (0.1, 0.5))
+    assert curve["treat_all"] == pytest.approx([0.4 - 0.6 * (0.1 / 0.9), 0.4 - 0.6])
+    assert curve["model"][1] == pytest.approx(net_benefit(labels, probs, 0.5))
+
+
+def test_subgroup_metrics_match_a_direct_computation_and_suppress_small_classes() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from client.rounds.clinical import subgroup_metrics, subgroups
+
+    labels, probs = _population(3000, seed=1)
+    rng = np.random.default_rng(2)
+    age = rng.uniform(18, 95, len(labels))
+    female = (rng.random(len(labels)) < 0.45).astype(float)
+    combination = np.where(rng.random(len(labels)) < 0.01, "ehr+cxr", "ehr+notes").tolist()
+    groups = subgroups(age, female, combination)
+    out = subgroup_metrics(labels, probs, groups, min_cell_size=10, resamples=50)
+    old = (age >= 80)
+    assert out["subgroup.age.80+.n"] == old.sum()
+    assert out["subgroup.age.80+.auroc"] == pytest.approx(roc_auc_score(labels[old], probs[old]))
+    assert out["subgroup.sex.female.brier"] == pytest.approx(
+        np.mean((probs[female > 0.5] - labels[female > 0.5]) ** 2))
+    # ~30 stays with both X-ray and note-less combination: too few positives to release anything
+    assert out["subgroup.modalities.ehr+cxr.suppressed"] == 1.0
+    assert not [k for k in out if k.startswith("subgroup.modalities.ehr+cxr.") and
+                not k.endswith("suppressed")]
