@@ -32,7 +32,8 @@ def _performance(final: dict) -> dict[str, Any]:
         return final.get(pooled_key(name))
     if get("auroc") is None:
         return {"pooled test": "not evaluated (centralized-eval off, or no finished round)"}
-    return {"round": final.get("round"), "n": get("n"), "events": get("positives"),
+    return {"round": final.get("round"), "n": int(get("n") or 0),
+            "events": int(get("positives") or 0),
             "auroc": [get("auroc"), get("auroc_low"), get("auroc_high")],
             "calibration_slope": [get("calibration_slope"), get("calibration_slope_low"),
                                   get("calibration_slope_high")],
@@ -78,8 +79,10 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
         "11 missing data": "a missing modality is replaced by a learned per-modality indicator "
                            f"(model.missing = {config.get('model.missing', 'learned')})",
         "12 analytical methods": {
-            "model": f"mixture of {config.get('model.fusion', 'moe')} experts per modality "
-                     f"combination, top-{config.get('model.top-k', 2)} gate",
+            "model": (f"mixture of experts, one per modality combination, "
+                      f"top-{config.get('model.top-k', 2)} gate"
+                      if config.get("model.fusion", "moe") == "moe"
+                      else "one MLP over the modality embeddings (MLP fusion)"),
             "training": f"{config.get('num-server-rounds')} federated rounds "
                         f"({config.get('pretrain-rounds')} expert pre-training), aggregation "
                         f"{config.get('aggregation-rule')} / {config.get('aggregation')}, server "
@@ -102,11 +105,22 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
     }
 
 
+def _readable(value: Any) -> str:
+    """A card value as one table cell: numbers to 3 decimals, ``[v, low, high]`` as an interval,
+    nested items as "key: value" separated by semicolons."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(v, float) for v in value):
+        return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_readable(v)}" for k, v in value.items())
+    return str(value).replace("|", "/")
+
+
 def _markdown(card: dict) -> str:
-    lines = ["# Model card (TRIPOD+AI items this run can fill)", ""]
-    for item, value in card.items():
-        shown = value if isinstance(value, str) else f"`{json.dumps(value)}`"
-        lines.append(f"- **{item}**: {shown}")
+    lines = ["# Model card (TRIPOD+AI items this run can fill)", "",
+             "| TRIPOD+AI item | what the run says |", "|---|---|"]
+    lines += [f"| {item} | {_readable(value)} |" for item, value in card.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -74,3 +74,50 @@ def hospital_data(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from tests.test_deployment import reh
 
     return reh.synthetic_sites(tmp_path_factory.mktemp("deploydata"), sites=3, patients=300)
+
+
+BROWSERS = ("chromium-headless-shell", "chromium", "google-chrome")
+_CHECK_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  const headings = [...document.querySelectorAll("h2")].map(h => h.textContent).join("|");
+  document.title = `images=${images.length} broken=${broken} headings=${headings}`;
+});
+</script>"""
+
+
+def browser_binary() -> str | None:
+    """A headless Chromium from Debian's packages (.ci/run installs chromium-headless-shell)."""
+    import shutil
+
+    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+
+
+def render_in_browser(page: Path, workdir: Path) -> dict:
+    """Load ``page`` in headless Chromium: image count, images that did not decode, the h2
+    headings, console messages (any is a problem: the page has no scripts of its own) and a
+    full-page screenshot."""
+    import re
+    import subprocess
+
+    binary = browser_binary()
+    probe = workdir / "browser-probe.html"
+    probe.write_text(page.read_text() + _CHECK_SCRIPT)
+    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*common, "--enable-logging=stderr", "--v=0", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = workdir / "report-screenshot.png"
+    subprocess.run([*common, "--window-size=1280,4000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    title = re.search(r"<title>images=(\d+) broken=(\d+) headings=([^<]*)</title>", dom.stdout)
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    return {"images": int(title[1]) if title else -1, "broken": int(title[2]) if title else -1,
+            "headings": title[3].split("|") if title else [], "console": console,
+            "screenshot": shot}
+
+
+@pytest.fixture()
+def browser_render():
+    """:func:`render_in_browser`, or None where no Chromium is installed."""
+    return render_in_browser if browser_binary() else None
