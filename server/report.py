@@ -331,8 +331,18 @@ def _slope_intercept(final: dict) -> str:
         return ""
     return (f" Calibration slope {value('calibration_slope')} (1 is ideal; below 1 the "
             f"predictions are too extreme) and intercept {value('calibration_intercept')} (0 is "
-            "ideal; above 0 risk is underestimated on average), 95% bootstrap intervals. No "
-            "recalibration is applied.")
+            "ideal; above 0 risk is underestimated on average), 95% bootstrap intervals."
+            + _platt(final))
+
+
+def _platt(final: dict) -> str:
+    if pooled_key("platt_brier") not in final:
+        return " No recalibration is applied."
+    return (" Platt recalibration fitted on the validation split would give Brier "
+            f"{_fmt(final[pooled_key('platt_brier')])}, slope "
+            f"{_fmt(final[pooled_key('platt_calibration_slope')])} and intercept "
+            f"{_fmt(final[pooled_key('platt_calibration_intercept')])} on the same test stays "
+            "(reported only: the model's outputs above are not recalibrated).")
 
 
 def _decision_section(final: dict, out: Path) -> list[Section]:

@@ -16,6 +16,7 @@ from client.privacy.settings import DPSettings
 from client.rounds.clinical import (
     calibration_intervals,
     decision_curve,
+    platt_recalibrated,
     subgroup_metrics,
     subgroups,
     threshold_table,
@@ -128,7 +129,9 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
         low, high = bootstrap_auroc(test_pred.labels, test_pred.probs)
         bins = reliability_bins(test_pred.labels, test_pred.probs)
         clinical = {**calibration_intervals(test_pred.labels, test_pred.probs),
-                    **threshold_table(test_pred.labels, test_pred.probs)}
+                    **threshold_table(test_pred.labels, test_pred.probs),
+                    **platt_recalibrated(val_pred.labels, val_pred.probs, test_pred.labels,
+                                         test_pred.probs)}
         curve = decision_curve(test_pred.labels, test_pred.probs)
         demographics = test.tensors[INPUT_NAMES.index("demographics")].numpy()
         groups = subgroups(demographics[:, 0] * 15.0 + 65.0, demographics[:, 1],  # see dataset.py

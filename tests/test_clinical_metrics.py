@@ -83,3 +83,16 @@ def test_subgroup_metrics_match_a_direct_computation_and_suppress_small_classes(
     assert out["subgroup.modalities.ehr+cxr.suppressed"] == 1.0
     assert not [k for k in out if k.startswith("subgroup.modalities.ehr+cxr.") and
                 not k.endswith("suppressed")]
+
+
+def test_platt_recalibration_fixes_a_shifted_model_and_is_reported_separately() -> None:
+    from client.rounds.clinical import platt_recalibrated
+
+    labels, probs = _population(6000, seed=3)
+    shifted = np.clip(probs * 0.5, 1e-6, 1)  # risk halved: intercept well above 0
+    half = len(labels) // 2
+    before = calibration_slope_intercept(labels[half:], shifted[half:])[1]
+    after = platt_recalibrated(labels[:half], shifted[:half], labels[half:], shifted[half:])
+    assert before > 0.4 and abs(after["platt_calibration_intercept"]) < 0.15
+    assert after["platt_brier"] < np.mean((shifted[half:] - labels[half:]) ** 2)
+    assert platt_recalibrated(np.zeros(4), np.full(4, 0.1), labels, probs) == {}

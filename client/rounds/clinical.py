@@ -137,3 +137,19 @@ def subgroup_metrics(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np
                     f"{prefix}.calibration_intercept": calibration_slope_intercept(y, p)[1],
                     f"{prefix}.brier": float(np.mean((p - y) ** 2))}
     return out
+
+
+def platt_recalibrated(val_labels: np.ndarray, val_probs: np.ndarray, test_labels: np.ndarray,
+                       test_probs: np.ndarray) -> dict[str, float]:
+    """Platt scaling fitted on validation (``logit p' = a + b logit p``), applied to test: Brier,
+    slope and intercept after it. Reported beside the model's own numbers, never applied to
+    what the model outputs. Empty where validation holds one class."""
+    if len(val_labels) == 0 or val_labels.min() == val_labels.max():
+        return {}
+    lp = _logit(np.asarray(val_probs, dtype=float))
+    a, b = _logistic_fit(np.asarray(val_labels, float), np.column_stack([np.ones(len(lp)), lp]),
+                         np.zeros(len(lp)))
+    recalibrated = 1 / (1 + np.exp(-(a + b * _logit(np.asarray(test_probs, dtype=float)))))
+    slope, intercept = calibration_slope_intercept(test_labels, recalibrated)
+    return {"platt_brier": float(np.mean((recalibrated - test_labels) ** 2)),
+            "platt_calibration_slope": slope, "platt_calibration_intercept": intercept}
