@@ -19,12 +19,21 @@ OUTCOMES = {"mortality": "in-hospital death (hospital_expire_flag)",
 
 
 def _counts(summary: dict, cell: int) -> dict[str, Any]:
-    """Stays and events per site and split, counts under ``cell`` shown as "< cell"."""
-    def shown(n: int) -> int | str:
-        return n if n == 0 or n >= cell else f"< {cell}"
-    return {site: {split: {"stays": shown(v["samples"]), "events": shown(v["positives"])}
-                   for split, v in splits.items()}
-            for site, splits in summary.get("sites", {}).items()}
+    """Stays and events per site and split, released per site all together or not at all (the
+    rule of client/rounds/disclosure.py): the report's data table shows each site's events over
+    all splits, so one suppressed split next to released ones could be subtracted out."""
+    def released(n: int) -> bool:
+        return n == 0 or n >= cell
+    out: dict[str, Any] = {}
+    for site, splits in summary.get("sites", {}).items():
+        cells = [(v["samples"], v["positives"]) for v in splits.values()]
+        if all(released(n) and released(pos) and released(n - pos) for n, pos in cells):
+            out[site] = {split: {"stays": v["samples"], "events": v["positives"]}
+                         for split, v in splits.items()}
+        else:
+            out[site] = (f"suppressed: a split has fewer than {cell} stays, events or "
+                         "non-events (the report's data table gives what can be released)")
+    return out
 
 
 def _performance(final: dict) -> dict[str, Any]:

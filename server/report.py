@@ -302,16 +302,16 @@ def _subgroup_section(final: dict) -> list[Section]:
     for key, value in final.items():
         if key.startswith(prefix):
             dimension, rest = key[len(prefix):].split(".", 1)
-            group, metric = rest.rsplit(".", 1)
+            group, metric = rest.rsplit(".", 1) if "." in rest else ("", rest)
             rows.setdefault((dimension, group), {})[metric] = value
     if not rows:
         return []
     lines = ["| subgroup | n | positives | AUROC [95% CI] | calibration-in-the-large | Brier |",
              "|---|---|---|---|---|---|"]
     for (dimension, group), m in sorted(rows.items()):
-        if m.get("suppressed"):
-            lines.append(f"| {dimension}: {group} | suppressed (fewer than {MIN_CELL_SIZE} "
-                         "positives or negatives) | | | | |")
+        if m.get("suppressed"):  # the whole dimension (see client/rounds/clinical.py)
+            lines.append(f"| {dimension}: every subgroup | suppressed: one of them has fewer than "
+                         f"{MIN_CELL_SIZE} positives or negatives | | | | |")
             continue
         lines.append(f"| {dimension}: {group} | {int(m['n'])} | {int(m['positives'])} | "
                      f"{_auroc_with_interval(m['auroc'], m['auroc_low'], m['auroc_high'])} | "

@@ -118,18 +118,21 @@ def subgroups(age: np.ndarray, female: np.ndarray, combination: list[str]
 def subgroup_metrics(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np.ndarray],
                      min_cell_size: int, *, resamples: int = 200) -> dict[str, float]:
     """Per subgroup: n, positives, AUROC with a 95% bootstrap interval, calibration-in-the-large
-    and Brier score. A subgroup with fewer than ``min_cell_size`` positives or negatives is
-    reported as suppressed (``<prefix>.suppressed = 1``) with no number at all, not even n (the
-    release rule of client/rounds/disclosure.py)."""
+    and Brier score. A dimension is released whole or not at all (rule 3 of
+    client/rounds/disclosure.py): when any of its subgroups has fewer than ``min_cell_size``
+    positives or negatives, the dimension carries only ``<dimension>.suppressed = 1``, because
+    the released total minus the other subgroups would give the small one's counts."""
     out: dict[str, float] = {}
     for dimension, values in groups.items():
-        for value in sorted({str(v) for v in values if str(v)}):
-            rows = np.asarray(values).astype(str) == value
+        names = np.asarray(values).astype(str)
+        present = sorted({v for v in names if v})
+        if not all(classes_large_enough(labels[names == v], min_cell_size) for v in present):
+            out[f"{SUBGROUP}.{dimension}.suppressed"] = 1.0
+            continue
+        for value in present:
+            rows = names == value
             prefix = f"{SUBGROUP}.{dimension}.{value}"
             y, p = labels[rows], probs[rows]
-            if not classes_large_enough(y, min_cell_size):
-                out[f"{prefix}.suppressed"] = 1.0
-                continue
             low, high = bootstrap_auroc_percentiles(y, p, resamples, 0)
             out |= {f"{prefix}.n": float(len(y)), f"{prefix}.positives": float(y.sum()),
                     f"{prefix}.auroc": float(roc_auc_score(y, p)), f"{prefix}.auroc_low": low,
