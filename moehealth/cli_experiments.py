@@ -14,9 +14,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     import time
 
     from simulation import experiments as ex
-    from simulation.results_store import measure, write_provenance
+    from simulation.results_store import current_commit, measure, write_provenance
 
-    started = time.time()
+    started, commit = time.time(), current_commit()
     budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds,
                        local_epochs=args.local_epochs)
     data = federation_data(args)
@@ -84,7 +84,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f"unknown experiment {args.name}")
     write_provenance(args.out, measure(args.name, args.preset or "", str(data.arm), args.seeds,
-                                       started))
+                                       started, commit))
     print((args.out / "results.md").read_text())
     print(f"{len(frame)} rows; results in {args.out} (with provenance.json)")
     return 0

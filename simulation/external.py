@@ -131,14 +131,20 @@ def write_external(out: Path, frame: pd.DataFrame) -> None:
     """``results.csv`` and ``results.md`` (one table per held-out site)."""
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
-    lines = [f"# External validation: leave one hospital out ({frame.iloc[0].task})", "",
-             "Trained on the other sites pooled; scored on the independent test population's "
+    (out / "results.md").write_text(
+        f"# External validation: leave one hospital out ({frame.iloc[0].task})\n\n"
+        + external_markdown(frame))
+
+
+def external_markdown(frame: pd.DataFrame) -> str:
+    """One table per held-out site: internal and external AUROC and the change."""
+    lines = ["Trained on the other sites pooled; scored on the independent test population's "
              "stays of those sites (internal) and of the held-out site (external). Change: "
              "external minus internal AUROC, 95% interval from independent bootstrap resamples.",
              ""]
     for held, group in frame.groupby("held_out", sort=False):
         first = group.iloc[0]
-        lines += [f"## {held} held out: internal n = {first.internal_n} "
+        lines += [f"#### {held} held out: internal n = {first.internal_n} "
                   f"({first.internal_positives} positives), external n = {first.external_n} "
                   f"({first.external_positives} positives)", "",
                   "| model | internal AUROC | external AUROC | change |", "|---|---|---|---|"]
@@ -147,4 +153,4 @@ def write_external(out: Path, frame: pd.DataFrame) -> None:
                          f"| {Interval(r.external, r.external_low, r.external_high)} | "
                          f"{Interval(r.change, r.change_low, r.change_high).signed()} |")
         lines.append("")
-    (out / "results.md").write_text("\n".join(lines))
+    return "\n".join(lines)

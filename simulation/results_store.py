@@ -77,13 +77,14 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
-def measure(experiment: str, preset: str, arm: str, seeds: list[int],
-            started: float) -> Provenance:
-    """The provenance of the experiment this process ran since ``started`` (time.time())."""
+def measure(experiment: str, preset: str, arm: str, seeds: list[int], started: float,
+            commit: str) -> Provenance:
+    """The provenance of the experiment this process ran since ``started`` (time.time()) from
+    ``commit`` (taken when it started: the tree may change while it runs)."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return Provenance(
         experiment=experiment, command="moehealth " + " ".join(sys.argv[1:]),
-        commit=current_commit(), preset=preset, arm=arm, seeds=list(seeds), machine=machine(),
+        commit=commit, preset=preset, arm=arm, seeds=list(seeds), machine=machine(),
         started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         wall_s=round(time.time() - started, 1),
         cpu_s=round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
@@ -120,7 +121,14 @@ def _yardstick(folder: Path) -> str:
     return yardstick_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick}
+def _external(folder: Path) -> str:
+    from simulation.external import external_markdown
+
+    return external_markdown(_read(folder / "results.csv"))
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
+                                               "external": _external}
 
 
 def render(folder: Path) -> str:
