@@ -19,7 +19,7 @@ def test_documented_tables_equal_their_results_files(document: Path) -> None:
 
 
 def test_a_changed_result_makes_its_table_stale(tmp_path: Path, monkeypatch) -> None:
-    stored = sorted((REPO / "bench" / "results").glob("*/*/provenance.json"))
+    stored = sorted((REPO / "bench" / "results" / "models").glob("*/provenance.json"))
     assert stored, "no stored results under bench/results"
     folder = tmp_path / "bench" / "results" / "copy"
     shutil.copytree(stored[0].parent, folder)
