@@ -28,7 +28,7 @@ WRONG_VALUES = [  # (overrides of `flwr run . -c`, the one line that names the m
     ('resume-from="/nonexistent"', "resume-from: /nonexistent/config.json not found"),
     ('init-from="pyproject.toml"', "init-from: pyproject.toml is not a safetensors model"),
     ('data.mimic-iv="/nonexistent"', "data.mimic-iv: '/nonexistent' is not a directory"),
-    ("dp.enabled=true dp.target-epsilon=0", "DP: target epsilon (0.0)"),
+    ("dp.enabled=true dp.target-epsilon=0", "DP setting 'dp.target-epsilon': must be positive, got 0.0"),
     ('dp.enabled=true dp.sites="site-0, site-9" data.num-sites=3',
      "dp.sites = 'site-0, site-9': 'site-9' is not a site"),
     ('num-server-rounds="3"', "num-server-rounds = '3' must be an integer"),
