@@ -126,15 +126,17 @@ def _readable(value: Any) -> str:
     return str(value).replace("|", "/")
 
 
-def _markdown(card: dict) -> str:
-    lines = ["# Model card (TRIPOD+AI items this run can fill)", "",
-             "| TRIPOD+AI item | what the run says |", "|---|---|"]
+def card_table(card: dict) -> str:
+    """The card as a Markdown table (model_card.md and the report's first section)."""
+    lines = ["| TRIPOD+AI item | what the run says |", "|---|---|"]
     lines += [f"| {item} | {_readable(value)} |" for item, value in card.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(out: Path, card: dict) -> Path:
+def write_model_card(out: Path, card: dict) -> str:
+    """``model_card.json`` and ``model_card.md`` in ``out``; returns the table."""
     (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
-    path = out / "model_card.md"
-    path.write_text(_markdown(card))
-    return path
+    table = card_table(card)
+    (out / "model_card.md").write_text("# Model card (TRIPOD+AI items this run can fill)\n\n"
+                                       + table)
+    return table

@@ -167,8 +167,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         plot_epsilon(ledger, out / "epsilon.png", colours)
         sections.append(Section("Privacy budget per site", "epsilon.png", ledger_table(ledger)))
     card = write_model_card(out, model_card(config, summary, pooled, ledger))
-    sections.insert(0, Section("Model card (TRIPOD+AI)", None,
-                               card.read_text().split("\n", 2)[2]))
+    sections.insert(0, Section("Model card (TRIPOD+AI)", None, card))
     sections += _gate_sections(rounds, out, pretrain_end)
     last = max((r["round"] for r in evals), default=None)
     for site in sorted({r["site"] for r in evals if r["round"] == last}):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from client.data.dataset import INPUT_NAMES, SiteData, concat_sites
+from client.data.dataset import INPUT_NAMES, SiteData, age_in_years, concat_sites
 from client.privacy.settings import DPSettings
 from client.rounds.clinical import (
     calibration_intervals,
@@ -134,7 +134,7 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
                                          test_pred.probs)}
         curve = decision_curve(test_pred.labels, test_pred.probs)
         demographics = test.tensors[INPUT_NAMES.index("demographics")].numpy()
-        groups = subgroups(demographics[:, 0] * 15.0 + 65.0, demographics[:, 1],  # see dataset.py
+        groups = subgroups(age_in_years(demographics), demographics[:, 1],
                            [COMBINATIONS[c] if c >= 0 else "" for c in test_pred.combo])
         clinical |= subgroup_metrics(test_pred.labels, test_pred.probs, groups, MIN_CELL_SIZE)
         out |= {pooled_key(k): v for k, v in clinical.items()}

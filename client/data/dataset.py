@@ -23,6 +23,14 @@ from shared_model.run_config import TASKS
 
 _NORMAL = np.array([v.normal for v in VARIABLES], dtype=np.float32)
 _SCALE = np.array([v.scale for v in VARIABLES], dtype=np.float32)
+AGE_CENTER, AGE_SCALE = 65.0, 15.0  # the model sees (age - 65) / 15
+
+
+def age_in_years(demographics: np.ndarray) -> np.ndarray:
+    """The age column of a ``demographics`` input, back in years."""
+    return demographics[:, 0] * AGE_SCALE + AGE_CENTER
+
+
 INPUT_NAMES = ("ehr", "ehr_mask", "demographics", "notes", "cxr", "available")
 
 
@@ -65,7 +73,7 @@ class SiteData:
         age, gender = data["demographics"][keep].T
         inputs = {
             "ehr": ehr, "ehr_mask": mask,
-            "demographics": np.stack([(age - 65.0) / 15.0, gender], axis=1),
+            "demographics": np.stack([(age - AGE_CENTER) / AGE_SCALE, gender], axis=1),
             "notes": data["notes"][keep], "cxr": data["cxr"][keep],
             "available": data["available"][keep].astype(np.float32),
         }

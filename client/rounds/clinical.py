@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from client.rounds.disclosure import classes_large_enough
-from shared_model.bootstrap import bootstrap_auroc_percentiles
+from client.rounds.evaluation import binary_metrics, bootstrap_auroc
 from shared_model.protocol import DECISION_THRESHOLDS, STATED_THRESHOLDS, SUBGROUP
 
 
@@ -133,12 +132,13 @@ def subgroup_metrics(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np
             rows = names == value
             prefix = f"{SUBGROUP}.{dimension}.{value}"
             y, p = labels[rows], probs[rows]
-            low, high = bootstrap_auroc_percentiles(y, p, resamples, 0)
+            metrics = binary_metrics(y, p)
+            low, high = bootstrap_auroc(y, p, resamples=resamples)
             out |= {f"{prefix}.n": float(len(y)), f"{prefix}.positives": float(y.sum()),
-                    f"{prefix}.auroc": float(roc_auc_score(y, p)), f"{prefix}.auroc_low": low,
+                    f"{prefix}.auroc": metrics["auroc"], f"{prefix}.auroc_low": low,
                     f"{prefix}.auroc_high": high,
                     f"{prefix}.calibration_intercept": calibration_slope_intercept(y, p)[1],
-                    f"{prefix}.brier": float(np.mean((p - y) ** 2))}
+                    f"{prefix}.brier": metrics["brier"]}
     return out
 
 
