@@ -100,8 +100,9 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
         "12 evaluation": "pooled test split of all sites, or the independent test population "
                          "(data.test-patients); 95% bootstrap intervals",
         "20 performance": _performance(final),
-        "20 subgroups": "AUROC, calibration-in-the-large and Brier by sex, age band and "
-                        "modality combination: report section 'Subgroups'",
+        "20 subgroups": "AUROC, calibration-in-the-large and Brier by sex, age band, modality "
+                        "combination, care unit and site (pooled test data), and as each site "
+                        "reports them: report sections 'Subgroups'",
         "21 clinical usefulness": "decision curve and threshold table: report section "
                                   "'Clinical usefulness'",
         "limitations": ("synthetic data: the numbers say how the software and model behave, "

@@ -158,7 +158,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         objective, "BCE + alpha x load balancing", "Local training objective (last local epoch)",
         out / "train-objective.png", colours=dict(zip(objective, ("tab:blue",), strict=True)),
         pretrain_end=pretrain_end).name))
-    sections += _calibration_section(pooled, out)
+    sections += _calibration_section(pooled, out, cell)
     ledger = []
     if (run_dir / "privacy_ledger.jsonl").is_file():
         from shared_model.ledger import ledger_table, plot_epsilon, restore_infinity
@@ -178,6 +178,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
                                   f"{site}: mean routing weight (round {last})")
             sections.append(Section(f"Expert routing at {site}", png.name))
     if last is not None:
+        sections += _site_subgroup_sections({r["site"]: r for r in evals if r["round"] == last})
         sections.append(Section(f"Test AUROC per modality combination (round {last})", None,
                                 _combination_table({r["site"]: r for r in evals
                                                     if r["round"] == last})))
@@ -274,7 +275,7 @@ def _reasons(by_site: dict[str, str]) -> str:
     return "; ".join(f"{site}: {why}" for site, why in sorted(by_site.items()))
 
 
-def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
+def _calibration_section(pooled: list[dict], out: Path, cell: int) -> list[Section]:
     """Reliability diagram and Brier score of the final global model on the pooled test split."""
     final = pooled[-1] if pooled else {}
     bins = {k: final.get(pooled_key(f"{RELIABILITY}.{k}")) for k in ("predicted", "observed", "count")}
@@ -291,34 +292,58 @@ def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
     return [Section("Calibration (pooled test split)", png.name,
                     f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
                     f"{_fmt(_prevalence_brier(final))}).{_slope_intercept(final)}\n"),
-            *_decision_section(final, out), *_subgroup_section(final)]
+            *_decision_section(final, out), *_subgroup_section(final, cell)]
 
 
-def _subgroup_section(final: dict) -> list[Section]:
-    """AUROC, calibration-in-the-large and Brier per sex, age band and modality combination."""
-    prefix = pooled_key(SUBGROUP) + "."
+def _subgroup_rows(metrics: dict, prefix: str, cell: int | None) -> list[str]:
+    """Table rows of the subgroup keys under ``prefix`` (``pooled.subgroup.`` or ``subgroup.``);
+    ``cell``: the minimum cell size, None where only the site knows it."""
+    smallest = f"{cell}" if cell is not None else "the site's minimum cell size of"
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    for key, value in final.items():
-        if key.startswith(prefix):
+    for key, value in metrics.items():
+        if key.startswith(prefix) and value is not None:
             dimension, rest = key[len(prefix):].split(".", 1)
             group, metric = rest.rsplit(".", 1) if "." in rest else ("", rest)
             rows.setdefault((dimension, group), {})[metric] = value
-    if not rows:
-        return []
-    lines = ["| subgroup | n | positives | AUROC [95% CI] | calibration-in-the-large | Brier |",
-             "|---|---|---|---|---|---|"]
+    lines = []
     for (dimension, group), m in sorted(rows.items()):
         if m.get("suppressed"):  # the whole dimension (see client/rounds/clinical.py)
             lines.append(f"| {dimension}: every subgroup | suppressed: one of them has fewer than "
-                         f"{MIN_CELL_SIZE} positives or negatives | | | | |")
+                         f"{smallest} positives or negatives | | | | |")
             continue
         lines.append(f"| {dimension}: {group} | {int(m['n'])} | {int(m['positives'])} | "
                      f"{_auroc_with_interval(m['auroc'], m['auroc_low'], m['auroc_high'])} | "
                      f"{_fmt(m['calibration_intercept'])} | {_fmt(m['brier'])} |")
+    return lines
+
+
+SUBGROUP_HEADER = ["| subgroup | n | positives | AUROC [95% CI] | calibration-in-the-large | Brier |",
+                   "|---|---|---|---|---|---|"]
+SUBGROUP_NOTE = ("Calibration-in-the-large: the intercept a of logit P(y) = a + logit(p) in the "
+                 "subgroup (0 is ideal; above 0 the model underestimates its risk).\n\n")
+
+
+def _subgroup_section(final: dict, cell: int) -> list[Section]:
+    """AUROC, calibration-in-the-large and Brier per sex, age band, modality combination, care
+    unit and site on the pooled test data (simulation)."""
+    lines = _subgroup_rows(final, pooled_key(SUBGROUP) + ".", cell)
+    if not lines:
+        return []
     return [Section("Subgroups (pooled test split)", None,
-                    "Calibration-in-the-large: the intercept a of logit P(y) = a + logit(p) in the "
-                    "subgroup (0 is ideal; above 0 the model underestimates its risk).\n\n"
-                    + "\n".join(lines) + "\n")]
+                    SUBGROUP_NOTE + "\n".join(SUBGROUP_HEADER + lines) + "\n")]
+
+
+def _site_subgroup_sections(finals: dict[str, dict]) -> list[Section]:
+    """The subgroups each site reported on its own test split (released cells only, under its
+    minimum cell size; a DP site only with ``share-evaluation``)."""
+    sections = []
+    for site, final in sorted(finals.items()):
+        lines = _subgroup_rows(final, SUBGROUP + ".", None)
+        if lines:
+            sections.append(Section(
+                f"Subgroups as {site} reports them (round {final['round']})", None,
+                SUBGROUP_NOTE + "\n".join(SUBGROUP_HEADER + lines) + "\n"))
+    return sections
 
 
 def _slope_intercept(final: dict) -> str:

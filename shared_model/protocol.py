@@ -261,6 +261,7 @@ class EvaluateReply:
     splits: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
     by_combination: dict[str, dict[str, float]] = field(default_factory=dict)  # combo -> auroc, n
     routing: dict[str, dict[str, float]] = field(default_factory=dict)  # combo -> expert -> weight
+    subgroups: dict[str, float] = field(default_factory=dict)  # subgroup.<dim>.<value>.<metric>
 
     def site_record(self) -> dict[str, ConfigValue]:
         return {SiteKey.SITE_ID: self.site_id}
@@ -273,6 +274,7 @@ class EvaluateReply:
             out.update({combination_key(combo, k): float(v) for k, v in values.items()})
         for combo, experts in self.routing.items():
             out.update({route_key(combo, e): float(w) for e, w in experts.items()})
+        out.update({k: float(v) for k, v in self.subgroups.items()})
         return out
 
     @classmethod
@@ -281,11 +283,14 @@ class EvaluateReply:
         splits: dict[str, dict[str, float]] = {}
         combos: dict[str, dict[str, float]] = {}
         routing: dict[str, dict[str, float]] = {}
+        subgroups: dict[str, float] = {}
         for key, value in metrics.items():
             if value is None or key == NUM_EXAMPLES:
                 continue
             head, _, rest = key.partition(".")
-            if head == "route" and "." in rest:
+            if head == SUBGROUP and "." in rest:
+                subgroups[key] = float(value)
+            elif head == "route" and "." in rest:
                 combo, expert = rest.rsplit(".", 1)
                 routing.setdefault(combo, {})[expert] = float(value)
             elif head == "test" and "." in rest:
@@ -293,7 +298,8 @@ class EvaluateReply:
                 combos.setdefault(combo, {})[metric] = float(value)
             elif head in SPLITS and (rest in SPLIT_METRICS or rest in TEST_EXTRAS):
                 splits.setdefault(head, {})[rest] = float(value)
-        return cls(site_id, int(metrics.get(NUM_EXAMPLES, 0)), splits, combos, routing)
+        return cls(site_id, int(metrics.get(NUM_EXAMPLES, 0)), splits, combos, routing,
+                   subgroups)
 
     def get(self, split: str, metric: str) -> float:
         return self.splits.get(split, {}).get(metric, math.nan)

@@ -11,14 +11,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from client.data.dataset import INPUT_NAMES, SiteData, age_in_years, concat_sites
+from client.data.dataset import SiteData, concat_sites
+from client.data.sites import read_site_samples
+from client.mimic.cohort import read_cohort
 from client.privacy.settings import DPSettings
 from client.rounds.clinical import (
     calibration_intervals,
     decision_curve,
     platt_recalibrated,
+    stay_subgroups,
     subgroup_metrics,
-    subgroups,
     threshold_table,
 )
 from client.rounds.evaluation import (
@@ -35,7 +37,7 @@ from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.config import model_config_from_run_config
 from shared_model.errors import MoeHealthInputError
-from shared_model.modalities import COMBINATIONS, MODALITIES
+from shared_model.modalities import MODALITIES
 from shared_model.params import load_arrays
 from shared_model.protocol import (
     DECISION_CURVE,
@@ -54,6 +56,7 @@ from simulation.prepare import (
     encode_sites,
     partition_sites,
     prepare_test_population,
+    test_population_cohort,
 )
 
 DP_SITES = "dp.sites"  # simulation only: "all" or a comma list of the sites that run DP
@@ -105,16 +108,41 @@ def declared_modalities(data: FederationData, site: str) -> tuple[str, ...]:
     return tuple(m.value for m in MODALITIES if m.value not in dropped)
 
 
+def stay_groups(samples: dict[str, Path], test_population_cohort: Path | None,
+                scheme: str) -> dict[str, dict[int, str]]:
+    """Per test stay: its care unit and its site (``dimension -> stay id -> group``). Stays of
+    the independent test population belong to the site their patient's first care unit went to,
+    which names a hospital only when sites are care units."""
+    stays = {site: read_site_samples(folder) for site, folder in samples.items()}
+    if test_population_cohort is None:
+        units = pd.concat(stays.values())
+        site_of = {int(s): site for site, frame in stays.items() for s in frame.stay_id}
+    else:
+        from simulation.external import first_units, unit_sites
+
+        units = read_cohort(test_population_cohort)
+        by_patient = first_units(units).map(unit_sites(samples))
+        site_of = ({int(s): str(by_patient.get(p, "")) for s, p in
+                    zip(units.stay_id, units.subject_id, strict=False)} if scheme == "careunit" else {})
+    unit_of = {int(s): str(u) for s, u in zip(units.stay_id, units.first_careunit, strict=False)}
+    return {"care unit": unit_of} | ({"site": site_of} if site_of else {})
+
+
 def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig,
-                     test_population: Path | None = None) -> PooledEvaluate:
+                     test_population: Path | None = None, *,
+                     min_cell_size: int = MIN_CELL_SIZE,
+                     groups_of_stays: dict[str, dict[int, str]] | None = None) -> PooledEvaluate:
     """AUROC (with a 95% bootstrap interval), AUPRC, F1, loss and Brier score of a global model on
     the pooled test split of all virtual sites (or, when given, on the independent test
     population), with n and positives; F1 at the threshold that maximizes it on the pooled
-    validation split (the same rule as at the sites)."""
+    validation split (the same rule as at the sites). Subgroups by sex, age band, modality
+    combination and each dimension of ``groups_of_stays`` (see ``stay_groups``), released under
+    ``min_cell_size`` like a site's."""
     pooled = concat_sites([SiteData.load(d, task, s) for s, d in sites.items()])
-    val, test = pooled.subset("val"), pooled.subset("test")
-    if test_population is not None:
-        test = SiteData.load(test_population, task, TEST_POPULATION_SITE).subset("test")
+    tested = pooled if test_population is None else SiteData.load(test_population, task,
+                                                                   TEST_POPULATION_SITE)
+    val, test = pooled.subset("val"), tested.subset("test")
+    test_stays = tested.stay_id[tested.split == "test"]
     device = resolve_device()
 
     def evaluate(arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -133,10 +161,10 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
                     **platt_recalibrated(val_pred.labels, val_pred.probs, test_pred.labels,
                                          test_pred.probs)}
         curve = decision_curve(test_pred.labels, test_pred.probs)
-        demographics = test.tensors[INPUT_NAMES.index("demographics")].numpy()
-        groups = subgroups(age_in_years(demographics), demographics[:, 1],
-                           [COMBINATIONS[c] if c >= 0 else "" for c in test_pred.combo])
-        clinical |= subgroup_metrics(test_pred.labels, test_pred.probs, groups, MIN_CELL_SIZE)
+        groups = stay_subgroups(test, test_pred.combo)
+        groups |= {dimension: np.asarray([of.get(int(s), "") for s in test_stays], dtype=object)
+                   for dimension, of in (groups_of_stays or {}).items()}
+        clinical |= subgroup_metrics(test_pred.labels, test_pred.probs, groups, min_cell_size)
         out |= {pooled_key(k): v for k, v in clinical.items()}
         out |= {pooled_key(f"{DECISION_CURVE}.{k}"): v for k, v in curve.items()}
         return out | {pooled_key("positives"): float(test_pred.labels.sum()),
@@ -302,6 +330,9 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
             f"the data cannot support any estimate of {settings.task} ({data.describe()}): "
             + "; ".join(problems) + ". Use more patients, fewer sites or a lower "
             "data.min-cell-size")
+    groups = stay_groups(samples, test_population_cohort(data) if test_population else None,
+                         str(data.scheme))
     evaluate = pooled_evaluator(features, str(run_config[TASK]),
-                                model_config_from_run_config(run_config), test_population)
+                                model_config_from_run_config(run_config), test_population,
+                                min_cell_size=min_cell_size, groups_of_stays=groups)
     return SimulatedSites(str(manifest), evaluate)

@@ -83,6 +83,15 @@ def test_subgroup_metrics_match_a_direct_computation_and_suppress_small_classes(
     # total minus ehr+notes would give ehr+cxr's counts)
     assert out["subgroup.modalities.suppressed"] == 1.0
     assert [k for k in out if k.startswith("subgroup.modalities.")] == ["subgroup.modalities.suppressed"]
+    # a few stays in no group of a dimension (unit unknown): the released groups' total would
+    # leave theirs as the difference, so the dimension is suppressed too
+    unit = np.where(rng.random(len(labels)) < 0.5, "MICU", "SICU").astype(object)
+    unit[:12] = ""
+    assert subgroup_metrics(labels, probs, {"unit": unit}, 10, resamples=5) == {
+        "subgroup.unit.suppressed": 1.0}
+    unit[:12] = "MICU"
+    assert "subgroup.unit.MICU.auroc" in subgroup_metrics(labels, probs, {"unit": unit}, 10,
+                                                          resamples=5)
 
 
 def test_platt_recalibration_fixes_a_shifted_model_and_is_reported_separately() -> None:

@@ -89,6 +89,7 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path, browser_render) -> None:
     assert "Calibration slope" in page and "Clinical usefulness: decision curve" in page
     assert "Platt recalibration fitted on the validation split" in page
     assert "Subgroups (pooled test split)" in page and "age: " in page
+    assert "care unit: " in page and "site: " in page  # the sites are care units here
     card = json.loads((run_dir / "report" / "model_card.json").read_text())
     assert card["8 outcome"].startswith("in-hospital death") and "ethics approval" in card
     last_pooled = [r for r in rounds if r["kind"] == "centralized-eval"][-1]

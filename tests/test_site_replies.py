@@ -21,7 +21,7 @@ def _documented_patterns() -> list[re.Pattern[str]]:
     section = DEPLOY_README.read_text().split("## What leaves a hospital", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     keys = [key for row in rows for key in re.findall(r"`([^`]+)`", row.split("|")[1])]
-    return [re.compile("^" + re.sub(r"<[a-z]+>", r"[a-z+.]+?", re.escape(k).replace(r"\<", "<")
+    return [re.compile("^" + re.sub(r"<[a-z]+>", r"[a-z0-9+.\-]+?", re.escape(k).replace(r"\<", "<")
                                     .replace(r"\>", ">")) + "$") for k in keys]
 
 
@@ -59,6 +59,15 @@ def test_evaluate_reply_keys_are_documented_and_respect_the_cell_size(node) -> N
     for key, value in metrics.items():
         if key.endswith(".n") or key in ("num-examples", "test.positives"):
             assert value >= cell, (key, value)
+        if key.startswith("subgroup.") and key.endswith(".positives"):
+            negatives = metrics[key.removesuffix("positives") + "n"] - value
+            assert min(value, negatives) >= cell, (key, value, negatives)
+    two = dict(client_app(_message("evaluate", {"server-round": 1}),
+                          _context({**node, "min-cell-size": 2})).content[Record.METRICS])
+    released = [k for k in two if k.startswith("subgroup.") and k.endswith(".positives")]
+    assert released, sorted(two)
+    for key in released:
+        assert min(two[key], two[key.removesuffix("positives") + "n"] - two[key]) >= 2, key
     default = dict(client_app(_message("evaluate", {"server-round": 1}), _context(node))
                    .content[Record.METRICS])  # 7 positives < MIN_CELL_SIZE: no metric at all
     assert not [k for k in default if k.startswith(("test.", "val.")) and k.count(".") == 1]

@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from torch.utils.data import TensorDataset
 
+from client.data.dataset import INPUT_NAMES, age_in_years
 from client.rounds.disclosure import classes_large_enough
 from client.rounds.evaluation import binary_metrics, bootstrap_auroc
+from shared_model.modalities import COMBINATIONS
 from shared_model.protocol import DECISION_THRESHOLDS, STATED_THRESHOLDS, SUBGROUP
 
 
@@ -114,18 +117,31 @@ def subgroups(age: np.ndarray, female: np.ndarray, combination: list[str]
             "modalities": np.asarray(combination, dtype=object)}
 
 
+def stay_subgroups(stays: TensorDataset, combo: np.ndarray) -> dict[str, np.ndarray]:
+    """``subgroups`` of the stays of a split (their demographics input) given each stay's
+    modality-combination index (``Predictions.combo``; -1 for none)."""
+    demographics = stays.tensors[INPUT_NAMES.index("demographics")].numpy()
+    return subgroups(age_in_years(demographics), demographics[:, 1],
+                     [COMBINATIONS[c] if c >= 0 else "" for c in combo])
+
+
 def subgroup_metrics(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np.ndarray],
                      min_cell_size: int, *, resamples: int = 200) -> dict[str, float]:
     """Per subgroup: n, positives, AUROC with a 95% bootstrap interval, calibration-in-the-large
     and Brier score. A dimension is released whole or not at all (rule 3 of
     client/rounds/disclosure.py): when any of its subgroups has fewer than ``min_cell_size``
     positives or negatives, the dimension carries only ``<dimension>.suppressed = 1``, because
-    the released total minus the other subgroups would give the small one's counts."""
+    the released total minus the other subgroups would give the small one's counts. For the
+    same reason the stays in no subgroup of the dimension (group "") must be none or a large
+    cell too."""
     out: dict[str, float] = {}
     for dimension, values in groups.items():
         names = np.asarray(values).astype(str)
         present = sorted({v for v in names if v})
-        if not all(classes_large_enough(labels[names == v], min_cell_size) for v in present):
+        unassigned = labels[names == ""]
+        if not present or not all(
+                classes_large_enough(labels[names == v], min_cell_size) for v in present) or (
+                len(unassigned) and not classes_large_enough(unassigned, min_cell_size)):
             out[f"{SUBGROUP}.{dimension}.suppressed"] = 1.0
             continue
         for value in present:

@@ -43,11 +43,16 @@ def classes_large_enough(labels: np.ndarray, min_cell_size: int) -> bool:
     return min(positives, len(labels) - positives) >= max(min_cell_size, 1)
 
 
-def released_predictions(pred: Predictions, min_cell_size: int) -> Predictions:
-    """The predictions of the patients in released cells (rule 1)."""
+def released_mask(pred: Predictions, min_cell_size: int) -> np.ndarray:
+    """Which patients are in released cells (rule 1)."""
     combos, sizes = np.unique(pred.combo, return_counts=True)
     keep = combos[(combos >= 0) & (sizes >= max(min_cell_size, 1))]
-    mask = np.isin(pred.combo, keep)
+    return np.isin(pred.combo, keep)
+
+
+def released_predictions(pred: Predictions, min_cell_size: int) -> Predictions:
+    """The predictions of the patients in released cells (rule 1)."""
+    mask = released_mask(pred, min_cell_size)
     return replace(pred, probs=pred.probs[mask], labels=pred.labels[mask], combo=pred.combo[mask],
                    weights=None if pred.weights is None else pred.weights[mask],
                    gate_probs=None if pred.gate_probs is None else pred.gate_probs[mask])

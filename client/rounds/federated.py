@@ -22,6 +22,7 @@ from client.rounds.disclosure import (
     cells_with,
     classes_large_enough,
     released_cells,
+    released_mask,
     released_predictions,
 )
 from client.rounds.training import (
@@ -190,6 +191,7 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
     rule of client/rounds/disclosure.py: aggregates over released cells only, metrics only where
     both classes reach ``min_cell_size``. The F1 threshold is chosen on validation and stays at
     the site."""
+    from client.rounds.clinical import stay_subgroups, subgroup_metrics
     from client.rounds.evaluation import (  # scikit-learn: only for evaluation messages
         best_f1_threshold,
         bootstrap_auroc,
@@ -203,11 +205,13 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
     threshold = 0.5
     by_combination: dict[str, dict[str, float]] = {}
     routing: dict[str, dict[str, float]] = {}
+    subgroups: dict[str, float] = {}
     test_n = 0
     for split in SPLITS:
         if data.size(split) == 0:
             continue
-        pred = predict(model, data.subset(split), device)
+        stays = data.subset(split)
+        pred = predict(model, stays, device)
         if split == "val":  # F1 threshold chosen on all validation patients, applied to test
             threshold = best_f1_threshold(pred.labels, pred.probs)
         released = released_predictions(pred, min_cell_size)
@@ -222,9 +226,12 @@ def local_evaluate(data: SiteData, model_config: ModelConfig, global_arrays: dic
             low, high = bootstrap_auroc(released.labels, released.probs)
             splits[split] |= {"auroc_low": low, "auroc_high": high,
                               "positives": float(released.labels.sum())}
+            mask = released_mask(pred, min_cell_size)
+            groups = {k: v[mask] for k, v in stay_subgroups(stays, pred.combo).items()}
+            subgroups = subgroup_metrics(released.labels, released.probs, groups, min_cell_size)
         by_combination = {combo: {"n": n} for combo, n in cell_sizes(released).items()}
         if metrics_released and cell_metrics_releasable(released, min_cell_size):
             for combo, res in result["by_combination"].items():
                 by_combination[combo]["auroc"] = res["auroc"]
         routing = routing_table(released)
-    return EvaluateReply(site_id, test_n, splits, by_combination, routing)
+    return EvaluateReply(site_id, test_n, splits, by_combination, routing, subgroups)
