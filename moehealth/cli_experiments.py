@@ -10,10 +10,12 @@ from moehealth.cli_options import DEFAULTS, add_data_args, add_task_arg, federat
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """Run one experiment; its tables, CSVs and ``provenance.json`` go to ``--out``."""
+    """Run one experiment; its tables, CSVs, ``provenance.json`` and model card go to
+    ``--out``."""
     import time
 
     from simulation import experiments as ex
+    from simulation.experiment_card import write_experiment_card
     from simulation.results_store import current_commit, measure, write_provenance
 
     started, commit = time.time(), current_commit()
@@ -83,8 +85,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                  tasks(args)[0], budget)
     else:
         raise ValueError(f"unknown experiment {args.name}")
-    write_provenance(args.out, measure(args.name, args.preset or "", str(data.arm), args.seeds,
-                                       started, commit))
+    provenance = measure(args.name, args.preset or "", str(data.arm), args.seeds, started, commit)
+    write_provenance(args.out, provenance)
+    write_experiment_card(args.out, args.name, data, frame, provenance)
     print((args.out / "results.md").read_text())
     print(f"{len(frame)} rows; results in {args.out} (with provenance.json)")
     return 0

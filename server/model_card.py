@@ -63,6 +63,18 @@ def _privacy(ledger: list[dict]) -> dict[str, Any]:
                    "target_epsilon": row.get("target_epsilon")} for site, row in last.items()}
 
 
+PARTICIPANTS = "adult ICU stays (age >= 18) lasting at least 48 h, one sample per stay_id"
+DATA_PREPARATION = ("EHR: 17 MIMIC-III benchmark variables, hourly means over 48 h, units "
+                    "harmonized, implausible values removed (README, cohort rules); notes and "
+                    "chest X-rays up to 48 h")
+PREDICTORS = ("EHR time series + age and sex (BiLSTM), radiology notes (text encoder), chest "
+              "X-rays (DenseNet-121), each projected to d_h")
+SYNTHETIC_LIMITATION = ("synthetic data: the numbers say how the software and model behave, not "
+                        "how the model would perform on patients")
+UNKNOWN_ITEMS = {"ethics approval": NOT_KNOWN, "intended use and users": NOT_KNOWN,
+                 "funding and conflicts": NOT_KNOWN, "patient and public involvement": NOT_KNOWN}
+
+
 def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dict]) -> dict:
     """TRIPOD+AI items -> what this run can say about each."""
     task = str(config.get("task", summary.get("task", "")))
@@ -76,14 +88,10 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
                                "+ 48 h, trained federated across sites",
         "5 data source": source + (f" (generator arm {config.get('data.arm')})" if synthetic
                                    else ""),
-        "6 participants": "adult ICU stays (age >= 18) lasting at least 48 h, one sample per "
-                          "stay_id; per site in 'sample size'",
-        "7 data preparation": "EHR: 17 MIMIC-III benchmark variables, hourly means over 48 h, "
-                              "units harmonized, implausible values removed (README, cohort "
-                              "rules); notes and chest X-rays up to 48 h",
+        "6 participants": PARTICIPANTS + "; per site in 'sample size'",
+        "7 data preparation": DATA_PREPARATION,
         "8 outcome": OUTCOMES.get(task, task),
-        "9 predictors": "EHR time series + age and sex (BiLSTM), radiology notes (text encoder), "
-                        "chest X-rays (DenseNet-121), each projected to d_h",
+        "9 predictors": PREDICTORS,
         "10 sample size": _counts(summary, cell),
         "11 missing data": "a missing modality is replaced by a learned per-modality indicator "
                            f"(model.missing = {config.get('model.missing', 'learned')})",
@@ -105,12 +113,10 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
                         "reports them: report sections 'Subgroups'",
         "21 clinical usefulness": "decision curve and threshold table: report section "
                                   "'Clinical usefulness'",
-        "limitations": ("synthetic data: the numbers say how the software and model behave, "
-                        "not how the model would perform on patients" if synthetic
+        "limitations": (SYNTHETIC_LIMITATION if synthetic
                         else "single data source (MIMIC, one hospital system); sites are "
                              "partitions of it"),
-        "ethics approval": NOT_KNOWN, "intended use and users": NOT_KNOWN,
-        "funding and conflicts": NOT_KNOWN, "patient and public involvement": NOT_KNOWN,
+        **UNKNOWN_ITEMS,
         "external validation": "moehealth experiment external (leave one hospital out)",
     }
 
@@ -129,15 +135,15 @@ def _readable(value: Any) -> str:
 
 def card_table(card: dict) -> str:
     """The card as a Markdown table (model_card.md and the report's first section)."""
-    lines = ["| TRIPOD+AI item | what the run says |", "|---|---|"]
+    lines = ["| TRIPOD+AI item | what is known |", "|---|---|"]
     lines += [f"| {item} | {_readable(value)} |" for item, value in card.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(out: Path, card: dict) -> str:
+def write_model_card(out: Path, card: dict, what: str = "run") -> str:
     """``model_card.json`` and ``model_card.md`` in ``out``; returns the table."""
     (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
     table = card_table(card)
-    (out / "model_card.md").write_text("# Model card (TRIPOD+AI items this run can fill)\n\n"
+    (out / "model_card.md").write_text(f"# Model card (TRIPOD+AI items this {what} can fill)\n\n"
                                        + table)
     return table

@@ -104,6 +104,10 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     diffs = pd.read_csv(models / "differences.csv")
     assert "moe-health (seed 0) - unimodal-notes (seed 0)" in set(diffs.comparison)
     assert "moe-health (seed 0) - gradient boosting, all modalities" in set(diffs.comparison)
+    card = json.loads((models / "model_card.json").read_text())  # TRIPOD+AI items, per experiment
+    auroc = card["20 performance"]["mortality: moe-health (seed 0)"]
+    assert auroc == pytest.approx(list(rows.loc["moe-health", ["auroc", "auroc_low", "auroc_high"]]))
+    assert card["8 outcome"].startswith("in-hospital death") and "ethics approval" in card
     robust = tmp_path / "robustness"
     assert main(["experiment", "robustness", "--out", str(robust), "--variant", "moe-health",
                  "--epochs", "1", "--pretrain-epochs", "1", "--fractions", "0", "0.5", "1",
@@ -134,6 +138,8 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     good = rows.dropna(subset=["change"])
     assert ((good.change_low <= good.change) & (good.change <= good.change_high)).all()
     assert "site-0 held out" in (external / "results.md").read_text()
+    performance = json.loads((external / "model_card.json").read_text())["20 performance"]
+    assert "moe-health (seed 0), site-1 held out" in performance
     assert main(["experiment", "external", "--out", str(external), *args, "--scheme", "iid"]) == 2
     assert "external validation needs hospitals (data.scheme careunit)" in capsys.readouterr().err
 
