@@ -127,8 +127,14 @@ def _external(folder: Path) -> str:
     return external_markdown(_read(folder / "results.csv"))
 
 
+def _robustness(folder: Path) -> str:
+    from simulation.robustness import robustness_markdown
+
+    return robustness_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
-                                               "external": _external}
+                                               "external": _external, "robustness": _robustness}
 
 
 def render(folder: Path) -> str:

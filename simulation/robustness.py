@@ -161,6 +161,58 @@ def write_robustness(out: Path, frame: pd.DataFrame, diffs: pd.DataFrame | None 
     (out / "results.md").write_text("\n".join(lines))
 
 
+SHOWN_BASELINES = ("logistic regression, all modalities", "logistic regression, pattern submodels",
+                   "gradient boosting, all modalities")
+
+
+def _seed_of(name: str) -> str:
+    return name.rsplit("(", 1)[1].rstrip(")") if name.endswith(")") else ""
+
+
+def _shown(comparison: str) -> bool:
+    """A paired difference worth a row in the docs: MoE-Health against the strong tabular
+    baselines, and against each other neural model of the same seed."""
+    reference, other = comparison.split(" - ", 1)
+    return other in SHOWN_BASELINES or (_seed_of(other) != "" and
+                                        _seed_of(other) == _seed_of(reference))
+
+
+def robustness_markdown(frame: pd.DataFrame, diffs: pd.DataFrame) -> str:
+    """The docs' view of a robustness result: every model on the complete test set, MoE-Health's
+    paired differences there and at each fraction removed (against the strong baselines and the
+    other neural models of its seed), and each model's change per fraction removed."""
+    first = frame.iloc[0]
+    fractions = sorted(frame.fraction_removed.unique())
+    removed = [f for f in fractions if f > 0]
+    complete = frame[frame.fraction_removed == 0].drop_duplicates("model")
+    lines = [f"Test set: {first.test_set}, n = {first.n}, positives = {first.positives}.", "",
+             "| model | AUROC [95% CI], complete test set |", "|---|---|"]
+    lines += [f"| {r.model} | {Interval(r.auroc, r.auroc_low, r.auroc_high)} |"
+              for r in complete.itertuples()]
+    for modality, group in frame.groupby("modality", sort=False):
+        lines += ["", f"Change in AUROC when {modality} is removed from a fraction of the test "
+                  "stays that have it (paired 95% intervals):", "",
+                  "| model | " + " | ".join(f"{f:.0%}" for f in removed) + " |",
+                  "|---|" + "---|" * len(removed)]
+        for model, rows in group.groupby("model", sort=False):
+            rows = rows[rows.fraction_removed > 0].sort_values("fraction_removed")
+            lines.append(f"| {model} | " + " | ".join(
+                Interval(r.change, r.change_low, r.change_high).signed()
+                for r in rows.itertuples()) + " |")
+        mine = diffs[(diffs.modality == modality) & diffs.comparison.map(_shown)]
+        if len(mine):
+            lines += ["", f"MoE-Health minus each model with {modality} removed (paired 95% "
+                      "intervals; 0% is the complete test set):", "",
+                      "| paired difference | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
+                      "|---|" + "---|" * len(fractions)]
+            for comparison, rows in mine.groupby("comparison", sort=False):
+                rows = rows.sort_values("fraction_removed")
+                lines.append(f"| {comparison} | " + " | ".join(
+                    Interval(r.difference, r.low, r.high).signed() for r in rows.itertuples())
+                    + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot(group: pd.DataFrame, path: Path, modality: str) -> None:
     import matplotlib
 

@@ -36,3 +36,27 @@ def test_a_changed_result_makes_its_table_stale(tmp_path: Path, monkeypatch) -> 
     assert stale_regions(doc) == ["bench/results/copy"]
     provenance = json.loads((folder / "provenance.json").read_text())
     assert {"commit", "command", "machine", "wall_s", "cpu_s", "peak_rss_mib"} <= set(provenance)
+
+
+def test_robustness_tables_show_moe_health_against_strong_baselines_and_its_seed() -> None:
+    import pandas as pd
+
+    from simulation.robustness import robustness_markdown
+
+    models = ["moe-health (seed 0)", "mlp-fusion (seed 0)", "mlp-fusion (seed 1)",
+              "logistic regression, all modalities", "logistic regression, EHR"]
+    frame = pd.DataFrame([{"task": "mortality", "model": m, "seed": None, "modality": "notes",
+                           "fraction_removed": f, "test_set": "independent test population",
+                           "n": 100, "positives": 10, "auroc": 0.8 - f / 10, "auroc_low": 0.7,
+                           "auroc_high": 0.9, "change": -f / 10, "change_low": -0.2,
+                           "change_high": 0.0} for m in models for f in (0.0, 0.5)])
+    diffs = pd.DataFrame([{"task": "mortality", "comparison": f"moe-health (seed 0) - {m}",
+                           "modality": "notes", "fraction_removed": f, "difference": 0.01,
+                           "low": -0.01, "high": 0.03} for m in models[1:] for f in (0.0, 0.5)])
+    text = robustness_markdown(frame, diffs)
+    assert "| logistic regression, EHR | 0.800 [0.700, 0.900] |" in text  # complete test set
+    assert "| mlp-fusion (seed 0) | -0.050 [-0.200, +0.000] |" in text  # change at 50%
+    shown = [line for line in text.splitlines() if line.startswith("| moe-health (seed 0) - ")]
+    assert [line.split(" | ")[0] for line in shown] == [
+        "| moe-health (seed 0) - mlp-fusion (seed 0)",
+        "| moe-health (seed 0) - logistic regression, all modalities"]
