@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from shared_model.protocol import EvaluateReply
+from shared_model.protocol import EvaluateReply, Phase
 
 log = logging.getLogger(__name__)
 MISROUTED = 0.5  # share of a combination's weight on experts it cannot inform that is flagged
@@ -41,7 +41,11 @@ def gate_health(replies: list[EvaluateReply]) -> dict[str, object]:
             "misrouted": {c: m for c, m in misrouted.items() if m > MISROUTED}}
 
 
-def warn_misrouting(rnd: int, health: dict[str, object]) -> None:
+def warn_misrouting(rnd: int, health: dict[str, object], phase: Phase = Phase.JOINT) -> None:
+    """A warning per misrouted combination, in joint rounds only: expert pre-training never
+    trains the gate, so its routing then says nothing."""
+    if phase != Phase.JOINT:
+        return
     for combo, share in dict(health["misrouted"]).items():  # type: ignore[arg-type]
         log.warning("round %d: gate sends %.2f of the weight of %s samples to experts of "
                     "modalities they lack", rnd, share, combo)

@@ -282,7 +282,7 @@ class ModalityAwareStrategy(FedAvg):
         summary = {key: _weighted([(r.get(*key.split(".")), r.num_examples)
                                    for r in per_site.values()]) for key in SUMMARY_KEYS}
         health = gate_health(list(per_site.values()))
-        warn_misrouting(rnd, health)
+        warn_misrouting(rnd, health, self.settings.phase(rnd))
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
                                          "gate": health, "rejected": refused,
                                          "no_reply": self._silent(replies), "seconds": seconds})

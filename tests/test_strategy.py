@@ -265,6 +265,17 @@ def test_gate_health_weights_sites_by_combination_counts_and_flags_misrouting() 
     assert health["misrouted"] == pytest.approx({"ehr": 0.6})  # EHR-only samples -> notes expert
 
 
+def test_misrouting_warns_in_joint_rounds_only(caplog) -> None:
+    from server.gate_health import warn_misrouting
+    from shared_model.protocol import Phase
+
+    health = {"misrouted": {"ehr": 0.9}}
+    warn_misrouting(1, health, Phase.PRETRAIN)  # the gate is not trained in pre-training rounds
+    assert "gate sends" not in caplog.text
+    warn_misrouting(3, health, Phase.JOINT)
+    assert "round 3: gate sends 0.90 of the weight of ehr samples" in caplog.text
+
+
 def test_records_use_the_registered_name_and_an_impostor_is_rejected(tmp_path: Path, caplog) -> None:
     from server.identity import SiteIdentity, register_site
 
