@@ -36,6 +36,44 @@ def test_cache_is_built_reused_and_rebuilt(samples, tmp_path: Path) -> None:
     assert np.abs(data["cxr"][has[:, 2]]).sum(1).min() > 0
 
 
+def test_a_re_partition_encodes_nothing_and_gives_the_same_features(samples, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """Per-input embeddings are content-addressed (client/features/store.py): the same stays cut
+    into other sites reuse every note and film vector, and the vectors equal a direct encoding."""
+    import json
+
+    from client.features import text
+    from client.features.image import ImageEncoder
+    from client.features.text import TextEncoder
+
+    whole = build_site_features(samples, "s", EncoderConfig(), tmp_path, progress=False)
+    before = np.load(whole / FEATURES_FILE)
+    calls: list[int] = []
+    real = text.TextEncoder.encode
+    monkeypatch.setattr(text.TextEncoder, "encode",
+                        lambda self, items, batch_size=16: calls.append(len(items))
+                        or real(self, items, batch_size))
+    halves = [samples.iloc[::2], samples.iloc[1::2]]  # another partition of the same stays
+    for name, part in zip(("a", "b"), halves, strict=True):
+        folder = build_site_features(part, name, EncoderConfig(), tmp_path, progress=False)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert (manifest["notes_encoded"], manifest["images_encoded"]) == (0, 0)
+        data = np.load(folder / FEATURES_FILE)
+        rows = np.searchsorted(before["stay_id"], data["stay_id"], sorter=np.argsort(
+            before["stay_id"]))
+        order = np.argsort(before["stay_id"])[rows]
+        assert np.array_equal(data["notes"], before["notes"][order])
+        assert np.array_equal(data["cxr"], before["cxr"][order])
+    assert calls == []  # the text encoder never ran
+    has = before["available"]
+    first_note = samples.loc[has[:, 1], "note_text"].iloc[0]
+    first_film = samples.loc[has[:, 2], "cxr_path"].iloc[0]
+    assert np.allclose(before["notes"][has[:, 1]][0], TextEncoder().encode([first_note])[0],
+                       atol=1e-5)
+    assert np.allclose(before["cxr"][has[:, 2]][0], ImageEncoder().encode([first_film])[0],
+                       atol=1e-5)
+
+
 def test_a_missing_encoder_is_one_clear_error(samples, tmp_path: Path) -> None:
     """The cache key comes from the encoders' files without loading them; a missing file is
     still one line naming it."""

@@ -2,7 +2,8 @@
 
 The cache key hashes the encoders' identities and the site's input data (samples table, image
 files' size and mtime), so a new encoder, new weights or changed data rebuild it; anything else
-reuses it. Files live under ``cache_dir/<site>/<key>/`` (outside the source tree) and are written
+reuses it. A rebuild takes each note's and film's vector from the encoder's embedding store
+(client/features/store.py) and encodes only inputs never encoded before. Files live under ``cache_dir/<site>/<key>/`` (outside the source tree) and are written
 atomically, so an interrupted build never leaves a half cache that looks valid.
 """
 
@@ -14,8 +15,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from client.errors import SiteDataError
 from client.features import FEATURES_FILE
+from client.features.store import EmbeddingStore, embed, film_key, note_key
 from client.mimic.cohort import TASKS, ehr_array
 from shared_model.paths import default_cache_dir
 
@@ -80,33 +84,79 @@ def _encode_column(encode, items: list[str], dim: int, batch: int, desc: str, pr
     return out
 
 
+class _Encoders:
+    """The frozen backbones, loaded on first use (only when something must be encoded)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        self.config = config
+        self._text = self._image = None
+
+    @property
+    def text(self):
+        from client.features.text import TextEncoder
+
+        if self._text is None:
+            self._text = TextEncoder(self.config.text_model_path,
+                                     max_tokens=self.config.text_max_tokens,
+                                     device=self.config.torch_device())
+        return self._text
+
+    @property
+    def image(self):
+        from client.features.image import ImageEncoder
+
+        if self._image is None:
+            self._image = ImageEncoder(self.config.image_weights, image_size=self.config.image_size,
+                                       device=self.config.torch_device())
+        return self._image
+
+
+def _modality_features(store: EmbeddingStore, present: np.ndarray, items: list[str],
+                       keys: list[str], encoder: Callable[[], Any], batch: int, desc: str,
+                       progress: bool) -> tuple[np.ndarray, int]:
+    """One modality's features for every sample (zeros where absent), from the store, encoding
+    only the inputs it lacks; returns them and how many inputs were encoded."""
+    def encode(todo: list[str]) -> np.ndarray:
+        model = encoder()
+        return _encode_column(model.encode, todo, model.dim, batch, desc, progress)
+    vectors, encoded = embed(store, keys, items, encode)
+    dim = store.dim() or encoder().dim
+    out = np.zeros((len(present), dim), dtype=np.float32)
+    out[present] = vectors.reshape(len(items), dim) if items else 0.0
+    return out, encoded
+
+
 def build_site_features(samples: pd.DataFrame, site: str, config: EncoderConfig,
                         cache_dir: Path | None = None, progress: bool = True) -> Path:
-    """Return the directory of a valid feature cache for ``samples``, building it if needed."""
-    from client.features.image import ImageEncoder, image_encoder_identity
-    from client.features.text import TextEncoder, text_encoder_identity
+    """Return the directory of a valid feature cache for ``samples``, building it if needed from
+    the content-addressed embedding stores (client/features/store.py): only notes and films
+    never encoded before by the same encoders are encoded."""
+    from client.features.image import image_encoder_identity
+    from client.features.text import text_encoder_identity
 
     if samples.empty:
         raise SiteDataError(f"site '{site}' has zero samples: nothing to encode")
-    key = site_cache_key(samples, text_encoder_identity(config.text_model_path, config.text_max_tokens),
-                         image_encoder_identity(config.image_weights, config.image_size))
-    target = (cache_dir or default_cache_dir()) / "features" / site / key
+    text_id = text_encoder_identity(config.text_model_path, config.text_max_tokens)
+    image_id = image_encoder_identity(config.image_weights, config.image_size)
+    key = site_cache_key(samples, text_id, image_id)
+    root = cache_dir or default_cache_dir()
+    target = root / "features" / site / key
     if (target / MANIFEST_FILE).is_file():
         log.info("site %s: feature cache %s is valid, reusing it", site, target)
         return target
-    device = config.torch_device()  # the encoders are loaded only when something is encoded
-    text = TextEncoder(config.text_model_path, max_tokens=config.text_max_tokens, device=device)
-    image = ImageEncoder(config.image_weights, image_size=config.image_size, device=device)
+    encoders = _Encoders(config)
     started = time.perf_counter()
     notes_mask = samples["has_notes"].to_numpy(bool)
     cxr_mask = samples["has_cxr"].to_numpy(bool)
-    notes = np.zeros((len(samples), text.dim), dtype=np.float32)
-    notes[notes_mask] = _encode_column(text.encode, samples.loc[notes_mask, "note_text"].tolist(),
-                                       text.dim, config.batch_size, f"{site} notes", progress)
+    texts = [str(t) for t in samples.loc[notes_mask, "note_text"]]
+    notes, notes_encoded = _modality_features(
+        EmbeddingStore(root, text_id), notes_mask, texts, [note_key(t) for t in texts],
+        lambda: encoders.text, config.batch_size, f"{site} notes", progress)
     note_s = time.perf_counter() - started
-    cxr = np.zeros((len(samples), image.dim), dtype=np.float32)
-    cxr[cxr_mask] = _encode_column(image.encode, samples.loc[cxr_mask, "cxr_path"].tolist(),
-                                   image.dim, config.batch_size, f"{site} images", progress)
+    films = [str(p) for p in samples.loc[cxr_mask, "cxr_path"]]
+    cxr, images_encoded = _modality_features(
+        EmbeddingStore(root, image_id), cxr_mask, films, [film_key(p) for p in films],
+        lambda: encoders.image, config.batch_size, f"{site} images", progress)
     arrays = {
         "stay_id": samples["stay_id"].to_numpy(np.int64),
         "subject_id": samples["subject_id"].to_numpy(np.int64),
@@ -118,15 +168,17 @@ def build_site_features(samples: pd.DataFrame, site: str, config: EncoderConfig,
         "available": samples[["has_ehr", "has_notes", "has_cxr"]].to_numpy(bool),
     }
     manifest = {"site": site, "key": key, "samples": len(samples), "tasks": list(TASKS),
-                "text_encoder": text.identity, "image_encoder": image.identity,
+                "text_encoder": text_id, "image_encoder": image_id,
                 "encoder_config": asdict(config),
-                "notes_encoded": int(notes_mask.sum()), "images_encoded": int(cxr_mask.sum()),
+                "notes": int(notes_mask.sum()), "images": int(cxr_mask.sum()),
+                "notes_encoded": notes_encoded, "images_encoded": images_encoded,
                 "seconds_notes": round(note_s, 2),
                 "seconds_images": round(time.perf_counter() - started - note_s, 2)}
     _write_atomically(target, arrays, manifest)
-    log.info("site %s: encoded %d notes and %d images in %.1f s -> %s", site,
-             manifest["notes_encoded"], manifest["images_encoded"],
-             time.perf_counter() - started, target)
+    log.info("site %s: %d notes and %d images, of which %d and %d newly encoded (the rest from "
+             "the embedding stores), in %.1f s -> %s", site, manifest["notes"],
+             manifest["images"], notes_encoded, images_encoded, time.perf_counter() - started,
+             target)
     return target
 
 
