@@ -2,6 +2,7 @@
 
     python bench/benchmarks.py cohort-scaling   # cohort build time + peak RSS, 1k/5k/20k patients
     python bench/benchmarks.py feature-cache    # encoder seconds per 1,000 samples (notes, images)
+    python bench/benchmarks.py repartition      # encoding a re-partitioned cohort vs the first time
     python bench/benchmarks.py site-scaling     # rounds/s and peak memory for 2/5/10/20 sites
     python bench/benchmarks.py bytes RUN_DIR    # bytes uploaded per site per round vs full model
     python bench/benchmarks.py boosting-threads # gradient-boosting fit, 1 vs all OpenMP threads,
@@ -68,6 +69,39 @@ def feature_cache(patients: int) -> None:
           f"{notes:.1f} s per 1,000 notes")
     print(f"images (DenseNet-121, 224 px): {manifest['images_encoded']} encoded, "
           f"{images:.1f} s per 1,000 images (ratio images/notes {images / notes:.1f}x)")
+
+
+def repartition(patients: int) -> None:
+    """Encode a synthetic cohort cut into 3 care-unit sites, then the same cohort cut into 3
+    Dirichlet sites (another partition): seconds and inputs encoded for each, and the ratio."""
+    from client.data.sites import SplitConfig, assign_splits
+    from client.features.cache import EncoderConfig, build_site_features
+    from client.mimic.cohort import MimicRoots, build_cohort
+    from client.mimic.config import CohortConfig
+    from shared_model.run_config import Scheme
+    from simulation.partition import PartitionConfig, partition_patients
+    from simulation.synth import generate_synthetic_mimic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_synthetic_mimic(Path(tmp), patients=patients)
+        cohort = build_cohort(MimicRoots(Path(tmp) / "mimic-iv", Path(tmp) / "mimic-iv-note",
+                                         Path(tmp) / "mimic-cxr-jpg"), CohortConfig(progress=False))
+        timings = {}
+        for scheme in (Scheme.CAREUNIT, Scheme.DIRICHLET):
+            sites = partition_patients(cohort, PartitionConfig(num_sites=3, scheme=scheme))
+            started, encoded = time.perf_counter(), [0, 0]
+            for site, members in sites.groupby("site"):
+                stays = cohort[cohort.subject_id.isin(members.subject_id)]
+                folder = build_site_features(assign_splits(stays, SplitConfig(), site=str(site)),
+                                             f"{scheme}-{site}", EncoderConfig(),
+                                             Path(tmp) / "cache", progress=False)
+                manifest = json.loads((folder / "manifest.json").read_text())
+                encoded[0] += manifest["notes_encoded"]
+                encoded[1] += manifest["images_encoded"]
+            timings[scheme] = time.perf_counter() - started
+            print(f"{scheme} partition, 3 sites, {len(cohort)} stays: {timings[scheme]:.1f} s, "
+                  f"{encoded[0]} notes and {encoded[1]} films encoded")
+    print(f"re-partition / first encoding: {timings[Scheme.DIRICHLET] / timings[Scheme.CAREUNIT]:.3f}")
 
 
 def _peak_tree_rss(root_pid: int, stop: threading.Event, out: list[float]) -> None:
@@ -185,8 +219,8 @@ def boosting_threads() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "site-scaling", "bytes",
-                                         "boosting-threads"])
+    parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "repartition",
+                                         "site-scaling", "bytes", "boosting-threads"])
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -197,6 +231,8 @@ def main() -> None:
         cohort_scaling(args.sizes)
     elif args.name == "feature-cache":
         feature_cache(args.patients)
+    elif args.name == "repartition":
+        repartition(args.patients)
     elif args.name == "site-scaling":
         site_scaling(args.sites, args.rounds)
     elif args.name == "boosting-threads":
