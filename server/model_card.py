@@ -86,8 +86,8 @@ def model_card(config: dict, summary: dict, pooled: list[dict], ledger: list[dic
     return {
         "1 title / objective": f"MoE-Health predicting {OUTCOMES.get(task, task)} at ICU intime "
                                "+ 48 h, trained federated across sites",
-        "5 data source": source + (f" (generator arm {config.get('data.arm')})" if synthetic
-                                   else ""),
+        "5 data source": source + (f" (data.preset {config['data.preset']})"
+                                   if config.get("data.preset") else ""),
         "6 participants": PARTICIPANTS + "; per site in 'sample size'",
         "7 data preparation": DATA_PREPARATION,
         "8 outcome": OUTCOMES.get(task, task),

@@ -212,7 +212,10 @@ def _config_table(config: dict) -> str:
         return "(no config.json)"
     lines = ["| key | value |", "|---|---|"]
     lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in sorted(config.items())]
-    return "\n".join(lines) + "\n"
+    preset = ("" if not config.get("data.preset") else
+              f"`data.preset = {config['data.preset']}` sets the data keys it names; the data "
+              "this run used is under 'Data per site' and in the model card's data source.\n\n")
+    return preset + "\n".join(lines) + "\n"
 
 
 def _count(count: int, total: int, cell: int) -> str:

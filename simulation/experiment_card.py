@@ -76,8 +76,8 @@ def experiment_card(name: str, data: FederationData, frame: pd.DataFrame,
     return {
         "1 title / objective": f"{DESIGNS.get(name, name)}; predicting {outcome} at ICU intime "
                                "+ 48 h",
-        "5 data source": data.describe() + (f" (generator arm {data.arm}, preset "
-                                            f"{provenance.preset or 'none'})" if synthetic else ""),
+        "5 data source": data.describe() + (f" (preset {provenance.preset})"
+                                            if provenance.preset else ""),
         "6 participants": PARTICIPANTS,
         "7 data preparation": DATA_PREPARATION,
         "8 outcome": outcome,

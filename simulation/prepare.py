@@ -65,8 +65,9 @@ class FederationData:
         """What the data is, for the run's records: real MIMIC roots or the synthetic set."""
         if self.mimic_iv:
             return f"real MIMIC-IV at {self.mimic_iv}, {self.num_sites} sites"
+        test = f", a {self.test_patients}-patient test population" if self.test_patients else ""
         return (f"synthetic MIMIC-format, {self.patients} patients (seed {self.seed}), "
-                f"{self.num_sites} sites")
+                f"{self.num_sites} sites{test}, generator arm {self.arm}")
 
     def federation_dir(self) -> Path:
         """Cohort and site partition of this data configuration."""
