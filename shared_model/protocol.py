@@ -183,6 +183,20 @@ def combination_key(combination: str, metric: str) -> str:
     return f"test.{combination}.{metric}"
 
 
+SUBGROUP_METRICS = ("n", "positives", "auroc", "auroc_low", "auroc_high", "calibration_intercept",
+                    "brier")
+SUBGROUP_SUPPRESSED = "suppressed"  # the whole dimension withheld (client/rounds/clinical.py)
+SITE_SUBGROUPS = {"sex": ("female", "male"), "age": ("18-49", "50-64", "65-79", "80+")}
+# ... and "modalities": the combinations; a site reports these, the simulation adds care units
+# and sites on the pooled test data
+
+
+def subgroup_key(dimension: str, group: str, metric: str) -> str:
+    """``subgroup.sex.female.auroc``; ``subgroup_key(d, "", SUBGROUP_SUPPRESSED)`` for a
+    withheld dimension."""
+    return ".".join(part for part in (SUBGROUP, dimension, group, metric) if part)
+
+
 def route_key(combination: str, expert: str) -> str:
     """``route.ehr+notes.ehr+cxr``: mean routing weight of an expert on one combination."""
     return f"route.{combination}.{expert}"

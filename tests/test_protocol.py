@@ -24,7 +24,10 @@ from shared_model.params import model_to_arrays
 from shared_model.protocol import (
     NUM_EXAMPLES,
     ROUND,
+    SITE_SUBGROUPS,
     SPLIT_METRICS,
+    SUBGROUP_METRICS,
+    SUBGROUP_SUPPRESSED,
     TEST_EXTRAS,
     EvaluateReply,
     Phase,
@@ -34,6 +37,7 @@ from shared_model.protocol import (
     combination_key,
     route_key,
     split_key,
+    subgroup_key,
 )
 
 
@@ -67,7 +71,12 @@ def test_local_evaluate_sends_only_declared_keys_and_the_server_reads_them(site)
     declared |= {split_key(s, m) for s in ("val", "test") for m in SPLIT_METRICS}
     declared |= {combination_key(c, m) for c in COMBINATIONS for m in ("auroc", "n")}
     declared |= {route_key(c, e) for c in COMBINATIONS for e in COMBINATIONS}
+    groups = SITE_SUBGROUPS | {"modalities": COMBINATIONS}
+    declared |= {subgroup_key(d, g, m) for d, values in groups.items() for g in values
+                 for m in SUBGROUP_METRICS} | {subgroup_key(d, "", SUBGROUP_SUPPRESSED)
+                                               for d in groups}
     assert set(metrics) <= declared, set(metrics) - declared
+    assert any(key.startswith("subgroup.sex.") for key in metrics)
     assert metrics[NUM_EXAMPLES] == site.size("test")
     for combo, experts in reply.routing.items():  # mean gate weights: a distribution per combo
         assert math.isclose(sum(experts.values()), 1.0, abs_tol=1e-3), combo

@@ -3,7 +3,8 @@
 The cache key hashes the encoders' identities and the site's input data (samples table, image
 files' size and mtime), so a new encoder, new weights or changed data rebuild it; anything else
 reuses it. A rebuild takes each note's and film's vector from the encoder's embedding store
-(client/features/store.py) and encodes only inputs never encoded before. Files live under ``cache_dir/<site>/<key>/`` (outside the source tree) and are written
+(client/features/store.py) and encodes only inputs never encoded before. Files live under
+``cache_dir/<site>/<key>/`` (outside the source tree) and are written
 atomically, so an interrupted build never leaves a half cache that looks valid.
 """
 

@@ -45,7 +45,7 @@ class EmbeddingStore:
         self._rows: dict[str, np.ndarray] = {}
         self._loaded: set[str] = set()
 
-    def _load(self) -> None:
+    def _read_new_shards(self) -> None:
         """Read the shards not read yet (another process may have added some)."""
         if not self.root.is_dir():
             return
@@ -58,7 +58,7 @@ class EmbeddingStore:
 
     def missing(self, keys: list[str]) -> list[int]:
         """Positions of the keys with no stored vector."""
-        self._load()
+        self._read_new_shards()
         return [i for i, key in enumerate(keys) if key not in self._rows]
 
     def add(self, keys: list[str], vectors: np.ndarray) -> None:
@@ -79,11 +79,11 @@ class EmbeddingStore:
         self._loaded.add(name)
 
     def dim(self) -> int | None:
-        self._load()
+        self._read_new_shards()
         return len(next(iter(self._rows.values()))) if self._rows else None
 
     def vectors(self, keys: list[str]) -> np.ndarray:
-        self._load()
+        self._read_new_shards()
         return np.stack([self._rows[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
 
 

@@ -13,7 +13,13 @@ from client.data.dataset import INPUT_NAMES, age_in_years
 from client.rounds.disclosure import classes_large_enough
 from client.rounds.evaluation import binary_metrics, bootstrap_auroc
 from shared_model.modalities import COMBINATIONS
-from shared_model.protocol import DECISION_THRESHOLDS, STATED_THRESHOLDS, SUBGROUP
+from shared_model.protocol import (
+    DECISION_THRESHOLDS,
+    STATED_THRESHOLDS,
+    SUBGROUP_METRICS,
+    SUBGROUP_SUPPRESSED,
+    subgroup_key,
+)
 
 
 def _logit(probs: np.ndarray) -> np.ndarray:
@@ -142,19 +148,18 @@ def subgroup_metrics(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np
         if not present or not all(
                 classes_large_enough(labels[names == v], min_cell_size) for v in present) or (
                 len(unassigned) and not classes_large_enough(unassigned, min_cell_size)):
-            out[f"{SUBGROUP}.{dimension}.suppressed"] = 1.0
+            out[subgroup_key(dimension, "", SUBGROUP_SUPPRESSED)] = 1.0
             continue
         for value in present:
             rows = names == value
-            prefix = f"{SUBGROUP}.{dimension}.{value}"
             y, p = labels[rows], probs[rows]
             metrics = binary_metrics(y, p)
             low, high = bootstrap_auroc(y, p, resamples=resamples)
-            out |= {f"{prefix}.n": float(len(y)), f"{prefix}.positives": float(y.sum()),
-                    f"{prefix}.auroc": metrics["auroc"], f"{prefix}.auroc_low": low,
-                    f"{prefix}.auroc_high": high,
-                    f"{prefix}.calibration_intercept": calibration_slope_intercept(y, p)[1],
-                    f"{prefix}.brier": metrics["brier"]}
+            values = {"n": float(len(y)), "positives": float(y.sum()), "auroc": metrics["auroc"],
+                      "auroc_low": low, "auroc_high": high,
+                      "calibration_intercept": calibration_slope_intercept(y, p)[1],
+                      "brier": metrics["brier"]}
+            out |= {subgroup_key(dimension, value, m): values[m] for m in SUBGROUP_METRICS}
     return out
 
 
