@@ -158,7 +158,8 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         objective, "BCE + alpha x load balancing", "Local training objective (last local epoch)",
         out / "train-objective.png", colours=dict(zip(objective, ("tab:blue",), strict=True)),
         pretrain_end=pretrain_end).name))
-    sections += _calibration_section(pooled, out, cell)
+    sections += _calibration_section(pooled, out)
+    sections += _subgroup_section(pooled[-1] if pooled else {}, cell)
     ledger = []
     if (run_dir / "privacy_ledger.jsonl").is_file():
         from shared_model.ledger import ledger_table, plot_epsilon, restore_infinity
@@ -278,7 +279,7 @@ def _reasons(by_site: dict[str, str]) -> str:
     return "; ".join(f"{site}: {why}" for site, why in sorted(by_site.items()))
 
 
-def _calibration_section(pooled: list[dict], out: Path, cell: int) -> list[Section]:
+def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
     """Reliability diagram and Brier score of the final global model on the pooled test split."""
     final = pooled[-1] if pooled else {}
     bins = {k: final.get(pooled_key(f"{RELIABILITY}.{k}")) for k in ("predicted", "observed", "count")}
@@ -295,7 +296,7 @@ def _calibration_section(pooled: list[dict], out: Path, cell: int) -> list[Secti
     return [Section("Calibration (pooled test split)", png.name,
                     f"Brier score {_fmt(brier)} (lower is better; the prevalence alone gives "
                     f"{_fmt(_prevalence_brier(final))}).{_slope_intercept(final)}\n"),
-            *_decision_section(final, out), *_subgroup_section(final, cell)]
+            *_decision_section(final, out)]
 
 
 def _subgroup_rows(metrics: dict, prefix: str, cell: int | None) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
@@ -105,3 +107,44 @@ def test_platt_recalibration_fixes_a_shifted_model_and_is_reported_separately() 
     assert before > 0.4 and abs(after["platt_calibration_intercept"]) < 0.15
     assert after["platt_brier"] < np.mean((shifted[half:] - labels[half:]) ** 2)
     assert platt_recalibrated(np.zeros(4), np.full(4, 0.1), labels, probs) == {}
+
+
+def test_a_report_shows_no_count_under_the_cell_size(tmp_path: Path) -> None:
+    """A run whose site-a holds 7 test deaths (cell size 10) and whose pooled and site subgroup
+    releases withheld a dimension: the page shows none of the withheld numbers."""
+    import json
+    import re
+
+    from server.report import build_report
+    from shared_model.protocol import pooled_key, subgroup_key
+
+    def split(samples: int, positives: int) -> dict:
+        return {"samples": samples, "positives": positives, "with_ehr": samples,
+                "with_notes": samples // 2, "with_cxr": samples // 3}
+    summary = {"task": "mortality", "source": "synthetic MIMIC-format, test",
+               "sites": {"site-a": {"train": split(400, 60), "val": split(80, 12),
+                                    "test": split(80, 7)},
+                         "site-b": {"train": split(500, 70), "val": split(90, 15),
+                                    "test": split(90, 13)}}}
+    pooled = {"round": 1, "kind": "centralized-eval", pooled_key("auroc"): 0.8,
+              pooled_key("n"): 170.0, pooled_key("positives"): 20.0, pooled_key("brier"): 0.1,
+              pooled_key(subgroup_key("sex", "", "suppressed")): 1.0}
+    site = {"round": 1, "site": "site-b", "kind": "evaluate", "num-examples": 90,
+            subgroup_key("age", "", "suppressed"): 1.0, subgroup_key("sex", "", "suppressed"): 1.0}
+    (tmp_path / "config.json").write_text(json.dumps({"task": "mortality",
+                                                      "data.min-cell-size": 10}))
+    (tmp_path / "data_summary.json").write_text(json.dumps(summary))
+    train = {"round": 1, "kind": "train", "accepted": ["site-a", "site-b"],
+             "contributors": {"gate": {"site-a": 400, "site-b": 500}}}
+    (tmp_path / "rounds.jsonl").write_text("\n".join(json.dumps(r) for r in (train, pooled)))
+    (tmp_path / "site_metrics.jsonl").write_text(json.dumps(site))
+    build_report(tmp_path)
+    page = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| site-a | 400"))
+    assert "| 79 (14%) |" in row  # deaths over all splits: large enough to show
+    card = json.loads((tmp_path / "report" / "model_card.json").read_text())
+    assert str(card["10 sample size"]["site-a"]).startswith("suppressed")  # 7 test deaths
+    assert not re.search(r"events: 7\b", page)
+    assert card["10 sample size"]["site-b"]["test"]["events"] == 13
+    assert "sex: every subgroup | suppressed" in page and "age: every subgroup | suppressed" in page
+    assert page.count("every subgroup | suppressed") == 3  # pooled sex; site-b's age and sex
