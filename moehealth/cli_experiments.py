@@ -16,7 +16,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     from simulation import experiments as ex
     from simulation.experiment_card import write_experiment_card
-    from simulation.results_store import current_commit, measure, write_provenance
+    from simulation.results_store import current_commit, measure, write_provenance, write_tables
 
     started, commit = time.time(), current_commit()
     budget = ex.Budget(rounds=args.rounds, pretrain_rounds=args.pretrain_rounds,
@@ -40,12 +40,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         from simulation.tabular_baselines import benchmark_yardstick, yardstick_markdown
 
         frame, diffs = benchmark_yardstick(data, tasks(args))
-        args.out.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out / "results.csv", index=False)
-        diffs.to_csv(args.out / "differences.csv", index=False)
-        (args.out / "results.md").write_text(
-            "# Benchmark yardstick: ceilings and tuned tabular baselines\n\n"
-            + yardstick_markdown(frame, diffs))
+        write_tables(args.out, frame, diffs, "Benchmark yardstick: ceilings and tuned tabular "
+                     "baselines", yardstick_markdown(frame, diffs))
     elif args.name == "models":
         import pandas as pd
 
@@ -60,11 +56,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                  for task in tasks(args)]
         frame = pd.concat([rows for rows, _ in parts], ignore_index=True)
         diffs = pd.concat([d for _, d in parts], ignore_index=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out / "results.csv", index=False)
-        diffs.to_csv(args.out / "differences.csv", index=False)
-        (args.out / "results.md").write_text(
-            "# Centralized MoE-Health vs baselines\n\n" + comparison_markdown(frame, diffs))
+        write_tables(args.out, frame, diffs, "Centralized MoE-Health vs baselines",
+                     comparison_markdown(frame, diffs))
     elif args.name in ("robustness", "external"):
         from simulation.external import external_validation
         from simulation.robustness import robustness

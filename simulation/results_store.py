@@ -91,6 +91,16 @@ def measure(experiment: str, preset: str, arm: str, seeds: list[int], started: f
         peak_rss_mib=round(max(u.ru_maxrss for u in usage) / 1024, 1))  # Linux: KiB
 
 
+def write_tables(out: Path, frame: pd.DataFrame, diffs: pd.DataFrame, title: str,
+                 markdown: str) -> None:
+    """An experiment's ``results.csv``, ``differences.csv`` and ``results.md`` (the CSVs are
+    what bench/tables.py renders into the docs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "results.csv", index=False)
+    diffs.to_csv(out / "differences.csv", index=False)
+    (out / "results.md").write_text(f"# {title}\n\n{markdown}")
+
+
 def write_provenance(out: Path, provenance: Provenance) -> Path:
     path = out / "provenance.json"
     path.write_text(json.dumps(asdict(provenance), indent=1) + "\n")
