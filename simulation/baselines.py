@@ -26,23 +26,29 @@ class Variant:
         return out
 
 
+PAPER = {"gate_mask": "none"}  # the paper's gate (any expert); the defaults differ only there
+
 VARIANTS: dict[str, Variant] = {
-    "moe-health": Variant("MoE-Health: learned indicators, top-2 gate, pre-trained experts"),
+    "moe-health": Variant("MoE-Health as in the paper: learned indicators, top-2 gate over every "
+                          "expert, pre-trained experts", PAPER),
     "unimodal-ehr": Variant("EHR only, MLP head", {"fusion": "mlp", "modalities": ("ehr",)}, False),
     "unimodal-notes": Variant("notes only, MLP head", {"fusion": "mlp", "modalities": ("notes",)},
                               False),
     "unimodal-cxr": Variant("chest X-ray only, MLP head", {"fusion": "mlp", "modalities": ("cxr",)},
                             False),
     "moe-health-masked": Variant("MoE-Health, the gate restricted to experts of the modalities "
-                                 "the sample has", {"gate_mask": "available"}),
+                                 "the sample has (the default configuration)",
+                                 {"gate_mask": "available"}),
     "mlp-fusion": Variant("single-MLP fusion, no experts", {"fusion": "mlp"}, False),
-    "no-missing-indicator": Variant("zero padding instead of learned indicators",
-                                    {"missing": "zero"}),
-    "static-gate": Variant("uniform expert weights instead of a learned gate", {"gate": "uniform"}),
-    "top-1": Variant("top-1 routing", {"top_k": 1}),
-    "dense-gate": Variant("MoE-Health with a dense learned gate: every expert weighted (top-7)",
-                          {"top_k": 7}),
-    "no-pretrain": Variant("generic experts: no expert pre-training", {}, False),
+    "no-missing-indicator": Variant("the paper's MoE-Health with zero padding instead of learned "
+                                    "indicators", {**PAPER, "missing": "zero"}),
+    "static-gate": Variant("the paper's MoE-Health with uniform expert weights instead of a "
+                           "learned gate", {**PAPER, "gate": "uniform"}),
+    "top-1": Variant("the paper's MoE-Health with top-1 routing", {**PAPER, "top_k": 1}),
+    "dense-gate": Variant("the paper's MoE-Health with a dense learned gate: every expert "
+                          "weighted (top-7)", {**PAPER, "top_k": 7}),
+    "no-pretrain": Variant("the paper's MoE-Health with generic experts: no expert "
+                           "pre-training", PAPER, False),
 }
 
 

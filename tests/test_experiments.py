@@ -26,7 +26,8 @@ def test_every_federated_ablation_is_a_catalogue_variant_with_valid_run_config()
         config = {**pyproject_defaults(), **overrides}
         assert model_config_from_run_config(config) == variant_model_config(name)
         FederationSettings.from_run_config(config)  # validates
-    assert VARIANTS["no-pretrain"].run_config() == {"pretrain-rounds": 0}
+    assert VARIANTS["no-pretrain"].run_config() == {"pretrain-rounds": 0,
+                                                    "model.gate-mask": "none"}  # the paper's
     assert VARIANTS["unimodal-ehr"].run_config()["model.modalities"] == "ehr"
 
 
