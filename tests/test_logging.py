@@ -49,3 +49,17 @@ partition_patients(cohort, PartitionConfig(num_sites=2, scheme="careunit"))  # f
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
                          text=True)
     assert "it/s]" not in out.stderr and "Loading weights" not in out.stderr, out.stderr[-500:]
+
+
+def test_long_steps_log_counts_and_time_left_when_not_on_a_terminal(caplog) -> None:
+    import logging
+
+    from shared_model.progress_bars import Progress
+
+    caplog.set_level(logging.INFO)
+    shown = Progress(4, "site-x notes", "inputs", logging.getLogger("moehealth.test"), every_s=0)
+    for _ in range(4):
+        shown.update(1)
+    shown.close()
+    assert "site-x notes: 2/4 inputs (50%)" in caplog.text and "s left" in caplog.text
+    assert "4/4" not in caplog.text  # the step's own completion line says it is done

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from client.errors import SiteDataError
 from client.features import FEATURES_FILE
 from client.features.store import EmbeddingStore, embed, film_key, note_key
 from client.mimic.cohort import TASKS, ehr_array
 from shared_model.paths import default_cache_dir
+from shared_model.progress_bars import Progress
 
 __all__ = ["EncoderConfig", "default_cache_dir", "site_cache_key", "build_site_features",
            "FEATURES_FILE"]
@@ -78,10 +78,13 @@ def site_cache_key(samples: pd.DataFrame, text_identity: str, image_identity: st
 def _encode_column(encode, items: list[str], dim: int, batch: int, desc: str, progress: bool
                    ) -> np.ndarray:
     out = np.zeros((len(items), dim), dtype=np.float32)
-    bar = tqdm(range(0, len(items), batch), desc=desc, leave=False,
-               disable=None if progress else True)  # None: no bar when not a terminal
-    for start in bar:
+    shown = Progress(len(items), desc, "inputs", log) if progress else None
+    for start in range(0, len(items), batch):
         out[start:start + batch] = encode(items[start:start + batch], batch)
+        if shown is not None:
+            shown.update(len(items[start:start + batch]))
+    if shown is not None:
+        shown.close()
     return out
 
 

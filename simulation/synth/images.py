@@ -8,12 +8,14 @@ in-window film of a stay shows that stay's drawn findings; other films draw thei
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from shared_model.progress_bars import Progress
 from simulation.synth.hospitals import (
     AP_HEART_MAGNIFICATION,
     MCAR,
@@ -23,6 +25,8 @@ from simulation.synth.hospitals import (
 )
 from simulation.synth.population import draw_ids
 from simulation.synth.signals import FILM_FINDINGS, film_findings
+
+log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 256
 CHEXPERT = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
@@ -121,6 +125,7 @@ def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path, arm:
     """Write the JPEGs (``hospitals`` arm: through each unit's equipment) and return the
     metadata, split and chexpert tables."""
     meta, findings = [], {}
+    shown = Progress(len(plan), "synthetic MIMIC: writing", "films", log)
     for st in plan.itertuples():
         found = {name: float(getattr(st, f"film_{name}")) for name in FILM_FINDINGS}
         img = draw_film(rng, found, style=None if arm == MCAR else style_of(st.unit), view=st.view)
@@ -140,6 +145,8 @@ def write_studies(rng: np.random.Generator, plan: pd.DataFrame, root: Path, arm:
             "ViewCodeSequence_CodeMeaning": {"AP": "antero-posterior", "PA": "postero-anterior",
                                              "LL": "left lateral"}[st.view],
             "PatientOrientationCodeSequence_CodeMeaning": "Erect"})
+        shown.update(1)
+    shown.close()
     metadata = pd.DataFrame(meta)
     split = metadata[["dicom_id", "study_id", "subject_id"]].copy()
     split["split"] = rng.choice(["train", "validate", "test"], len(split), p=[0.98, 0.01, 0.01])

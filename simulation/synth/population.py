@@ -13,6 +13,7 @@ population, 2: the public-like image archive), so populations never share a pati
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -21,8 +22,11 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import norm
 
+from shared_model.progress_bars import Progress
 from simulation.synth.hospitals import MCAR
 from simulation.synth.signals import draw_signals
+
+log = logging.getLogger(__name__)
 
 CAREUNITS: dict[str, float] = {
     "Medical Intensive Care Unit (MICU)": 0.22,
@@ -138,10 +142,13 @@ def build_population(rng: np.random.Generator, n_patients: int, id_block: int = 
     modality shows of them (``arm``: ``mcar`` or ``hospitals-v1``, see ``hospitals.py``)."""
     patients = _patients(rng, n_patients, id_block)
     rows = []
+    shown = Progress(len(patients), "synthetic MIMIC: drawing", "patients", log)
     for pat in patients.itertuples():
         start = pd.Timestamp(year=int(pat.anchor_year), month=1, day=1) + pd.Timedelta(
             days=float(rng.uniform(0, 900)), minutes=int(rng.integers(0, 1440)))
         rows.extend(_admissions_of(rng, pat, start))
+        shown.update(1)
+    shown.close()
     adm = pd.DataFrame(rows)
     adm["hadm_id"] = draw_ids(rng, 20_000_000, id_block, len(adm))
     adm["deathtime"] = adm["dischtime"].where(adm["died"])
