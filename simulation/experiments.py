@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from simulation.bootstrap import auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.local_superlink import local_simulation
 from simulation.prepare import FederationData, prepare_sites
+from simulation.step_progress import Progress
 from simulation.tabular_baselines import BenchmarkSplits, benchmark_splits, ceiling_scores
 
 log = logging.getLogger(__name__)
@@ -58,31 +58,6 @@ class Budget:
         joint = (self.rounds - self.pretrain_rounds) * self.local_epochs
         return CentralizedConfig(task=task, lr=self.lr, max_epochs=joint, patience=joint + 1,
                            pretrain_epochs=self.pretrain_rounds * self.local_epochs, seed=seed)
-
-
-class Progress:
-    """One line per step of a long experiment, on stderr: ``[3/12] name: done in 41 s (elapsed
-    2m 03s, about 6m 09s left)``."""
-
-    def __init__(self, total: int, experiment: str) -> None:
-        self.total, self.experiment, self.done = max(total, 1), experiment, 0
-        self.started = time.perf_counter()
-
-    def start(self, name: str) -> None:
-        print(f"[{self.done + 1}/{self.total}] {self.experiment}: {name} ...", file=sys.stderr,
-              flush=True)
-
-    def finish(self, name: str, seconds: float) -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.done}/{self.total}] {self.experiment}: {name} done in {seconds:.0f} s "
-              f"(elapsed {_minutes(elapsed)}, about {_minutes(left)} left)", file=sys.stderr,
-              flush=True)
-
-
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
 
 
 def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: dict[str, object],

@@ -13,6 +13,7 @@ the same sites is its upper reference).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from simulation.prepare import (
     prepare_test_population,
     test_population_cohort,
 )
+from simulation.step_progress import Progress
 from simulation.tabular_baselines import BenchmarkSplits, fit_baselines, split_table
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ def external_validation(out: Path, data: FederationData, task: str, variants: It
     labels = test.labels.numpy()[test.split == "test"]
     device = resolve_device()
     rows = []
+    variants, seeds = list(variants), list(seeds)
+    steps = Progress(len(sites) * len(variants) * len(seeds), "external")
     for held in sites:
         pooled = concat_sites([d for s, d in sites.items() if s != held])
         splits = BenchmarkSplits(task, pooled, test, "independent test population", None)
@@ -98,10 +102,14 @@ def external_validation(out: Path, data: FederationData, task: str, variants: It
                    for name, model in fit_baselines(splits).items()}
         for name in variants:
             for seed in seeds:
+                step = f"{held} held out, {name} seed {seed}"
+                steps.start(step)
+                started = time.perf_counter()
                 result = train_centralized(pooled, variant_model_config(name),
                                            CentralizedConfig(task=task, lr=lr, seed=seed,
                                                        **(train or {})),
                                            pretrain=VARIANTS[name].pretrain_experts)
+                steps.finish(step, time.perf_counter() - started)
                 scorers[f"{name} (seed {seed})"] = predict(result.model, test.subset("test"),
                                                            device).probs
         external = hospital == held

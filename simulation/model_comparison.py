@@ -11,6 +11,7 @@ differences compare MoE-Health with every other model, per seed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -22,6 +23,7 @@ from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
+from simulation.step_progress import Progress
 from simulation.tabular_baselines import benchmark_splits, ceiling_scores, tabular_scores
 
 log = logging.getLogger(__name__)
@@ -78,13 +80,18 @@ def compare_models(data: FederationData, task: str, variants: Iterable[str], see
     for name, score in {**ceilings, **tabular}.items():
         rows.append(_row(task, name, None, labels, score, reachable, splits.test_name,
                          chosen.get(name, "")))
+    variants, seeds = list(variants), list(seeds)
+    steps = Progress(len(variants) * len(seeds), f"models ({task})")
     for name in variants:
         lr = _choose_lr(splits, name, list(lrs), {**train, "seed": min(seeds)})
         for seed in seeds:
+            steps.start(f"{name} seed {seed}")
+            started = time.perf_counter()
             result = train_centralized(splits.pooled, variant_model_config(name),
                                        CentralizedConfig(task=task, lr=lr, seed=seed, **train),
                                        pretrain=VARIANTS[name].pretrain_experts,
                                        test_data=splits.test)
+            steps.finish(f"{name} seed {seed}", time.perf_counter() - started)
             scores[(name, seed)] = result.test_probs
             row = _row(task, name, seed, labels, result.test_probs, reachable, splits.test_name,
                        f"lr {lr:g}", result.epochs)

@@ -13,6 +13,7 @@ the drop from f = 0 with a paired interval.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
+from simulation.step_progress import Progress
 from simulation.tabular_baselines import benchmark_splits, fit_baselines, split_table
 
 log = logging.getLogger(__name__)
@@ -76,11 +78,16 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
     scorers = {name: (None, lambda t, model=model: model.scores(split_table(t, "test")))
                for name, model in fit_baselines(splits).items()}
     device = resolve_device()
+    variants, seeds = list(variants), list(seeds)
+    steps = Progress(len(variants) * len(seeds), "robustness")
     for name in variants:
         for seed in seeds:
+            steps.start(f"{name} seed {seed}")
+            started = time.perf_counter()
             result = train_centralized(splits.pooled, variant_model_config(name),
                                        CentralizedConfig(task=task, lr=lr, seed=seed, **(train or {})),
                                        pretrain=VARIANTS[name].pretrain_experts)
+            steps.finish(f"{name} seed {seed}", time.perf_counter() - started)
             scorers[f"{name} (seed {seed})"] = (seed, lambda t, model=result.model: predict(
                 model, t.subset("test"), device).probs)
     rows, scored = [], {}
