@@ -26,7 +26,7 @@ class Variant:
         return out
 
 
-PAPER = {"gate_mask": "none"}  # the paper's gate (any expert); the defaults differ only there
+PAPER = {"gate_mask": "none"}  # the paper's gate (any expert), named so no default can change it
 
 VARIANTS: dict[str, Variant] = {
     "moe-health": Variant("MoE-Health as in the paper: learned indicators, top-2 gate over every "
@@ -37,7 +37,7 @@ VARIANTS: dict[str, Variant] = {
     "unimodal-cxr": Variant("chest X-ray only, MLP head", {"fusion": "mlp", "modalities": ("cxr",)},
                             False),
     "moe-health-masked": Variant("MoE-Health, the gate restricted to experts of the modalities "
-                                 "the sample has (the default configuration)",
+                                 "the sample has",
                                  {"gate_mask": "available"}),
     "mlp-fusion": Variant("single-MLP fusion, no experts", {"fusion": "mlp"}, False),
     "no-missing-indicator": Variant("the paper's MoE-Health with zero padding instead of learned "

@@ -42,13 +42,14 @@ def test_indicator_gets_gradient_only_from_samples_missing_the_modality() -> Non
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_top_k_picks_exactly_k_experts_with_weights_summing_to_one(k: int) -> None:
-    model = build_model(ModelConfig(top_k=k, gate_mask="none"))  # the paper's gate
+    model = build_model(ModelConfig(top_k=k))  # the paper's gate (the default)
     out = model(*_batch([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 1, 1]]))
     assert ((out.weights > 0).sum(-1) == k).all()
     assert torch.allclose(out.weights.sum(-1), torch.ones(4))
     assert out.chosen.shape == (4, k) and out.gate_probs.shape == (4, len(COMBINATIONS))
-    masked = build_model(ModelConfig(top_k=k))(*_batch([[1, 1, 1], [1, 0, 0], [1, 1, 0]]))
-    # the default gate: only experts of combinations the stay has (EHR only: one expert)
+    restricted = build_model(ModelConfig(top_k=k, gate_mask="available"))
+    masked = restricted(*_batch([[1, 1, 1], [1, 0, 0], [1, 1, 0]]))
+    # the restricted gate: only experts of combinations the stay has (EHR only: one expert)
     has = [{"ehr", "notes", "cxr"}, {"ehr"}, {"ehr", "notes"}]
     allowed = [{i for i, c in enumerate(COMBINATIONS) if set(c.split("+")) <= h} for h in has]
     assert (masked.weights > 0).sum(-1).tolist() == [min(k, len(a)) for a in allowed] == [k, 1,
