@@ -113,17 +113,19 @@ def stay_groups(samples: dict[str, Path], test_population_cohort: Path | None,
     """Per test stay: its care unit and its site (``dimension -> stay id -> group``). Stays of
     the independent test population belong to the site their patient's first care unit went to,
     which names a hospital only when sites are care units."""
-    stays = {site: read_site_samples(folder) for site, folder in samples.items()}
     if test_population_cohort is None:
+        stays = {site: read_site_samples(folder) for site, folder in samples.items()}
         units = pd.concat(stays.values())
         site_of = {int(s): site for site, frame in stays.items() for s in frame.stay_id}
     else:
         from simulation.external import first_units, unit_sites
 
         units = read_cohort(test_population_cohort)
-        by_patient = first_units(units).map(unit_sites(samples))
-        site_of = ({int(s): str(by_patient.get(p, "")) for s, p in
-                    zip(units.stay_id, units.subject_id, strict=False)} if scheme == "careunit" else {})
+        site_of = {}
+        if scheme == "careunit":  # unit_sites reads the site samples itself
+            by_patient = first_units(units).map(unit_sites(samples))
+            site_of = {int(s): str(by_patient.get(p, "")) for s, p in
+                       zip(units.stay_id, units.subject_id, strict=False)}
     unit_of = {int(s): str(u) for s, u in zip(units.stay_id, units.first_careunit, strict=False)}
     return {"care unit": unit_of} | ({"site": site_of} if site_of else {})
 
