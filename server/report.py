@@ -25,10 +25,11 @@ from shared_model.modalities import COMBINATIONS
 from shared_model.protocol import (
     DECISION_CURVE,
     MIN_CELL_SIZE,
+    POOLED_PREFIX,
     RELIABILITY,
     STATED_THRESHOLDS,
-    SUBGROUP,
     EvaluateReply,
+    parse_subgroup_key,
     pooled_key,
     split_key,
 )
@@ -300,14 +301,14 @@ def _calibration_section(pooled: list[dict], out: Path) -> list[Section]:
 
 
 def _subgroup_rows(metrics: dict, prefix: str, cell: int | None) -> list[str]:
-    """Table rows of the subgroup keys under ``prefix`` (``pooled.subgroup.`` or ``subgroup.``);
-    ``cell``: the minimum cell size, None where only the site knows it."""
+    """Table rows of the subgroup keys under ``prefix`` (``pooled.`` or ``""``); ``cell``: the
+    minimum cell size, None where only the site knows it."""
     smallest = f"{cell}" if cell is not None else "the site's minimum cell size of"
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for key, value in metrics.items():
-        if key.startswith(prefix) and value is not None:
-            dimension, rest = key[len(prefix):].split(".", 1)
-            group, metric = rest.rsplit(".", 1) if "." in rest else ("", rest)
+        parsed = parse_subgroup_key(key[len(prefix):]) if key.startswith(prefix) else None
+        if parsed is not None and value is not None:
+            dimension, group, metric = parsed
             rows.setdefault((dimension, group), {})[metric] = value
     lines = []
     for (dimension, group), m in sorted(rows.items()):
@@ -330,7 +331,7 @@ SUBGROUP_NOTE = ("Calibration-in-the-large: the intercept a of logit P(y) = a + 
 def _subgroup_section(final: dict, cell: int) -> list[Section]:
     """AUROC, calibration-in-the-large and Brier per sex, age band, modality combination, care
     unit and site on the pooled test data (simulation)."""
-    lines = _subgroup_rows(final, pooled_key(SUBGROUP) + ".", cell)
+    lines = _subgroup_rows(final, POOLED_PREFIX, cell)
     if not lines:
         return []
     return [Section("Subgroups (pooled test split)", None,
@@ -342,7 +343,7 @@ def _site_subgroup_sections(finals: dict[str, dict]) -> list[Section]:
     minimum cell size; a DP site only with ``share-evaluation``)."""
     sections = []
     for site, final in sorted(finals.items()):
-        lines = _subgroup_rows(final, SUBGROUP + ".", None)
+        lines = _subgroup_rows(final, "", None)
         if lines:
             sections.append(Section(
                 f"Subgroups as {site} reports them (round {final['round']})", None,

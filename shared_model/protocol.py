@@ -197,6 +197,17 @@ def subgroup_key(dimension: str, group: str, metric: str) -> str:
     return ".".join(part for part in (SUBGROUP, dimension, group, metric) if part)
 
 
+def parse_subgroup_key(key: str) -> tuple[str, str, str] | None:
+    """The inverse of ``subgroup_key``: ``(dimension, group, metric)``, with group ``""`` for a
+    withheld dimension; None when ``key`` is not a subgroup key."""
+    head, _, rest = key.partition(".")
+    if head != SUBGROUP or "." not in rest:
+        return None
+    dimension, rest = rest.split(".", 1)
+    group, metric = rest.rsplit(".", 1) if "." in rest else ("", rest)
+    return dimension, group, metric
+
+
 def route_key(combination: str, expert: str) -> str:
     """``route.ehr+notes.ehr+cxr``: mean routing weight of an expert on one combination."""
     return f"route.{combination}.{expert}"

@@ -125,8 +125,8 @@ def stay_groups(samples: dict[str, Path], test_population_cohort: Path | None,
         if scheme == "careunit":  # unit_sites reads the site samples itself
             by_patient = first_units(units).map(unit_sites(samples))
             site_of = {int(s): str(by_patient.get(p, "")) for s, p in
-                       zip(units.stay_id, units.subject_id, strict=False)}
-    unit_of = {int(s): str(u) for s, u in zip(units.stay_id, units.first_careunit, strict=False)}
+                       zip(units.stay_id, units.subject_id, strict=True)}
+    unit_of = {int(s): str(u) for s, u in zip(units.stay_id, units.first_careunit, strict=True)}
     return {"care unit": unit_of} | ({"site": site_of} if site_of else {})
 
 

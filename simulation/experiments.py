@@ -34,7 +34,7 @@ from simulation.bootstrap import auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.local_superlink import local_simulation
 from simulation.prepare import FederationData, prepare_sites
-from simulation.step_progress import Progress
+from simulation.step_progress import StepLog
 from simulation.tabular_baselines import BenchmarkSplits, benchmark_splits, ceiling_scores
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Budget:
 
 
 def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: dict[str, object],
-                   name: str, progress: Progress | None = None) -> dict:
+                   name: str, progress: StepLog | None = None) -> dict:
     """One `flwr run` of the app; returns final pooled and per-site test metrics and timings."""
     if progress:
         progress.start(name)
@@ -110,7 +110,7 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
     rows, paired = [], []
     tasks, seeds = list(tasks), list(seeds)
     # every training is a step: the federation, the pooled model and each site alone
-    progress = Progress(len(tasks) * len(seeds) * (2 + data.num_sites), "fl-vs-central")
+    progress = StepLog(len(tasks) * len(seeds) * (2 + data.num_sites), "fl-vs-central")
     for task in tasks:
         splits = benchmark_splits(data, task)
         sites = _sites(data, task)
@@ -273,7 +273,7 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
             for unit in (units if _dp_setting(eps) not in (NO_NOISE, "no DP") else units[:1])]
     splits, labels = _scored_runs(task, data)
     val = splits.pooled.subset("val")
-    progress = Progress(len(runs) * len(seeds), "privacy-utility")
+    progress = StepLog(len(runs) * len(seeds), "privacy-utility")
     for seed in seeds:
         scores = {}
         for eps, unit in runs:
@@ -341,7 +341,7 @@ def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
     rows, paired = [], []
     seeds = list(seeds)
     splits, labels = _scored_runs(task, data)
-    progress = Progress(len(FEDERATED_ABLATIONS) * len(seeds), "ablations")
+    progress = StepLog(len(FEDERATED_ABLATIONS) * len(seeds), "ablations")
     for seed in seeds:
         scores = {}
         for name in FEDERATED_ABLATIONS:
@@ -380,7 +380,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
 
     rows, paired = [], []
     missing_counts, seeds = list(missing_counts), list(seeds)
-    progress = Progress(len(missing_counts) * 2 * len(seeds), "heterogeneity")
+    progress = StepLog(len(missing_counts) * 2 * len(seeds), "heterogeneity")
     splits, labels = _scored_runs(task, data)  # the test set does not depend on the profile
     for k in missing_counts:
         profile = out / "profiles" / f"missing-{k}.yaml"

@@ -37,7 +37,7 @@ from simulation.prepare import (
     prepare_test_population,
     test_population_cohort,
 )
-from simulation.step_progress import Progress
+from simulation.step_progress import StepLog
 from simulation.tabular_baselines import BenchmarkSplits, fit_baselines, split_table
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def external_validation(out: Path, data: FederationData, task: str, variants: It
     device = resolve_device()
     rows = []
     variants, seeds = list(variants), list(seeds)
-    steps = Progress(len(sites) * len(variants) * len(seeds), "external")
+    steps = StepLog(len(sites) * len(variants) * len(seeds), "external")
     for held in sites:
         pooled = concat_sites([d for s, d in sites.items() if s != held])
         splits = BenchmarkSplits(task, pooled, test, "independent test population", None)

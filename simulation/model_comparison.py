@@ -23,7 +23,7 @@ from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
-from simulation.step_progress import Progress
+from simulation.step_progress import StepLog
 from simulation.tabular_baselines import benchmark_splits, ceiling_scores, tabular_scores
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def compare_models(data: FederationData, task: str, variants: Iterable[str], see
         rows.append(_row(task, name, None, labels, score, reachable, splits.test_name,
                          chosen.get(name, "")))
     variants, seeds = list(variants), list(seeds)
-    steps = Progress(len(variants) * len(seeds), f"models ({task})")
+    steps = StepLog(len(variants) * len(seeds), f"models ({task})")
     for name in variants:
         lr = _choose_lr(splits, name, list(lrs), {**train, "seed": min(seeds)})
         for seed in seeds:

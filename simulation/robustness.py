@@ -29,7 +29,7 @@ from simulation.baselines import VARIANTS, variant_model_config
 from simulation.bootstrap import Interval, auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.prepare import FederationData
-from simulation.step_progress import Progress
+from simulation.step_progress import StepLog
 from simulation.tabular_baselines import benchmark_splits, fit_baselines, split_table
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def robustness(out: Path, data: FederationData, task: str, variants: Iterable[st
                for name, model in fit_baselines(splits).items()}
     device = resolve_device()
     variants, seeds = list(variants), list(seeds)
-    steps = Progress(len(variants) * len(seeds), "robustness")
+    steps = StepLog(len(variants) * len(seeds), "robustness")
     for name in variants:
         for seed in seeds:
             steps.start(f"{name} seed {seed}")

@@ -6,7 +6,7 @@ import sys
 import time
 
 
-class Progress:
+class StepLog:
     """One line per step of a long experiment, on stderr: ``[3/12] name: done in 41 s (elapsed
     2m 03s, about 6m 09s left)``."""
 

@@ -35,6 +35,7 @@ from shared_model.protocol import (
     SiteStatus,
     TrainReply,
     combination_key,
+    parse_subgroup_key,
     route_key,
     split_key,
     subgroup_key,
@@ -117,3 +118,14 @@ def test_supernode_count_must_match_the_sites_manifest(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="sites manifest not found"):
         simulated_node_config({"partition-id": 0, "num-partitions": 5}, tmp_path / "none.json")
     assert json.loads(manifest.read_text())["sites"][4]["site-id"] == "site-4"
+
+
+def test_a_subgroup_key_parses_back_to_what_built_it() -> None:
+    for dimension, group, metric in [("sex", "female", "auroc"), ("age", "80+", "n"),
+                                     ("modalities", "ehr+notes+cxr", "auroc_low"),
+                                     ("care_unit", "Medical Intensive Care Unit (MICU)", "brier"),
+                                     ("age", "", SUBGROUP_SUPPRESSED)]:
+        assert parse_subgroup_key(subgroup_key(dimension, group, metric)) == \
+            (dimension, group, metric)
+    assert parse_subgroup_key("test.auroc") is None
+    assert parse_subgroup_key("subgroup") is None
