@@ -7,6 +7,8 @@
     python bench/benchmarks.py bytes RUN_DIR    # bytes uploaded per site per round vs full model
     python bench/benchmarks.py boosting-threads # gradient-boosting fit, 1 vs all OpenMP threads,
                                                 # idle and beside a busy process
+    python bench/benchmarks.py films            # MIMIC-size JPEGs: encoding films/s against the
+                                                # decode and forward-pass floors
 """
 
 from __future__ import annotations
@@ -175,6 +177,90 @@ def bytes_per_round(run_dir: Path) -> None:
         print(f"| {site} | {mean:.0f} | {mean / full:.3f} |")
 
 
+MIMIC_FILM = (2544, 3056)  # width x height of a common MIMIC-CXR-JPG frontal film
+
+
+def _write_mimic_size_films(folder: Path, count: int) -> list[str]:
+    """``count`` synthetic films drawn at MIMIC-CXR-JPG size (the generator's ``draw_film`` at
+    full resolution, cropped to portrait), saved as JPEG quality 95."""
+    import numpy as np
+
+    from simulation.synth.images import draw_film
+
+    rng, width, height = np.random.default_rng(0), *MIMIC_FILM
+    paths = []
+    for i in range(count):
+        findings = {"cardio": rng.uniform(), "effusion": rng.uniform(), "opacity": rng.uniform(),
+                    "device": float(rng.uniform() < 0.3)}
+        film = draw_film(rng, findings, size=height).crop(((height - width) // 2, 0,
+                                                            (height + width) // 2, height))
+        paths.append(str(folder / f"film-{i}.jpg"))
+        film.save(paths[-1], quality=95)
+    return paths
+
+
+def films(count: int, workers: list[int], image_size: int) -> None:
+    """Films/s on MIMIC-size JPEGs: the decode floors (full and draft decoding alone), the
+    network's forward pass on preloaded tensors (the compute floor), and the encoder end to end,
+    before (full decode, one film after another in the loop) and now (draft decode, with each
+    number of loader workers); the cosine of each film's features now against before."""
+    import os
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from client.features.image import DRAFT_FACTOR, ImageEncoder, read_film
+
+    def rate(step, items) -> float:
+        started = time.perf_counter()
+        for item in items:
+            step(item)
+        return len(items) / (time.perf_counter() - started)
+
+    def decode(path: str, draft: bool) -> None:
+        with Image.open(path) as img:
+            if draft:
+                img.draft("L", (DRAFT_FACTOR * image_size,) * 2)
+            img.convert("L").load()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _write_mimic_size_films(Path(tmp), count)
+        before_enc = ImageEncoder(image_size=image_size, draft=False, loader_workers=0)
+        print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
+              f"{count} films {MIMIC_FILM[0]} x {MIMIC_FILM[1]} px JPEG, network input "
+              f"{image_size} px, batch 16")
+        floors = {"decode, full": rate(lambda p: decode(p, False), paths),
+                  "decode, draft": rate(lambda p: decode(p, True), paths),
+                  "decode + resize, full (before)": rate(
+                      lambda p: read_film(p, before_enc.transform, image_size, False), paths),
+                  "decode + resize, draft (now)": rate(
+                      lambda p: read_film(p, before_enc.transform, image_size, True), paths)}
+        tensors = torch.stack([read_film(p, before_enc.transform, image_size) for p in paths])
+        with torch.no_grad():
+            floors["forward pass on preloaded tensors"] = rate(
+                lambda b: before_enc.features(b), list(tensors.split(16))) * 16
+        for name, value in floors.items():
+            print(f"| {name} | {value:.1f} films/s |")
+        forward = floors["forward pass on preloaded tensors"]
+        started = time.perf_counter()
+        before = before_enc.encode(paths)
+        before_rate = count / (time.perf_counter() - started)
+        print(f"| encode before (full decode, no workers) | {before_rate:.1f} films/s | "
+              f"{forward / before_rate:.2f}x the forward pass's time |")
+        for n in workers:
+            encoder = ImageEncoder(image_size=image_size, loader_workers=n)
+            started = time.perf_counter()
+            now = encoder.encode(paths)
+            now_rate = count / (time.perf_counter() - started)
+            cosine = np.sum(now * before, 1) / (np.linalg.norm(now, axis=1)
+                                               * np.linalg.norm(before, axis=1))
+            print(f"| encode now (draft, {n} loader workers) | {now_rate:.1f} films/s | "
+                  f"{forward / now_rate:.2f}x the forward pass's time | {now_rate / before_rate:.2f}x "
+                  f"before's rate | feature cosine to before: min {cosine.min():.5f}, mean "
+                  f"{cosine.mean():.5f} |")
+
+
 def _busy() -> None:
     while True:
         pass
@@ -220,12 +306,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "repartition",
-                                         "site-scaling", "bytes", "boosting-threads"])
+                                         "site-scaling", "bytes", "boosting-threads", "films"])
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--films", type=int, default=160)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
     if args.name == "cohort-scaling":
         cohort_scaling(args.sizes)
@@ -237,6 +326,8 @@ def main() -> None:
         site_scaling(args.sites, args.rounds)
     elif args.name == "boosting-threads":
         boosting_threads()
+    elif args.name == "films":
+        films(args.films, args.workers, args.image_size)
     else:
         bytes_per_round(args.run_dir)
 

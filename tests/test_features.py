@@ -113,3 +113,38 @@ def test_image_encoder_loads_local_weights(tmp_path: Path) -> None:
     loaded = ImageEncoder(path)
     assert "random-init" not in loaded.identity
     assert not torch.equal(loaded.features.conv0.weight, ImageEncoder().features.conv0.weight)
+
+
+def test_draft_decoding_keeps_the_features_of_small_films_and_of_mimic_size_ones(
+        cxr_smoke: Path, synth_cohort, tmp_path: Path) -> None:
+    """Draft decoding changes nothing for a film under four times the network's input (every
+    synthetic film: bit-identical features) and, on a real chest X-ray written as a MIMIC-size
+    JPEG, gives features with cosine >= 0.999 to a full decode; the cache identity says which."""
+    from PIL import Image
+
+    from client.features.image import image_encoder_identity
+
+    full, draft = (ImageEncoder(image_size=128, draft=d, loader_workers=0) for d in (False, True))
+    assert full.identity != draft.identity
+    assert draft.identity == image_encoder_identity(None, 128)
+    small = [str(p) for p in synth_cohort.cxr_path.dropna().head(4)]
+    assert Image.open(small[0]).size == (256, 256)
+    assert np.array_equal(full.encode(small), draft.encode(small))
+    real = Image.open(sorted(cxr_smoke.glob("*.png"))[0]).convert("L")
+    big = tmp_path / "mimic-size.jpg"
+    real.resize((2544, 3056), Image.Resampling.BICUBIC).save(big, quality=95)
+    a, b = full.encode([str(big)])[0], draft.encode([str(big)])[0]
+    assert not np.array_equal(a, b)  # the decoder did scale it
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+
+
+def test_loader_workers_give_the_same_features_and_name_a_bad_film(synth_cohort,
+                                                                   tmp_path: Path) -> None:
+    films = [str(p) for p in synth_cohort.cxr_path.dropna().head(16)]
+    alone = ImageEncoder(image_size=64, loader_workers=0)
+    beside = ImageEncoder(image_size=64, loader_workers=1)
+    assert np.array_equal(alone.encode(films, batch_size=2), beside.encode(films, batch_size=2))
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes(Path(films[0]).read_bytes()[:100])
+    with pytest.raises(Exception, match=r"^\S*truncated\.jpg: cannot read image \([^\n]*\)$"):
+        beside.encode(films[:9] + [str(bad)] + films[9:], batch_size=2)

