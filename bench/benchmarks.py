@@ -7,6 +7,8 @@
     python bench/benchmarks.py bytes RUN_DIR    # bytes uploaded per site per round vs full model
     python bench/benchmarks.py boosting-threads # gradient-boosting fit, 1 vs all OpenMP threads,
                                                 # idle and beside a busy process
+    python bench/benchmarks.py encoders         # the encoders' CPU path now vs before, with
+                                                # the features' agreement and the compute floor
     python bench/benchmarks.py films            # MIMIC-size JPEGs: encoding films/s against the
                                                 # decode and forward-pass floors
 """
@@ -177,6 +179,85 @@ def bytes_per_round(run_dir: Path) -> None:
         print(f"| {site} | {mean:.0f} | {mean / full:.3f} |")
 
 
+def encoders(patients: int) -> None:
+    """The note and film encoders on one synthetic cohort, the previous CPU path against the
+    current one in the same run (before: notes batched in cohort order, DenseNet-121 in
+    contiguous memory; now: notes batched by token count, DenseNet-121 channels-last), with the
+    largest difference and the smallest cosine of any vector, and the forward pass alone on
+    preloaded inputs (the floor); also dynamic int8 quantization of the text encoder's linear
+    layers, a candidate kept only if cosine >= 0.99."""
+    import numpy as np
+    import torch
+
+    from client.features.image import ImageEncoder
+    from client.features.text import TextEncoder
+    from client.mimic.cohort import MimicRoots, build_cohort
+    from client.mimic.config import CohortConfig
+    from simulation.synth import generate_synthetic_mimic
+
+    def timed(step) -> tuple[float, np.ndarray]:
+        started = time.perf_counter()
+        out = step()
+        return time.perf_counter() - started, out
+
+    def agreement(a: np.ndarray, b: np.ndarray) -> str:
+        cosine = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        return f"max |difference| {np.abs(a - b).max():.1e}, min cosine {cosine.min():.5f}"
+
+    @torch.no_grad()
+    def notes_before(enc: TextEncoder, texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), 16):
+            batch = enc.tokenizer(texts[start:start + 16], padding=True, truncation=True,
+                                  max_length=enc.max_tokens, return_tensors="pt")
+            hidden = enc.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def films_before(enc: ImageEncoder, tensors: list[torch.Tensor]) -> np.ndarray:
+        net = enc.features.to(memory_format=torch.contiguous_format)
+        try:
+            return np.concatenate([torch.nn.functional.adaptive_avg_pool2d(
+                torch.relu(net(torch.stack(tensors[i:i + 16]))), 1).flatten(1).numpy()
+                for i in range(0, len(tensors), 16)])
+        finally:
+            net.to(memory_format=torch.channels_last)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_synthetic_mimic(Path(tmp), patients=patients)
+        cohort = build_cohort(MimicRoots(Path(tmp) / "mimic-iv", Path(tmp) / "mimic-iv-note",
+                                         Path(tmp) / "mimic-cxr-jpg"), CohortConfig(progress=False))
+        texts = [str(t) for t in cohort.loc[cohort.has_notes, "note_text"]]
+        paths = [str(p) for p in cohort.cxr_path.dropna()]
+        text, image = TextEncoder(), ImageEncoder(loader_workers=0)
+        text.encode(texts[:16]), image.encode(paths[:16])  # warm-up
+        tokens = [len(i) for i in text.tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+        print(f"{len(texts)} notes (tokens median {int(np.median(tokens))}, max {max(tokens)}), "
+              f"{len(paths)} films (256 px, encoded at 224 px); torch threads "
+              f"{torch.get_num_threads()}")
+        tensors = [image.load(p) for p in paths]
+        t_before, f_before = timed(lambda: films_before(image, tensors))
+        with torch.no_grad():
+            t_floor, _ = timed(lambda: [image.features(torch.stack(tensors[i:i + 16]).contiguous(
+                memory_format=torch.channels_last)) for i in range(0, len(tensors), 16)])
+        t_now, f_now = timed(lambda: image.encode(paths))
+        print(f"| films | before (forward only) {t_before / len(paths) * 1000:.1f} ms | now, end to "
+              f"end {t_now / len(paths) * 1000:.1f} ms | now, forward only (floor) "
+              f"{t_floor / len(paths) * 1000:.1f} ms | before / now forward "
+              f"{t_before / t_floor:.2f}x | {agreement(f_now, f_before)} |")
+        t_before, n_before = timed(lambda: notes_before(text, texts))
+        t_now, n_now = timed(lambda: text.encode(texts))
+        print(f"| notes | before {t_before / len(texts) * 1000:.1f} ms | now {t_now / len(texts) * 1000:.1f}"
+              f" ms | before / now {t_before / t_now:.2f}x | {agreement(n_now, n_before)} |")
+        text.model = torch.ao.quantization.quantize_dynamic(text.model, {torch.nn.Linear},
+                                                             dtype=torch.qint8)
+        t_int8, n_int8 = timed(lambda: text.encode(texts))
+        print(f"| notes, int8 dynamic quantization (not adopted) | {t_int8 / len(texts) * 1000:.1f} "
+              f"ms | now / int8 {t_now / t_int8:.2f}x | {agreement(n_int8, n_now)} |")
+
+
 MIMIC_FILM = (2544, 3056)  # width x height of a common MIMIC-CXR-JPG frontal film
 
 
@@ -306,7 +387,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "repartition",
-                                         "site-scaling", "bytes", "boosting-threads", "films"])
+                                         "site-scaling", "bytes", "boosting-threads", "films",
+                                         "encoders"])
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -326,6 +408,8 @@ def main() -> None:
         site_scaling(args.sites, args.rounds)
     elif args.name == "boosting-threads":
         boosting_threads()
+    elif args.name == "encoders":
+        encoders(args.patients)
     elif args.name == "films":
         films(args.films, args.workers, args.image_size)
     else:

@@ -51,8 +51,8 @@ def test_a_re_partition_encodes_nothing_and_gives_the_same_features(samples, tmp
     calls: list[int] = []
     real = text.TextEncoder.encode
     monkeypatch.setattr(text.TextEncoder, "encode",
-                        lambda self, items, batch_size=16: calls.append(len(items))
-                        or real(self, items, batch_size))
+                        lambda self, items, batch_size=16, **kw: calls.append(len(items))
+                        or real(self, items, batch_size, **kw))
     halves = [samples.iloc[::2], samples.iloc[1::2]]  # another partition of the same stays
     for name, part in zip(("a", "b"), halves, strict=True):
         folder = build_site_features(part, name, EncoderConfig(), tmp_path, progress=False)
@@ -148,3 +148,17 @@ def test_loader_workers_give_the_same_features_and_name_a_bad_film(synth_cohort,
     bad.write_bytes(Path(films[0]).read_bytes()[:100])
     with pytest.raises(Exception, match=r"^\S*truncated\.jpg: cannot read image \([^\n]*\)$"):
         beside.encode(films[:9] + [str(bad)] + films[9:], batch_size=2)
+
+
+def test_notes_batched_by_length_keep_their_order_and_embeddings(samples) -> None:
+    """The text encoder batches notes by token count: each row is still its own note's
+    embedding, equal to encoding it alone (up to float summation order)."""
+    from client.features.text import TextEncoder
+
+    notes = [str(t) for t in samples.loc[samples.has_notes, "note_text"].head(12)]
+    notes[3] = notes[3] + " " + notes[4] * 3  # one long note among short ones
+    encoder = TextEncoder()
+    together = encoder.encode(notes, batch_size=4)
+    alone = np.concatenate([encoder.encode([note]) for note in notes])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert encoder.encode([]).shape == (0, encoder.dim)

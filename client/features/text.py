@@ -58,15 +58,23 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 16,
                on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Return float32 [len(texts), dim] embeddings; ``on_batch(n)`` after each batch of n."""
+        """Return float32 [len(texts), dim] embeddings; ``on_batch(n)`` after each batch of n.
+        Notes are batched in order of their token count, so a batch pads to a similar length
+        (the same embeddings up to float summation order)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True,
+                                                      max_length=self.max_tokens)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+            rows = order[start:start + batch_size]
+            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                    max_length=self.max_tokens, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[start:start + len(pooled)] = pooled.float().cpu().numpy()
+            out[rows] = pooled.float().cpu().numpy()
             if on_batch is not None:
-                on_batch(len(pooled))
+                on_batch(len(rows))
         return out
