@@ -10,6 +10,9 @@ In one run on this machine, on the benchmark preset (cached after its first buil
 
     python bench/fl_vs_centralized.py --rounds 4 --pretrain-rounds 1
 
+A site's evaluation counts as evaluation whether it came in an evaluate message (data loading
+included) or rode in the next round's train message (the evaluation step alone).
+
 FL time after start-up runs from the moment round 1's messages are out and the simulation's
 ClientApp worker has loaded the app, to the last record of the run. The breakdown comes from the
 run's rounds.jsonl (phase seconds, aggregation, pooled evaluation) and the sites' own
@@ -68,10 +71,13 @@ def federated(workdir: Path, data: FederationData, config: dict, name: str) -> d
     app_loaded = process_start + min(m["start_to_app_loaded_s"] for m in messages)
     window_start = max(first["seconds"]["sent_at"], app_loaded)
     last = max(r["time"] for r in rounds)
-    phase = {kind: sum(r["seconds"]["sites"] for r in rounds if r["kind"] == kind)
+    # an evaluation that rode in the next round's train messages has no phase of its own
+    phase = {kind: sum(r["seconds"].get("sites", 0.0) for r in rounds if r["kind"] == kind)
              for kind in ("train", "evaluate")}
-    site = {kind: sum(_handler_s(m) for m in messages if m["kind"] == kind)
-            for kind in ("train", "evaluate")}
+    handled = sum(_handler_s(m) for m in messages)
+    evaluating = sum(m.get("evaluate_s", 0.0) + (m["data_s"] if m["kind"] == "evaluate" else 0.0)
+                     for m in messages)
+    site = {"train": handled - evaluating, "evaluate": evaluating}
     worker_start = max(app_loaded - first["seconds"]["sent_at"], 0.0)
     parts = {
         "flower_startup": (run_dir / "config.json").stat().st_mtime - started,

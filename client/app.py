@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -42,16 +43,27 @@ def _timed_reply(msg: Message, site: SiteRuntime, timer: MessageTimer,
     return Message(content=content, reply_to=msg)
 
 
+def _shares_evaluation(site: SiteRuntime) -> bool:
+    return not site.dp.enabled or site.dp.share_evaluation
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the groups this site can inform; reply with only those and their aggregation
-    weights (sample counts; a DP site's public weight)."""
+    weights (sample counts; a DP site's public weight). With ``evaluate-incoming``, first
+    evaluate the received model as the evaluate handler would (the last round's evaluation,
+    without a message of its own)."""
     timer = MessageTimer("train", APP_LOADED_S)
     cfg = round_config(msg)
     site = resolve_site(dict(context.node_config), cfg.sites_manifest)
     data = _data(site, context)
     model_config = model_config_from_run_config(dict(context.run_config))
     timer.mark("data")
+    evaluation = None
+    if cfg.evaluate_incoming and _shares_evaluation(site):
+        evaluation = local_evaluate(data, model_config, global_arrays(msg), site.site_id,
+                                    site.min_cell_size)
+        timer.mark("evaluate")
     if not site.dp.enabled:
         reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id,
                             site.min_cell_size)
@@ -63,7 +75,8 @@ def train(msg: Message, context: Context) -> Message:
                                SiteLedger(site.privacy_dir), site.site_id,
                                site.modalities).reply
     timer.mark("train")
-    return _timed_reply(msg, site, timer, lambda: train_reply_content(reply))
+    return _timed_reply(msg, site, timer,
+                        lambda: train_reply_content(replace(reply, evaluation=evaluation)))
 
 
 @app.evaluate()
@@ -72,7 +85,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics unless it chose to (they are not covered by its DP guarantee)."""
     timer = MessageTimer("evaluate", APP_LOADED_S)
     site = resolve_site(dict(context.node_config), evaluate_config(msg).sites_manifest)
-    if site.dp.enabled and not site.dp.share_evaluation:
+    if not _shares_evaluation(site):
         return Message(content=withheld_evaluation_content(site.site_id), reply_to=msg)
     data = _data(site, context)
     timer.mark("data")

@@ -37,6 +37,8 @@ def train_reply_content(reply: TrainReply) -> RecordDict:
     privacy = reply.privacy_record()
     if privacy is not None:
         content[Record.PRIVACY] = ConfigRecord(privacy)
+    if reply.evaluation is not None:
+        content[Record.EVALUATION] = MetricRecord(reply.evaluation.metrics())
     return content
 
 

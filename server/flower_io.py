@@ -31,7 +31,9 @@ def parse_train_reply(msg: Message) -> TrainReply:
     metrics = dict(content[Record.METRICS]) if Record.METRICS in content.metric_records else {}
     site = dict(content[Record.SITE]) if Record.SITE in content.config_records else {}
     privacy = content.config_records.get(Record.PRIVACY)
-    return TrainReply.parse(site, metrics, arrays, dict(privacy) if privacy else None)
+    evaluation = content.metric_records.get(Record.EVALUATION)
+    return TrainReply.parse(site, metrics, arrays, dict(privacy) if privacy else None,
+                            dict(evaluation) if evaluation is not None else None)
 
 
 def parse_evaluate_reply(msg: Message) -> EvaluateReply | None:

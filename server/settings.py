@@ -73,6 +73,14 @@ class FederationSettings:
         """Whether round ``server_round`` ends with an evaluation (every N-th, and the last)."""
         return server_round % self.evaluate_every == 0 or server_round == self.num_rounds
 
+    def evaluates_with_next_train(self, server_round: int) -> bool:
+        """Whether round ``server_round``'s evaluation rides in round ``server_round + 1``'s
+        train messages (each site first evaluates the model it receives) instead of evaluate
+        messages of its own: an evaluated round that is not the last, when every site trains
+        every round (with ``fraction-train`` < 1 a train round reaches only some sites)."""
+        return (self.evaluates(server_round) and server_round < self.num_rounds
+                and self.fraction_train >= 1.0)
+
     KEYS: ClassVar[dict[str, str]] = {
         "num-server-rounds": "num_rounds", "pretrain-rounds": "pretrain_rounds",
         "local-epochs": "local_epochs", "lr": "lr", "batch-size": "batch_size",

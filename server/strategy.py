@@ -65,6 +65,7 @@ class CollectedRound:
     rejected: dict[str, str] = field(default_factory=dict)  # site -> reason
     declined: dict[str, str] = field(default_factory=dict)  # site -> reason
     no_reply: dict[str, str] = field(default_factory=dict)  # sampled site -> reason
+    evaluations: dict[str, EvaluateReply] = field(default_factory=dict)  # of the received model
     ledger_rows: list[dict[str, Any]] = field(default_factory=list)
     bytes_received: dict[str, int] = field(default_factory=dict)
 
@@ -106,7 +107,11 @@ class ModalityAwareStrategy(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         self.current = arrays_from_record(arrays)
         rnd = server_round + self.round_offset
-        record = self.settings.round_config(rnd, self.sites_manifest).to_record()
+        # the previous round's evaluation rides in this train message, unless that round ran
+        # before a resume (its evaluation, if any, was then already sent or is lost)
+        incoming = rnd - 1 > self.round_offset and self.settings.evaluates_with_next_train(rnd - 1)
+        record = replace(self.settings.round_config(rnd, self.sites_manifest),
+                         evaluate_incoming=incoming).to_record()
         messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
                                                        grid), rnd)
         self._remember_sent(messages)
@@ -117,6 +122,11 @@ class ModalityAwareStrategy(FedAvg):
         rnd = server_round + self.round_offset
         seconds = self._seconds_since_sent()
         collected = self.collect(rnd, replies)
+        if rnd - 1 > self.round_offset and self.settings.evaluates_with_next_train(rnd - 1):
+            refused = {site: reason for site, reason in collected.rejected.items()
+                       if site not in collected.evaluations}  # the reply itself was refused
+            self.record_evaluation(rnd - 1, collected.evaluations, refused, collected.no_reply,
+                                   {"with_train_round": rnd})
         if collected.updates:
             self.trained_rounds.append(rnd)
         else:
@@ -174,6 +184,8 @@ class ModalityAwareStrategy(FedAvg):
                 continue
             if reply.ledger_row is not None:
                 out.ledger_rows.append(reply.ledger_row)
+            if reply.evaluation is not None:
+                out.evaluations[site] = replace(reply.evaluation, site_id=site)
             if reply.status is SiteStatus.DECLINED:
                 out.declined[site] = reply.reason
                 continue
@@ -251,8 +263,11 @@ class ModalityAwareStrategy(FedAvg):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         rnd = server_round + self.round_offset
-        self._evaluating = self.settings.evaluates(rnd)
-        if not self._evaluating:  # evaluate-every: no messages, nothing recorded this round
+        # evaluate-every: no messages this round; or the evaluation comes with the next round's
+        # train replies (``evaluates_with_next_train``)
+        self._evaluating = (self.settings.evaluates(rnd)
+                            and not self.settings.evaluates_with_next_train(rnd))
+        if not self._evaluating:
             return []
         record = ConfigRecord(EvaluateConfig(rnd, self.sites_manifest).to_record())
         messages = _with_round(super().configure_evaluate(server_round, arrays, record, grid), rnd)
@@ -276,6 +291,15 @@ class ModalityAwareStrategy(FedAvg):
                 log.warning("round %d: rejected evaluation of site %s: %s", rnd, site, problem)
             elif reply is not None:
                 per_site[site] = replace(reply, site_id=site)
+        summary = self.record_evaluation(rnd, per_site, refused, self._silent(replies), seconds)
+        return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
+
+    def record_evaluation(self, rnd: int, per_site: dict[str, EvaluateReply],
+                          refused: dict[str, str], no_reply: dict[str, str],
+                          seconds: dict[str, Any]) -> dict[str, float]:
+        """Each site's evaluation of round ``rnd``'s global model and the round's summary line
+        (from evaluate replies, or from the next round's train replies: ``seconds`` then says
+        ``with_train_round``); returns the summary."""
         for site, reply in sorted(per_site.items()):
             self.run.append("site_metrics.jsonl", {"round": rnd, "site": site, "kind": "evaluate",
                                                    **reply.metrics()})
@@ -285,9 +309,9 @@ class ModalityAwareStrategy(FedAvg):
         warn_misrouting(rnd, health, self.settings.phase(rnd))
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
                                          "gate": health, "rejected": refused,
-                                         "no_reply": self._silent(replies), "seconds": seconds})
+                                         "no_reply": no_reply, "seconds": seconds})
         self.last_site_eval = per_site
-        return MetricRecord({k: v for k, v in summary.items() if np.isfinite(v)}) if per_site else None
+        return summary
 
 
 def _split_errors(rnd: int, phase: str, replies: list[Message]

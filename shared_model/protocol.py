@@ -38,6 +38,7 @@ class Record(StrEnum):
     METRICS = "metrics"
     SITE = "site"
     PRIVACY = "privacy"
+    EVALUATION = "evaluation"  # train reply: the metrics of the model the site received
 
 
 class SiteKey(StrEnum):
@@ -115,6 +116,7 @@ class RoundConfig:
     proximal_mu: float
     seed: int
     aggregation_rule: AggregationRule
+    evaluate_incoming: bool = False  # also evaluate the received model (the last round's)
     sites_manifest: str = ""
 
     _KEYS = {"server_round": ROUND, "sites_manifest": SITES_MANIFEST}
@@ -133,7 +135,7 @@ class RoundConfig:
         where = "train config"
         kinds = {"server_round": int, "num_rounds": int, "phase": Phase, "local_epochs": int, "lr": float,
                  "batch_size": int, "alpha": float, "proximal_mu": float, "seed": int,
-                 "aggregation_rule": AggregationRule}
+                 "aggregation_rule": AggregationRule, "evaluate_incoming": bool}
         values = {name: _require(record, cls.key(name), kind, where) for name, kind in kinds.items()}
         return cls(**values, sites_manifest=str(record.get(SITES_MANIFEST, "")))
 
@@ -231,6 +233,7 @@ class TrainReply:
     train_examples: int | None = None  # not sent by DP sites (the training-set size)
     epsilon: float | None = None
     ledger_row: dict[str, Any] | None = None
+    evaluation: EvaluateReply | None = None  # of the received model (``evaluate-incoming``)
 
     @property
     def num_examples(self) -> int:
@@ -258,7 +261,8 @@ class TrainReply:
 
     @classmethod
     def parse(cls, site: Mapping[str, Any], metrics: Mapping[str, Any],
-              arrays: dict[str, np.ndarray], privacy: Mapping[str, Any] | None) -> TrainReply:
+              arrays: dict[str, np.ndarray], privacy: Mapping[str, Any] | None,
+              evaluation: Mapping[str, Any] | None = None) -> TrainReply:
         """The reply from its records (raises :class:`ProtocolError` naming the bad key)."""
         site_id = _require(site, SiteKey.SITE_ID, str, "train reply site record")
         where = f"train reply of site '{site_id}'"
@@ -269,7 +273,8 @@ class TrainReply:
         return cls(site_id, arrays, weights, status, str(site.get(SiteKey.REASON, "")),
                    _optional_float(metrics, TRAIN_LOSS),
                    int(metrics[TRAIN_EXAMPLES]) if TRAIN_EXAMPLES in metrics else None,
-                   _optional_float(metrics, EPSILON), row)
+                   _optional_float(metrics, EPSILON), row,
+                   EvaluateReply.parse(site_id, evaluation) if evaluation is not None else None)
 
 
 def _optional_float(values: Mapping[str, Any], key: str) -> float | None:

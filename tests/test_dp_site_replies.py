@@ -82,6 +82,12 @@ def test_a_dp_site_sends_only_the_documented_keys(tmp_path: Path, synth_features
                         _context(_node_config(tmp_path, synth_features,
                                               **{"share-evaluation": True})))
     assert dict(shared.content[Record.METRICS])  # shared only when the site opts in
+    asked = replace(cfg, evaluate_incoming=True).to_record()  # the server asks in a train message
+    assert set(client_app(_message("train", asked), _context(node)).content.metric_records) == {
+        Record.METRICS}
+    opted_in = client_app(_message("train", asked), _context(
+        _node_config(tmp_path, synth_features, **{"share-evaluation": True})))
+    assert dict(opted_in.content.metric_records[Record.EVALUATION])
 
 
 def _update(site: SiteData, store_dir: Path) -> np.ndarray:

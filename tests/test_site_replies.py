@@ -4,6 +4,7 @@ deploy/README.md ("What leaves a hospital"), and the minimum cell size on the va
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,29 @@ def test_evaluate_reply_keys_are_documented_and_respect_the_cell_size(node) -> N
     small = client_app(_message("evaluate", {"server-round": 1}),
                        _context({**node, "min-cell-size": 10_000})).content
     assert dict(small[Record.METRICS]) == {"num-examples": 0}  # a too-small site sends nothing
+
+
+def test_a_train_message_can_carry_the_last_rounds_evaluation(node) -> None:
+    """With ``evaluate-incoming`` the train reply also carries the received model's evaluation:
+    the same keys and values the evaluate handler sends for that model, under the same rules."""
+    import torch
+
+    from server.flower_io import parse_train_reply
+
+    node = {**node, "min-cell-size": 5}
+    cfg = replace(FederationSettings(num_rounds=3, pretrain_rounds=0).round_config(2),
+                  evaluate_incoming=True)
+    torch.manual_seed(0)
+    train = client_app(_message("train", cfg.to_record()), _context(node))
+    torch.manual_seed(0)
+    evaluate = client_app(_message("evaluate", {"server-round": 2}), _context(node)).content
+    carried = dict(train.content.metric_records[Record.EVALUATION])
+    assert carried == dict(evaluate[Record.METRICS]) and "test.auroc_low" in carried
+    assert not _undocumented(set(carried)), _undocumented(set(carried))
+    assert parse_train_reply(train).evaluation.get("test", "auroc") == carried["test.auroc"]
+    plain = client_app(_message("train", replace(cfg, evaluate_incoming=False).to_record()),
+                       _context(node))
+    assert set(plain.content.metric_records) == {Record.METRICS}
 
 
 def test_patterns_reject_an_undocumented_key() -> None:

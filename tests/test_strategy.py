@@ -435,3 +435,39 @@ def test_init_from_a_checkpoint_file_or_run_checks_the_model(tmp_path: Path) -> 
         RunDirectory.load_model(tmp_path / "bad.safetensors", expected)
     with pytest.raises(ValueError, match="init-from starts a new run"):
         FederationSettings(init_from="a", resume_from="b")
+
+
+def test_an_evaluation_rides_in_the_next_train_round_and_the_last_has_its_own(tmp_path: Path
+                                                                             ) -> None:
+    """Round r's evaluation comes with round r + 1's train replies and is recorded as round r's;
+    the last round (and any round when only some sites train) keeps its evaluate messages."""
+    import json
+
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from shared_model.protocol import EvaluateReply
+
+    settings = FederationSettings(num_rounds=3, pretrain_rounds=0, evaluate_every=1)
+    assert [settings.evaluates_with_next_train(r) for r in (1, 2, 3)] == [True, True, False]
+    sampled = FederationSettings(num_rounds=3, pretrain_rounds=0, fraction_train=0.5)
+    assert not sampled.evaluates_with_next_train(1)
+    run = RunDirectory.create(str(tmp_path / "run"), {})
+    strategy = ModalityAwareStrategy(settings, run)
+    g = model_to_arrays(build_model())
+    strategy.current = g
+    assert list(strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(), None)) == []
+    assert strategy.aggregate_evaluate(1, []) is None
+    evaluation = EvaluateReply("a", 120, {"test": {"auroc": 0.71, "loss": 0.3}})
+    content = train_reply_content(TrainReply("a", _site_arrays(g, {"gate"}, 1.0), {"gate": 50},
+                                             evaluation=evaluation))
+    strategy.aggregate_train(2, [_reply(1, content)])
+    rounds = [json.loads(x) for x in (run.path / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["kind"]) for r in rounds] == [(1, "evaluate"), (2, "train")]
+    assert rounds[0]["test.auroc"] == pytest.approx(0.71)
+    assert rounds[0]["seconds"] == {"with_train_round": 2}
+    assert strategy.last_site_eval["a"].get("test", "auroc") == 0.71
+    resumed = ModalityAwareStrategy(settings, run, round_offset=1)  # round 1 ran before resuming
+    resumed.current = g
+    resumed.aggregate_train(1, [_reply(1, content)])  # absolute round 2: no evaluation of 1
+    kinds = [json.loads(x)["kind"] for x in (run.path / "rounds.jsonl").read_text().splitlines()]
+    assert kinds == ["evaluate", "train", "train"]
