@@ -130,8 +130,8 @@ def stay_groups(samples: dict[str, Path], test_population_cohort: Path | None,
     return {"care unit": unit_of} | ({"site": site_of} if site_of else {})
 
 
-def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfig,
-                     test_population: Path | None = None, *,
+def pooled_evaluator(sites: dict[str, SiteData], model_config: ModelConfig,
+                     test_population: SiteData | None = None, *,
                      min_cell_size: int = MIN_CELL_SIZE,
                      groups_of_stays: dict[str, dict[int, str]] | None = None) -> PooledEvaluate:
     """AUROC (with a 95% bootstrap interval), AUPRC, F1, loss and Brier score of a global model on
@@ -140,9 +140,8 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
     validation split (the same rule as at the sites). Subgroups by sex, age band, modality
     combination and each dimension of ``groups_of_stays`` (see ``stay_groups``), released under
     ``min_cell_size`` like a site's."""
-    pooled = concat_sites([SiteData.load(d, task, s) for s, d in sites.items()])
-    tested = pooled if test_population is None else SiteData.load(test_population, task,
-                                                                   TEST_POPULATION_SITE)
+    pooled = concat_sites(list(sites.values()))
+    tested = pooled if test_population is None else test_population
     val, test = pooled.subset("val"), tested.subset("test")
     test_stays = tested.stay_id[tested.split == "test"]
     device = resolve_device()
@@ -177,8 +176,8 @@ def pooled_evaluator(sites: dict[str, Path], task: str, model_config: ModelConfi
     return evaluate
 
 
-def pooled_ceilings(data: FederationData, features: dict[str, Path], test_population: Path | None,
-                    task: str) -> dict[str, float]:
+def pooled_ceilings(data: FederationData, sites: dict[str, SiteData],
+                    test_population: SiteData | None, task: str) -> dict[str, float]:
     """AUROC of the synthetic data's reachable ceiling and of its true probabilities on the
     pooled test set that centralized evaluation scores (none for real data)."""
     from simulation.oracle import REACHABLE, TRUE, oracle_auroc
@@ -186,11 +185,9 @@ def pooled_ceilings(data: FederationData, features: dict[str, Path], test_popula
     if data.mimic_iv:
         return {}
     if test_population is not None:
-        test, oracle = SiteData.load(test_population, task, TEST_POPULATION_SITE), \
-            data.test_oracle_csv()
+        test, oracle = test_population, data.test_oracle_csv()
     else:
-        test, oracle = concat_sites([SiteData.load(d, task, s) for s, d in features.items()]), \
-            data.oracle_csv()
+        test, oracle = concat_sites(list(sites.values())), data.oracle_csv()
     mask = test.split == "test"
     stays, labels = test.stay_id[mask], test.labels.numpy()[mask]
     values = {"reachable_auroc": oracle_auroc(oracle, stays, labels, task, REACHABLE),
@@ -198,14 +195,13 @@ def pooled_ceilings(data: FederationData, features: dict[str, Path], test_popula
     return {k: v for k, v in values.items() if np.isfinite(v)}
 
 
-def write_data_summary(path: Path, features: dict[str, Path], task: str, source: str = "",
+def write_data_summary(path: Path, sites: dict[str, SiteData], task: str, source: str = "",
                        ceilings: dict[str, float] | None = None) -> dict:
     """Per site and split: samples, positives and modality mix, for the run report (simulation
     only: in deployment the coordinator sees no such counts); ``source``: what the data is;
     ``ceilings``: AUROCs the pooled test set allows (synthetic data)."""
     summary = {}
-    for site, feature_dir in features.items():
-        data = SiteData.load(feature_dir, task, site)
+    for site, data in sites.items():
         available = data.inputs["available"].numpy() > 0.5
         summary[site] = {split: {
             "samples": data.size(split),
@@ -319,10 +315,13 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
              for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
     test_population = prepare_test_population(data)
-    shown = features | ({TEST_POPULATION_SITE: test_population} if test_population else {})
     task = str(run_config[TASK])
+    loaded = {site: SiteData.load(path, task, site) for site, path in features.items()}
+    tested = (SiteData.load(test_population, task, TEST_POPULATION_SITE) if test_population
+              else None)  # each feature cache read once, for the summary, ceilings and evaluation
+    shown = loaded | ({TEST_POPULATION_SITE: tested} if tested is not None else {})
     summary = write_data_summary(run_dir / DATA_SUMMARY, shown, task, data.describe(),
-                                 pooled_ceilings(data, features, test_population, task))
+                                 pooled_ceilings(data, loaded, tested, task))
     settings = FederationSettings.from_run_config(run_config)
     problems, estimable = data_support(summary, min_cell_size, settings.centralized_eval)
     for line in problems:
@@ -334,7 +333,6 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
             "data.min-cell-size")
     groups = stay_groups(samples, test_population_cohort(data) if test_population else None,
                          str(data.scheme))
-    evaluate = pooled_evaluator(features, str(run_config[TASK]),
-                                model_config_from_run_config(run_config), test_population,
+    evaluate = pooled_evaluator(loaded, model_config_from_run_config(run_config), tested,
                                 min_cell_size=min_cell_size, groups_of_stays=groups)
     return SimulatedSites(str(manifest), evaluate)
