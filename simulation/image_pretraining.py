@@ -24,6 +24,7 @@ from torch import nn
 
 from client.features.image import film_transform
 from shared_model.paths import default_cache_dir
+from shared_model.progress_bars import Progress
 from simulation.synth.images import draw_film
 from simulation.synth.population import build_population
 from simulation.synth.signals import FILM_FINDINGS
@@ -59,9 +60,13 @@ def synthetic_pacs(config: PacsPretraining) -> tuple[pd.DataFrame, torch.Tensor,
     columns = [f"film_{name}" for name in FILM_FINDINGS]
     index = stays[["subject_id", "stay_id", *columns]].reset_index(drop=True)
     transform = film_transform(config.image_size)
-    films = torch.stack([transform(draw_film(rng, dict(zip(FILM_FINDINGS, row, strict=True))))
-                         for row in index[columns].to_numpy()])
-    return index, films, torch.tensor(index[columns].to_numpy(), dtype=torch.float32)
+    shown = Progress(len(index), "synthetic PACS: drawing", "films", log)
+    films = []
+    for row in index[columns].to_numpy():
+        films.append(transform(draw_film(rng, dict(zip(FILM_FINDINGS, row, strict=True)))))
+        shown.update(1)
+    shown.close()
+    return index, torch.stack(films), torch.tensor(index[columns].to_numpy(), dtype=torch.float32)
 
 
 def _backbone() -> tuple[nn.Module, nn.Module]:
@@ -101,6 +106,7 @@ def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
     features.train()
     step = 0
+    shown = Progress(steps, "image pre-training", "steps", log)
     for epoch in range(config.epochs):
         perm = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))]
         for start in range(0, len(perm) - config.batch_size + 1, config.batch_size):
@@ -113,11 +119,10 @@ def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
             if step < steps - 1:
                 schedule.step()
             step += 1
-            if step % 10 == 0:
-                log.info("image pre-training: step %d/%d (%.0f s)", step, steps,
-                         time.perf_counter() - started)
+            shown.update(1)
         log.info("image pre-training epoch %d/%d: last batch MSE %.4f", epoch + 1, config.epochs,
                  float(loss.detach()))
+    shown.close()
     features.eval()
     with torch.no_grad():
         pred = torch.cat([_predict(features, head, films[held[i:i + 64]].to(device)).cpu()

@@ -161,3 +161,22 @@ def test_a_modality_removed_at_test_time_looks_like_one_never_recorded(synth_fea
     assert (site.inputs["available"].numpy()[:, 1] > 0.5).sum() == had.sum()  # input untouched
     assert np.array_equal(without_modality(site, "notes", 0.0).inputs["notes"].numpy(),
                           site.inputs["notes"].numpy())
+
+
+def test_image_pretraining_writes_weights_with_a_card_and_reuses_them(tmp_path: Path, caplog
+                                                                      ) -> None:
+    """The synthetic-PACS pre-training at a toy size: weights and card written, a second call
+    reuses the file without training, and the encoder loads the weights."""
+    from client.features.image import ImageEncoder
+    from simulation.image_pretraining import PacsPretraining, pretrain_image_encoder
+
+    config = PacsPretraining(patients=40, epochs=1, image_size=32, batch_size=8)
+    with caplog.at_level("INFO"):
+        out = pretrain_image_encoder(config, tmp_path / "w.pt")
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["films"] > 8 and set(card["held_out_r2"]) == {"cardio", "effusion", "opacity",
+                                                              "device"}
+    assert "image pre-training" in caplog.text
+    stamp = out.stat().st_mtime_ns
+    assert pretrain_image_encoder(config, out) == out and out.stat().st_mtime_ns == stamp
+    assert "random-init" not in ImageEncoder(out, image_size=32).identity
