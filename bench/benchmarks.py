@@ -9,6 +9,8 @@
                                                 # idle and beside a busy process
     python bench/benchmarks.py encoders         # the encoders' CPU path now vs before, with
                                                 # the features' agreement and the compute floor
+    python bench/benchmarks.py population-encoding  # ms per note and film: a site's inputs vs
+                                                # the test population's (benchmark preset)
     python bench/benchmarks.py films            # MIMIC-size JPEGs: encoding films/s against the
                                                 # decode and forward-pass floors
 """
@@ -258,6 +260,45 @@ def encoders(patients: int) -> None:
               f"ms | now / int8 {t_now / t_int8:.2f}x | {agreement(n_int8, n_now)} |")
 
 
+def population_encoding(count: int) -> None:
+    """Milliseconds per note and per film of the benchmark preset's site-0 against its test
+    population, ``count`` of each, the same encoders in the same process (site-0 measured again
+    last, to see the drift of the machine)."""
+    import os
+
+    import numpy as np
+
+    from client.data.sites import read_site_samples
+    from client.features.image import ImageEncoder
+    from client.features.text import TextEncoder
+    from client.mimic.cohort import read_cohort
+    from shared_model.run_config import pyproject_defaults
+    from simulation.prepare import FederationData, partition_sites, test_population_cohort
+
+    data = FederationData.from_run_config({**pyproject_defaults(), "data.preset": "benchmark"})
+    site = read_site_samples(partition_sites(data)["site-0"])
+    population = read_cohort(test_population_cohort(data))
+    config = data.encoder_config()
+    text = TextEncoder(config.text_model_path, max_tokens=config.text_max_tokens)
+    image = ImageEncoder(config.image_weights, image_size=config.image_size)
+    print("| inputs | ms per note | note tokens (median) | ms per film | film file (median kB) |")
+    print("|---|---|---|---|---|")
+    for name, samples in (("site-0", site), ("test population", population),
+                          ("site-0 again", site)):
+        notes = [str(t) for t in samples.loc[samples.has_notes, "note_text"].head(count)]
+        films = [str(p) for p in samples.cxr_path.dropna().head(count)]
+        tokens = [len(ids) for ids in text.tokenizer(notes, truncation=True,
+                                                      max_length=config.text_max_tokens)["input_ids"]]
+        started = time.perf_counter()
+        text.encode(notes)
+        per_note = (time.perf_counter() - started) / len(notes) * 1000
+        started = time.perf_counter()
+        image.encode(films)
+        per_film = (time.perf_counter() - started) / len(films) * 1000
+        size = np.median([os.path.getsize(p) for p in films]) / 1000
+        print(f"| {name} | {per_note:.1f} | {np.median(tokens):.0f} | {per_film:.1f} | {size:.0f} |")
+
+
 MIMIC_FILM = (2544, 3056)  # width x height of a common MIMIC-CXR-JPG frontal film
 
 
@@ -388,7 +429,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=["cohort-scaling", "feature-cache", "repartition",
                                          "site-scaling", "bytes", "boosting-threads", "films",
-                                         "encoders"])
+                                         "encoders", "population-encoding"])
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 5, 10, 20])
@@ -408,6 +449,8 @@ def main() -> None:
         site_scaling(args.sites, args.rounds)
     elif args.name == "boosting-threads":
         boosting_threads()
+    elif args.name == "population-encoding":
+        population_encoding(args.films)
     elif args.name == "encoders":
         encoders(args.patients)
     elif args.name == "films":
