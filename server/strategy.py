@@ -8,7 +8,9 @@ aggregation entirely. Each parameter group is averaged only over the sites that 
 by the samples behind it (see server/aggregation.py); groups nobody updated keep their value.
 Invalid replies (NaN/Inf, wrong shapes, unknown names, malformed records) are rejected with a
 logged reason and the round goes on. A train round is four named steps: collect, aggregate, record,
-checkpoint.
+checkpoint. The sites' evaluation of an evaluated round's model comes with the next round's train
+replies (``FederationSettings.evaluates_with_next_train``); only the last round, or every round
+when just some sites train, sends evaluate messages.
 """
 
 from __future__ import annotations
