@@ -135,9 +135,13 @@ class RoundConfig:
         where = "train config"
         kinds = {"server_round": int, "num_rounds": int, "phase": Phase, "local_epochs": int, "lr": float,
                  "batch_size": int, "alpha": float, "proximal_mu": float, "seed": int,
-                 "aggregation_rule": AggregationRule, "evaluate_incoming": bool}
+                 "aggregation_rule": AggregationRule}
         values = {name: _require(record, cls.key(name), kind, where) for name, kind in kinds.items()}
-        return cls(**values, sites_manifest=str(record.get(SITES_MANIFEST, "")))
+        # optional: a coordinator from before it existed never asks (a site upgraded first
+        # keeps training with it instead of failing every round)
+        incoming = record.get(cls.key("evaluate_incoming"), False) is True
+        return cls(**values, evaluate_incoming=incoming,
+                   sites_manifest=str(record.get(SITES_MANIFEST, "")))
 
 
 @dataclass(frozen=True)

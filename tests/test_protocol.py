@@ -59,6 +59,9 @@ def test_round_config_round_trips_and_names_a_missing_key() -> None:
     record = cfg.to_record()
     assert record[ROUND] == 3 and "round" not in record  # one round number on the wire
     assert RoundConfig.from_record(record) == cfg and cfg.phase is Phase.JOINT
+    assert not RoundConfig.from_record({**record, "evaluate-incoming": "yes"}).evaluate_incoming
+    del record["evaluate-incoming"]  # a coordinator from before it: never asks
+    assert RoundConfig.from_record(record) == cfg
     del record["lr"]
     with pytest.raises(ProtocolError, match="train config: missing key 'lr'"):
         RoundConfig.from_record(record)
