@@ -150,26 +150,46 @@ def fl_vs_central(out: Path, data: FederationData, tasks: Iterable[str], seeds: 
             # the best single site is chosen on validation (the pooled validation split of all
             # sites), never on the test set it is then compared on
             best_local = max(val_auroc, key=lambda k: val_auroc[k])
-            paired += _paired_lines(labels, scores, [("federated", "pooled (centralized)"),
-                                                     ("federated", best_local)], f"{task} | {seed}")
+            for first, second in (("federated", "pooled (centralized)"), ("federated", best_local)):
+                diff = paired_difference(labels, scores[first], scores[second])
+                paired.append({"task": task, "seed": seed, "comparison": f"{first} - {second}",
+                               "difference": diff.value, "low": diff.low, "high": diff.high})
             log.info("%s seed %d done", task, seed)
     frame = pd.DataFrame(rows)
     frame["fraction_of_reachable"] = frame["test_auroc"] / frame["reachable_auroc"]
-    write_results(out, frame.drop(columns=["test_set"]), ["task", "setting"], "test_auroc",
+    write_results(out, frame, ["task", "setting"], "test_auroc",
                   "Federated vs pooled vs local-only (test AUROC)")
-    intervals = [f"| {r.task} | {r.test_set} | {r.setting} | {r.seed} | {r.test_auroc:.3f} "
-                 f"[{r.low:.3f}, {r.high:.3f}] | {r.fraction_of_reachable:.3f} |"
-                 for r in frame.itertuples()]
-    (out / "paired.md").write_text("\n".join([
-        "# Federated vs pooled vs local-only: every model with its 95% bootstrap interval", "",
-        "| task | test set | setting | seed | AUROC [95% CI] | fraction of reachable ceiling |",
-        "|---|---|---|---|---|---|", *intervals, "",
-        "Paired differences on the same test stays (95% paired bootstrap interval) against the "
-        "pooled model and against the best single-site model, chosen by its AUROC on the pooled "
-        "validation split of all sites (never on this test set).", "",
-        "| task | seed | comparison | AUROC difference [95% CI] | interval excludes 0 |",
-        "|---|---|---|---|---|", *paired]) + "\n")
+    diffs = pd.DataFrame(paired)
+    diffs.to_csv(out / "differences.csv", index=False)
+    (out / "paired.md").write_text("# Federated vs pooled vs local-only\n\n"
+                                   + fl_vs_central_markdown(frame, diffs))
     return frame
+
+
+def fl_vs_central_markdown(frame: pd.DataFrame, diffs: pd.DataFrame) -> str:
+    """Per task: every model's test AUROC with its 95% interval per seed, then the paired
+    differences of the federated model against the pooled one and the best single site (chosen
+    on the pooled validation split)."""
+    parts = []
+    for task, rows in frame.groupby("task", sort=False):
+        seeds = sorted(rows.seed.unique())
+        header = "| model | " + " | ".join(f"seed {s}" for s in seeds) + " |"
+        lines = [f"### {task}: {rows.test_set.iloc[0]}", "", header,
+                 "|---" * (len(seeds) + 1) + "|"]
+        for setting, runs in rows.groupby("setting", sort=False):
+            by_seed = {r.seed: f"{r.test_auroc:.3f} [{r.low:.3f}, {r.high:.3f}]"
+                       for r in runs.itertuples()}
+            lines.append(f"| {setting} | " + " | ".join(by_seed.get(s, "") for s in seeds) + " |")
+        lines += ["", "Paired differences on the same test stays (95% paired bootstrap); the best "
+                  "single site is the one whose model scores highest on the pooled validation "
+                  "split of all sites, never chosen on this test set:", "",
+                  "| seed | comparison | AUROC difference [95% CI] |", "|---|---|---|"]
+        for d in diffs[diffs.task == task].itertuples():
+            verdict = "" if d.low > 0 or d.high < 0 else " (no measurable difference)"
+            lines.append(f"| {d.seed} | {d.comparison} | {d.difference:+.3f} "
+                         f"[{d.low:+.3f}, {d.high:+.3f}]{verdict} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def _scored_runs(task: str, data: FederationData) -> tuple[BenchmarkSplits, np.ndarray]:

@@ -143,8 +143,15 @@ def _robustness(folder: Path) -> str:
     return robustness_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
 
 
+def _fl_vs_central(folder: Path) -> str:
+    from simulation.experiments import fl_vs_central_markdown
+
+    return fl_vs_central_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
-                                               "external": _external, "robustness": _robustness}
+                                               "external": _external, "robustness": _robustness,
+                                               "fl-vs-central": _fl_vs_central}
 
 
 def render(folder: Path) -> str:
