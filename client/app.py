@@ -58,20 +58,19 @@ def train(msg: Message, context: Context) -> Message:
     site = resolve_site(dict(context.node_config), cfg.sites_manifest)
     data = _data(site, context)
     model_config = model_config_from_run_config(dict(context.run_config))
+    arrays = global_arrays(msg)
     timer.mark("data")
     evaluation = None
     if cfg.evaluate_incoming and _shares_evaluation(site):
-        evaluation = local_evaluate(data, model_config, global_arrays(msg), site.site_id,
-                                    site.min_cell_size)
+        evaluation = local_evaluate(data, model_config, arrays, site.site_id, site.min_cell_size)
         timer.mark("evaluate")
     if not site.dp.enabled:
-        reply = local_train(data, model_config, global_arrays(msg), cfg, site.site_id,
-                            site.min_cell_size)
+        reply = local_train(data, model_config, arrays, cfg, site.site_id, site.min_cell_size)
     else:
         from client.privacy.dp_round import dp_local_train  # Opacus only where DP runs
         from client.privacy.site_ledger import SiteLedger
 
-        reply = dp_local_train(data, model_config, global_arrays(msg), cfg, site.dp,
+        reply = dp_local_train(data, model_config, arrays, cfg, site.dp,
                                SiteLedger(site.privacy_dir), site.site_id,
                                site.modalities).reply
     timer.mark("train")

@@ -109,11 +109,8 @@ class ModalityAwareStrategy(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         self.current = arrays_from_record(arrays)
         rnd = server_round + self.round_offset
-        # the previous round's evaluation rides in this train message, unless that round ran
-        # before a resume (its evaluation, if any, was then already sent or is lost)
-        incoming = rnd - 1 > self.round_offset and self.settings.evaluates_with_next_train(rnd - 1)
         record = replace(self.settings.round_config(rnd, self.sites_manifest),
-                         evaluate_incoming=incoming).to_record()
+                         evaluate_incoming=self._carries_previous_evaluation(rnd)).to_record()
         messages = _with_round(super().configure_train(server_round, arrays, ConfigRecord(record),
                                                        grid), rnd)
         self._remember_sent(messages)
@@ -124,7 +121,7 @@ class ModalityAwareStrategy(FedAvg):
         rnd = server_round + self.round_offset
         seconds = self._seconds_since_sent()
         collected = self.collect(rnd, replies)
-        if rnd - 1 > self.round_offset and self.settings.evaluates_with_next_train(rnd - 1):
+        if self._carries_previous_evaluation(rnd):
             refused = {site: reason for site, reason in collected.rejected.items()
                        if site not in collected.evaluations}  # the reply itself was refused
             self.record_evaluation(rnd - 1, collected.evaluations, refused, collected.no_reply,
@@ -140,6 +137,11 @@ class ModalityAwareStrategy(FedAvg):
         self.checkpoint(rnd, new)
         self.current = new
         return to_array_record(new), MetricRecord({TRAIN_LOSS: loss, "sites": len(collected.updates)})
+
+    def _carries_previous_evaluation(self, rnd: int) -> bool:
+        """Whether round ``rnd``'s train messages carry round ``rnd - 1``'s evaluation: not when
+        that round ran before a resume (its evaluation, if any, was then sent or is lost)."""
+        return rnd - 1 > self.round_offset and self.settings.evaluates_with_next_train(rnd - 1)
 
     def _remember_sent(self, messages: list[Message]) -> None:
         """The phase's messages (Flower sets each one's message id when it pushes it)."""

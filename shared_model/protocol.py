@@ -322,7 +322,7 @@ class EvaluateReply:
             if value is None or key == NUM_EXAMPLES:
                 continue
             head, _, rest = key.partition(".")
-            if head == SUBGROUP and "." in rest:
+            if parse_subgroup_key(key) is not None:
                 subgroups[key] = float(value)
             elif head == "route" and "." in rest:
                 combo, expert = rest.rsplit(".", 1)

@@ -64,13 +64,12 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True,
-                                                      max_length=self.max_tokens)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
+        tokens = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
+        order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
-            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                   max_length=self.max_tokens, return_tensors="pt").to(self.device)
+            batch = self.tokenizer.pad({key: [tokens[key][i] for i in rows] for key in tokens},
+                                       return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
