@@ -53,7 +53,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 FEDERATED_ABLATIONS: tuple[str, ...] = ("moe-health", "no-missing-indicator", "static-gate", "top-1",
-                                        "no-pretrain", "mlp-fusion", "unimodal-ehr")
+                                        "no-pretrain", "mlp-fusion", "unimodal-ehr", "dense-gate")
 
 
 def variant_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:

@@ -197,28 +197,63 @@ def _scored_runs(task: str, data: FederationData) -> tuple[BenchmarkSplits, np.n
     return splits, splits.labels()
 
 
-def _paired_lines(labels: np.ndarray, scores: dict[str, np.ndarray],
-                  pairs: Iterable[tuple[str, str]], prefix: str) -> list[str]:
-    """Markdown rows ``| prefix | a - b | difference [95% CI] | excludes 0 |``."""
+def _paired_rows(labels: np.ndarray, scores: dict[str, np.ndarray],
+                 pairs: Iterable[tuple[str, str]], seed: int, prefix: str = "") -> list[dict]:
+    """``differences.csv`` rows: ``first - second`` on the same test stays with its 95% paired
+    bootstrap interval, named ``prefix + "first - second"``."""
     out = []
     for first, second in pairs:
         diff = paired_difference(labels, scores[first], scores[second])
-        out.append(f"| {prefix} | {first} - {second} | {diff.signed()} | "
-                   f"{'yes' if diff.excludes_zero() else 'no'} |")
+        out.append({"seed": seed, "comparison": f"{prefix}{first} - {second}",
+                    "difference": diff.value, "low": diff.low, "high": diff.high})
     return out
 
 
-def _write_intervals(out: Path, title: str, test_set: str, rows: list[dict], key: str,
-                     paired: list[str], prefix_header: str) -> None:
-    """``paired.md``: each run's test AUROC with its interval, then the paired differences."""
-    lines = [f"# {title}", "", f"Test set: {test_set}.", "",
-             f"| {key} | seed | AUROC [95% CI] |", "|---|---|---|"]
-    lines += [f"| {r[key]} | {r['seed']} | {r['test_auroc']:.3f} [{r['low']:.3f}, {r['high']:.3f}] |"
-              for r in rows]
-    lines += ["", "Paired differences on the same test stays (95% paired bootstrap interval).", "",
-              f"| {prefix_header} | comparison | AUROC difference [95% CI] | interval excludes 0 |",
-              "|---|---|---|---|", *paired]
-    (out / "paired.md").write_text("\n".join(lines) + "\n")
+# per-run columns a runs table shows beside the AUROCs: header, format, how seeds combine
+RUN_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "max_site_epsilon_spent": ("epsilon spent (largest site, any seed)", "{:.3f}", "max"),
+    "mean_bytes_per_site_round": ("upload per site and round (kB, mean over seeds)", "{:,.0f}",
+                                  "mean"),
+}
+
+
+def runs_markdown(frame: pd.DataFrame, diffs: pd.DataFrame, label: str) -> str:
+    """One row per run (``label``) with its test AUROC [95% CI] per seed, then one row per paired
+    difference per seed; a difference whose interval excludes 0 is in bold."""
+    seeds = sorted(frame.seed.unique())
+    shown = [c for c in RUN_COLUMNS if c in frame and frame[c].notna().any()]
+    seed_cells = " | ".join(f"seed {s}" for s in seeds)
+    header = [label, *(f"seed {s}" for s in seeds), *(RUN_COLUMNS[c][0] for c in shown)]
+    lines = [f"Test set: {frame.test_set.iloc[0]}.", "", "| " + " | ".join(header) + " |",
+             "|---" * len(header) + "|"]
+    for name, runs in frame.groupby(label, sort=False):
+        by_seed = {r.seed: f"{r.test_auroc:.3f} [{r.low:.3f}, {r.high:.3f}]"
+                   for r in runs.itertuples()}
+        extra = [RUN_COLUMNS[c][1].format(runs[c].agg(RUN_COLUMNS[c][2])
+                                          / (1000 if c == "mean_bytes_per_site_round" else 1))
+                 for c in shown]
+        lines.append(f"| {name} | " + " | ".join(by_seed.get(s, "not run") for s in seeds)
+                     + " |" + "".join(f" {e} |" for e in extra))
+    lines += ["", "Paired differences on the same test stays (95% paired bootstrap interval; "
+              "**bold**: the interval excludes 0):", "", f"| comparison | {seed_cells} |",
+              "|---" * (len(seeds) + 1) + "|"]
+    for comparison, rows in diffs.groupby("comparison", sort=False):
+        cells = {}
+        for d in rows.itertuples():
+            text = f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+            cells[d.seed] = f"**{text}**" if d.low > 0 or d.high < 0 else text
+        lines.append(f"| {comparison} | " + " | ".join(cells.get(s, "not run") for s in seeds)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_runs(out: Path, frame: pd.DataFrame, diffs: pd.DataFrame, label: str,
+                title: str) -> None:
+    """results.csv / .md / .png, differences.csv and ``paired.md`` (the table bench/tables.py
+    renders from the two CSVs)."""
+    write_results(out, frame, [label], "test_auroc", title)
+    diffs.to_csv(out / "differences.csv", index=False)
+    (out / "paired.md").write_text(f"# {title}\n\n" + runs_markdown(frame, diffs, label))
 
 
 def _interval_row(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -250,7 +285,7 @@ def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, ti
 
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
-    numeric = [c for c in frame.columns if c not in by and c != "seed"
+    numeric = [c for c in frame.columns if c not in (*by, "seed", "low", "high")
                and pd.api.types.is_numeric_dtype(frame[c])]
     summary = frame.groupby(by, sort=False)[numeric].agg(["mean", "std"])
     lines = [f"# {title}", "", "| " + " | ".join(by + numeric) + " |",
@@ -288,7 +323,7 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
                     units: Iterable[str] = ("patient",)) -> pd.DataFrame:
     """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD), with 95% intervals
     and paired differences against the same recipe without noise (``no-noise``: Poisson sampling,
-    clipping, the DP model, no guarantee) and without DP (``inf``), in ``paired.md``.
+    clipping, the DP model, no guarantee) and without DP (``inf``), in ``differences.csv``.
     ``recipe``: run-config keys every run gets, e.g. ``init-from`` a publicly pre-trained model,
     ``dp.train``, ``dp.batch-size``. ``units``: privacy units to run each epsilon with; with
     several (``patient stay``) each epsilon is paired across them. Each row also has the final
@@ -299,6 +334,7 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
     runs = [(eps, unit) for eps in epsilons
             for unit in (units if _dp_setting(eps) not in (NO_NOISE, "no DP") else units[:1])]
     splits, labels = _scored_runs(task, data)
+    test_set = _test_set_name(splits, labels)
     val = splits.pooled.subset("val")
     progress = StepLog(len(runs) * len(seeds), "privacy-utility")
     for seed in seeds:
@@ -320,21 +356,19 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
             on_val = predict(model, val, resolve_device())
             spent = _final_epsilons(Path(fl["run_dir"]))
             rows.append({"setting": setting, "target_epsilon": eps, "seed": seed,
+                         "test_set": test_set,
                          **_interval_row(labels, scores[setting]),
                          "val_auroc": RankedScores(on_val.labels, on_val.probs).auroc(),
                          "max_site_epsilon_spent": max(spent.values(), default=0.0),
                          "seconds": fl["seconds"]})
         for reference in (NO_NOISE, "no DP"):
             if reference in scores:
-                paired += _paired_lines(labels, scores, [(s, reference) for s in scores
-                                                         if s not in (reference, "no DP")],
-                                        f"seed {seed}")
-        paired += _paired_lines(labels, scores, _unit_pairs(scores, units), f"seed {seed}")
-    frame = pd.DataFrame(rows)
-    write_results(out, frame.drop(columns=["target_epsilon", "low", "high"]), ["setting"],
-                  "test_auroc", f"Privacy-utility ({task}): test AUROC per target epsilon")
-    _write_intervals(out, f"Privacy-utility ({task}); recipe: {recipe or 'defaults'}",
-                     _test_set_name(splits, labels), rows, "setting", paired, "seed")
+                paired += _paired_rows(labels, scores, [(s, reference) for s in scores
+                                                        if s not in (reference, "no DP")], seed)
+        paired += _paired_rows(labels, scores, _unit_pairs(scores, units), seed)
+    frame = pd.DataFrame(rows).drop(columns=["target_epsilon"])
+    _write_runs(out, frame, pd.DataFrame(paired), "setting",
+                f"Privacy-utility ({task}): test AUROC per target epsilon")
     return frame
 
 
@@ -364,10 +398,12 @@ def _final_epsilons(run_dir: Path) -> dict[str, float]:
 def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
                         task: str = "mortality", budget: Budget = Budget()) -> pd.DataFrame:
     """Experiment 2: the paper's ablations, trained federatedly; each scored with its interval
-    and paired against MoE-Health of the same seed (``paired.md``)."""
+    and paired against MoE-Health of the same seed, and the dense gate against the uniform gate
+    and MLP fusion (``differences.csv``)."""
     rows, paired = [], []
     seeds = list(seeds)
     splits, labels = _scored_runs(task, data)
+    test_set = _test_set_name(splits, labels)
     progress = StepLog(len(FEDERATED_ABLATIONS) * len(seeds), "ablations")
     for seed in seeds:
         scores = {}
@@ -377,17 +413,20 @@ def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
                                 f"{name}-seed{seed}", progress)
             scores[name] = _test_probs(federated_model(Path(fl["run_dir"]),
                                                        variant_model_config(name)), splits.test)
-            rows.append({"variant": name, "seed": seed, **_interval_row(labels, scores[name]),
+            rows.append({"variant": name, "seed": seed, "test_set": test_set,
+                         **_interval_row(labels, scores[name]),
                          "mean_site_test_auroc": _mean_site_auroc(fl), "seconds": fl["seconds"]})
         reference = FEDERATED_ABLATIONS[0]
-        paired += _paired_lines(labels, scores, [(reference, n) for n in FEDERATED_ABLATIONS[1:]],
-                                f"seed {seed}")
+        pairs = [(reference, n) for n in FEDERATED_ABLATIONS[1:]] + DENSE_GATE_PAIRS
+        paired += _paired_rows(labels, scores, pairs, seed)
     frame = pd.DataFrame(rows)
-    write_results(out, frame.drop(columns=["low", "high"]), ["variant"], "test_auroc",
-                  f"Federated ablations ({task}): test AUROC")
-    _write_intervals(out, f"Federated ablations ({task})", _test_set_name(splits, labels), rows,
-                     "variant", paired, "seed")
+    _write_runs(out, frame, pd.DataFrame(paired), "variant",
+                f"Federated ablations ({task}): test AUROC")
     return frame
+
+
+# is a dense learned gate better than fixed uniform weights, or than no experts at all?
+DENSE_GATE_PAIRS = [("dense-gate", "static-gate"), ("dense-gate", "mlp-fusion")]
 
 
 def _test_set_name(splits: BenchmarkSplits, labels: np.ndarray) -> str:
@@ -409,6 +448,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
     missing_counts, seeds = list(missing_counts), list(seeds)
     progress = StepLog(len(missing_counts) * 2 * len(seeds), "heterogeneity")
     splits, labels = _scored_runs(task, data)  # the test set does not depend on the profile
+    test_set = _test_set_name(splits, labels)
     for k in missing_counts:
         profile = out / "profiles" / f"missing-{k}.yaml"
         profile.parent.mkdir(parents=True, exist_ok=True)
@@ -421,6 +461,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
         variant = dataclasses.replace(data, profile=profile)
         for seed in seeds:
             scores = {}
+            setting = f"{k} sites w/o CXR, {k} w/o notes"
             for rule in ("modality-aware", "fedavg-all"):
                 fl = run_federation(out, variant, budget,
                                     {"task": task, "seed": seed, "aggregation-rule": rule,
@@ -428,19 +469,15 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
                                     progress)
                 scores[rule] = _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
                                            splits.test)
-                rows.append({"sites_missing_each": k, "aggregation": rule, "seed": seed,
+                rows.append({"run": f"{setting}, {rule}", "setting": setting,
+                             "aggregation": rule, "seed": seed, "test_set": test_set,
                              **_interval_row(labels, scores[rule]),
                              "mean_site_test_auroc": _mean_site_auroc(fl),
                              "mean_bytes_per_site_round": fl["mean_bytes_per_site_round"],
                              "seconds": fl["seconds"]})
-            paired += _paired_lines(labels, scores, [("modality-aware", "fedavg-all")],
-                                    f"{k} sites w/o CXR, {k} w/o notes, seed {seed}")
+            paired += _paired_rows(labels, scores, [("modality-aware", "fedavg-all")], seed,
+                                   f"{setting}: ")
     frame = pd.DataFrame(rows)
-    frame["setting"] = [f"{k} sites w/o CXR, {k} w/o notes" for k in frame.sites_missing_each]
-    write_results(out, frame.drop(columns=["sites_missing_each", "low", "high"]),
-                  ["setting", "aggregation"], "test_auroc",
-                  f"Modality heterogeneity ({task}): test AUROC")
-    _write_intervals(out, f"Modality heterogeneity ({task})", _test_set_name(splits, labels),
-                     [{**r, "run": f"{r['setting']}, {r['aggregation']}"}
-                      for r in frame.to_dict("records")], "run", paired, "setting")
+    _write_runs(out, frame.drop(columns=["setting", "aggregation"]), pd.DataFrame(paired), "run",
+                f"Modality heterogeneity ({task}): test AUROC")
     return frame

@@ -149,9 +149,22 @@ def _fl_vs_central(folder: Path) -> str:
     return fl_vs_central_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"))
 
 
+def _runs(label: str) -> Callable[[Path], str]:
+    """Federated runs (ablations, heterogeneity, privacy-utility): one row per ``label``."""
+    def render_runs(folder: Path) -> str:
+        from simulation.experiments import runs_markdown
+
+        return runs_markdown(_read(folder / "results.csv"), _read(folder / "differences.csv"),
+                             label)
+    return render_runs
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
                                                "external": _external, "robustness": _robustness,
-                                               "fl-vs-central": _fl_vs_central}
+                                               "fl-vs-central": _fl_vs_central,
+                                               "ablations": _runs("variant"),
+                                               "heterogeneity": _runs("run"),
+                                               "privacy-utility": _runs("setting")}
 
 
 def render(folder: Path) -> str:
