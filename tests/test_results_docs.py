@@ -60,3 +60,26 @@ def test_robustness_tables_show_moe_health_against_strong_baselines_and_its_seed
     assert [line.split(" | ")[0] for line in shown] == [
         "| moe-health (seed 0) - mlp-fusion (seed 0)",
         "| moe-health (seed 0) - logistic regression, all modalities"]
+
+
+def test_federated_runs_render_one_row_per_run_and_bold_only_excluding_intervals() -> None:
+    import pandas as pd
+
+    from simulation.experiments import runs_markdown
+
+    test_set = "independent test population (n 100, positives 10)"
+    frame = pd.DataFrame([{"setting": s, "seed": seed, "test_set": test_set, "test_auroc": 0.8,
+                           "low": 0.7, "high": 0.9, "max_site_epsilon_spent": eps}
+                          for s, eps in (("epsilon 8", 7.998), ("no-noise", float("inf")))
+                          for seed in (0, 1) if (s, seed) != ("no-noise", 1)])
+    diffs = pd.DataFrame([{"seed": 0, "comparison": "epsilon 8 - no-noise", "difference": -0.02,
+                           "low": -0.03, "high": -0.01},
+                          {"seed": 1, "comparison": "epsilon 8 - no-noise", "difference": -0.01,
+                           "low": -0.02, "high": 0.001}])
+    text = runs_markdown(frame, diffs, "setting")
+    assert "| setting | seed 0 | seed 1 | epsilon spent (largest site, any seed) |" in text
+    assert "| epsilon 8 | 0.800 [0.700, 0.900] | 0.800 [0.700, 0.900] | 7.998 |" in text
+    assert "| no-noise | 0.800 [0.700, 0.900] | not run | inf |" in text
+    assert ("| epsilon 8 - no-noise | **-0.020 [-0.030, -0.010]** | -0.010 [-0.020, +0.001] |"
+            in text)
+    assert test_set in text
