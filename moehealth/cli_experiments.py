@@ -75,7 +75,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                         args.lrs[0], train)
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
-                                 tasks(args)[0], budget)
+                                 tasks(args)[0], budget, args.aggregations, args.server_lrs)
     else:
         raise ValueError(f"unknown experiment {args.name}")
     provenance = measure(args.name, args.preset or "", str(data.arm), args.seeds, started, commit)
@@ -87,7 +87,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
-    from simulation.baselines import VARIANTS
+    from simulation.baselines import AGGREGATIONS, VARIANTS
 
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
@@ -133,5 +133,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                    help="robustness: fractions of the test stays with a modality that lose it")
     p.add_argument("--missing", type=int, nargs="+", default=[0, 1, 2],
                    help="heterogeneity: numbers of sites lacking CXR (and notes)")
+    p.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS,
+                   default=["modality-aware", "fedavg-all"],
+                   help="heterogeneity: aggregations to compare; +fedadam: Flower's FedAdam on the "
+                        "server, its server-lr chosen on validation among --server-lrs")
+    p.add_argument("--server-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03],
+                   help="heterogeneity: FedAdam server-lr candidates (chosen by the first seed's "
+                        "AUROC on the skewed sites' pooled validation split)")
     add_data_args(p)
     p.set_defaults(func=cmd_experiment)

@@ -63,3 +63,20 @@ def variant_model_config(name: str, base: ModelConfig | None = None) -> ModelCon
     values = (base or ModelConfig()).to_dict()
     values.update(VARIANTS[name].model)
     return ModelConfig.from_dict(values)
+
+
+# heterogeneity: how a federation aggregates; "+fedadam" adds Flower's FedAdam on the server with
+# its server-lr chosen on validation
+AGGREGATIONS = ("modality-aware", "fedavg-all", "modality-aware+fedadam", "fedavg-all+fedadam")
+
+
+def aggregation_run_config(aggregation: str, server_lr: float | None = None) -> dict[str, object]:
+    """Run-config keys of one ``AGGREGATIONS`` entry."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation '{aggregation}' (choose from "
+                         f"{', '.join(AGGREGATIONS)})")
+    rule, _, optimizer = aggregation.partition("+")
+    config: dict[str, object] = {"aggregation-rule": rule}
+    if optimizer:
+        config |= {"server-optimizer": optimizer, "server-lr": server_lr}
+    return config

@@ -29,7 +29,12 @@ from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays
 from shared_model.protocol import pooled_key, split_key
-from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
+from simulation.baselines import (
+    FEDERATED_ABLATIONS,
+    VARIANTS,
+    aggregation_run_config,
+    variant_model_config,
+)
 from simulation.bootstrap import auroc_interval, paired_difference
 from simulation.centralized import CentralizedConfig, train_centralized
 from simulation.local_superlink import local_simulation
@@ -433,51 +438,108 @@ def _test_set_name(splits: BenchmarkSplits, labels: np.ndarray) -> str:
     return f"{splits.test_name} (n {len(labels)}, positives {int(labels.sum())})"
 
 
-def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int],
-                  seeds: Iterable[int], task: str = "mortality",
-                  budget: Budget = Budget()) -> pd.DataFrame:
-    """Experiment 3: k sites lack chest X-rays (the first k) and k lack notes (the last k);
-    modality-aware aggregation vs plain FedAvg over all parameters, paired per seed. Every run is
-    scored on the test set of the unmodified federation (the independent test population of the
-    benchmark preset), so all stays keep their modalities there."""
-    import dataclasses
-
+def skew_profile(out: Path, num_sites: int, k: int) -> Path:
+    """A site profile where the first ``k`` sites lack chest X-rays and the last ``k`` notes."""
     import yaml
 
-    rows, paired = [], []
-    missing_counts, seeds = list(missing_counts), list(seeds)
-    progress = StepLog(len(missing_counts) * 2 * len(seeds), "heterogeneity")
+    profile = out / "profiles" / f"missing-{k}.yaml"
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    sites: dict[str, dict[str, list[str]]] = {}
+    for i in range(k):
+        sites.setdefault(f"site-{i}", {"drop_modalities": []})["drop_modalities"].append("cxr")
+        last = f"site-{num_sites - 1 - i}"
+        sites.setdefault(last, {"drop_modalities": []})["drop_modalities"].append("notes")
+    profile.write_text(yaml.safe_dump({"sites": sites}))
+    return profile
+
+
+def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int],
+                  seeds: Iterable[int], task: str = "mortality", budget: Budget = Budget(),
+                  aggregations: Iterable[str] = ("modality-aware", "fedavg-all"),
+                  server_lrs: Iterable[float] = (0.003, 0.01, 0.03)) -> pd.DataFrame:
+    """Experiment 3: k sites lack chest X-rays (the first k) and k lack notes (the last k); each
+    aggregation in ``aggregations`` per seed, paired against plain FedAvg (``fedavg-all``) and
+    modality-aware against its FedAdam variant. A FedAdam variant's server-lr is chosen among
+    ``server_lrs`` by the AUROC on the skewed sites' pooled validation split with the first seed
+    (never on test; the candidates go to ``selection.csv``). Every run is scored on the test set
+    of the unmodified federation (the independent test population of the benchmark preset), so
+    all stays keep their modalities there."""
+    import dataclasses
+
+    rows, paired, selection = [], [], []
+    missing_counts, seeds, aggregations = list(missing_counts), list(seeds), list(aggregations)
+    server_lrs = list(server_lrs)
+    for aggregation in aggregations:
+        aggregation_run_config(aggregation, 0.0)  # an unknown name fails before any run
+    tuned = [a for a in aggregations if "+" in a]
+    candidates = len(tuned) * (len(server_lrs) - 1) if server_lrs else 0
+    progress = StepLog(len(missing_counts) * (len(aggregations) * len(seeds) + candidates),
+                       "heterogeneity")
     splits, labels = _scored_runs(task, data)  # the test set does not depend on the profile
     test_set = _test_set_name(splits, labels)
     for k in missing_counts:
-        profile = out / "profiles" / f"missing-{k}.yaml"
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        sites: dict[str, dict[str, list[str]]] = {}
-        for i in range(k):
-            sites.setdefault(f"site-{i}", {"drop_modalities": []})["drop_modalities"].append("cxr")
-            last = f"site-{data.num_sites - 1 - i}"
-            sites.setdefault(last, {"drop_modalities": []})["drop_modalities"].append("notes")
-        profile.write_text(yaml.safe_dump({"sites": sites}))
+        profile = skew_profile(out, data.num_sites, k)
         variant = dataclasses.replace(data, profile=profile)
+        setting = f"{k} sites w/o CXR, {k} w/o notes"
+        val = benchmark_splits(variant, task).pooled.subset("val")  # what the skewed sites have
+
+        def run(aggregation: str, seed: int, server_lr: float | None = None,
+                variant: FederationData = variant, k: int = k) -> tuple[dict, MoEHealth]:
+            suffix = f"-lr{server_lr:g}" if server_lr is not None else ""
+            fl = run_federation(out, variant, budget,
+                                {"task": task, "seed": seed, "data.profile": str(variant.profile),
+                                 **aggregation_run_config(aggregation, server_lr)},
+                                f"k{k}-{aggregation}{suffix}-seed{seed}", progress)
+            return fl, federated_model(Path(fl["run_dir"]), ModelConfig())
+
+        chosen: dict[str, tuple[float, tuple[dict, MoEHealth]]] = {}
+        for aggregation in tuned:  # server-lr on validation, first seed
+            best = None
+            for server_lr in server_lrs:
+                fl, model = run(aggregation, seeds[0], server_lr)
+                on_val = predict(model, val, resolve_device())
+                auroc = RankedScores(on_val.labels, on_val.probs).auroc()
+                selection.append({"setting": setting, "aggregation": aggregation,
+                                  "seed": seeds[0], "server_lr": server_lr, "val_auroc": auroc})
+                if best is None or auroc > best[0]:
+                    best = (auroc, server_lr, (fl, model))
+            assert best is not None
+            chosen[aggregation] = (best[1], best[2])
+            for r in selection[-len(server_lrs):]:
+                r["chosen"] = r["server_lr"] == best[1]
         for seed in seeds:
             scores = {}
-            setting = f"{k} sites w/o CXR, {k} w/o notes"
-            for rule in ("modality-aware", "fedavg-all"):
-                fl = run_federation(out, variant, budget,
-                                    {"task": task, "seed": seed, "aggregation-rule": rule,
-                                     "data.profile": str(profile)}, f"k{k}-{rule}-seed{seed}",
-                                    progress)
-                scores[rule] = _test_probs(federated_model(Path(fl["run_dir"]), ModelConfig()),
-                                           splits.test)
-                rows.append({"run": f"{setting}, {rule}", "setting": setting,
-                             "aggregation": rule, "seed": seed, "test_set": test_set,
-                             **_interval_row(labels, scores[rule]),
+            for aggregation in aggregations:
+                server_lr = chosen[aggregation][0] if aggregation in chosen else None
+                fl, model = (chosen[aggregation][1] if aggregation in chosen and seed == seeds[0]
+                             else run(aggregation, seed, server_lr))
+                scores[aggregation] = _test_probs(model, splits.test)
+                name = aggregation + (f" (server-lr {server_lr:g})" if server_lr else "")
+                rows.append({"run": f"{setting}, {name}", "setting": setting,
+                             "aggregation": aggregation, "server_lr": server_lr, "seed": seed,
+                             "test_set": test_set, **_interval_row(labels, scores[aggregation]),
                              "mean_site_test_auroc": _mean_site_auroc(fl),
                              "mean_bytes_per_site_round": fl["mean_bytes_per_site_round"],
                              "seconds": fl["seconds"]})
-            paired += _paired_rows(labels, scores, [("modality-aware", "fedavg-all")], seed,
-                                   f"{setting}: ")
+            pairs = [(a, "fedavg-all") for a in aggregations if a != "fedavg-all"
+                     and "fedavg-all" in aggregations]
+            pairs += [(a, a.partition("+")[0]) for a in tuned if a.partition("+")[0] in aggregations]
+            paired += _paired_rows(labels, scores, pairs, seed, f"{setting}: ")
     frame = pd.DataFrame(rows)
     _write_runs(out, frame.drop(columns=["setting", "aggregation"]), pd.DataFrame(paired), "run",
                 f"Modality heterogeneity ({task}): test AUROC")
+    if selection:
+        pd.DataFrame(selection).to_csv(out / "selection.csv", index=False)
+        with open(out / "paired.md", "a") as fh:
+            fh.write("\n" + selection_markdown(pd.DataFrame(selection)))
     return frame
+
+
+def selection_markdown(selection: pd.DataFrame) -> str:
+    """The server-lr candidates of each FedAdam variant with their validation AUROC."""
+    lines = ["Server-lr chosen on the skewed sites' pooled validation split (first seed; never "
+             "on test):", "", "| setting | aggregation | server-lr | validation AUROC | chosen |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.setting} | {r.aggregation} | {r.server_lr:g} | {r.val_auroc:.4f} | "
+              f"{'yes' if r.chosen else ''} |" for r in selection.itertuples()]
+    return "\n".join(lines) + "\n"

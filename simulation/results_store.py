@@ -159,11 +159,21 @@ def _runs(label: str) -> Callable[[Path], str]:
     return render_runs
 
 
+def _heterogeneity(folder: Path) -> str:
+    """The runs table, and how each FedAdam variant's server-lr was chosen where one was."""
+    from simulation.experiments import selection_markdown
+
+    text = _runs("run")(folder)
+    if (folder / "selection.csv").is_file():
+        text += "\n" + selection_markdown(_read(folder / "selection.csv"))
+    return text
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
                                                "external": _external, "robustness": _robustness,
                                                "fl-vs-central": _fl_vs_central,
                                                "ablations": _runs("variant"),
-                                               "heterogeneity": _runs("run"),
+                                               "heterogeneity": _heterogeneity,
                                                "privacy-utility": _runs("setting")}
 
 

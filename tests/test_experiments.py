@@ -90,3 +90,24 @@ def test_bootstrap_auroc_interval_covers_the_estimate_and_narrows_with_n() -> No
         assert low < roc_auc_score(labels, probs) < high
         widths.append(high - low)
     assert widths[1] < widths[0] / 3
+
+
+def test_each_aggregation_is_a_valid_run_config_and_an_unknown_one_is_refused(tmp_path) -> None:
+    import yaml
+
+    from simulation.baselines import AGGREGATIONS, aggregation_run_config
+    from simulation.experiments import skew_profile
+
+    for aggregation in AGGREGATIONS:
+        config = {**pyproject_defaults(), **aggregation_run_config(aggregation, 0.03)}
+        settings = FederationSettings.from_run_config(config)
+        assert str(settings.aggregation_rule) == aggregation.partition("+")[0]
+        assert settings.server_optimizer == ("fedadam" if "+fedadam" in aggregation else "avg")
+    assert aggregation_run_config("modality-aware+fedadam", 0.03)["server-lr"] == 0.03
+    with pytest.raises(ValueError, match="unknown aggregation 'fedprox'"):
+        aggregation_run_config("fedprox")
+    profile = yaml.safe_load(skew_profile(tmp_path, num_sites=5, k=2).read_text())["sites"]
+    assert profile == {"site-0": {"drop_modalities": ["cxr"]},
+                       "site-1": {"drop_modalities": ["cxr"]},
+                       "site-3": {"drop_modalities": ["notes"]},
+                       "site-4": {"drop_modalities": ["notes"]}}
