@@ -73,6 +73,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         else:
             frame = external_validation(args.out, data, tasks(args)[0], variants, args.seeds,
                                         args.lrs[0], train)
+    elif args.name == "personalization":
+        from client.rounds.personalize import FineTuneConfig
+
+        given = {key: value for key, value in (("max_epochs", args.fine_tune_epochs),
+                                               ("lr", args.fine_tune_lr),
+                                               ("parts", args.fine_tune_parts)) if value is not None}
+        frame = ex.personalization(args.out, data, args.seeds, tasks(args)[0], budget,
+                                   FineTuneConfig(**given))
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget, args.aggregations, args.server_lrs)
@@ -92,12 +100,13 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
                                     "privacy-utility", "yardstick", "models", "robustness",
-                                    "external"],
+                                    "external", "personalization"],
                    help="which experiment (README's table); yardstick: reachable ceilings and "
                         "tuned logistic regression / gradient boosting on the cached inputs; "
                         "models: centralized variants vs those, paired intervals; robustness: "
                         "every model with notes / X-rays removed from a fraction of test stays; "
-                        "external: leave one hospital out, internal vs external test stays")
+                        "external: leave one hospital out, internal vs external test stays; "
+                        "personalization: each site fine-tunes the federated model on its data")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
@@ -140,5 +149,13 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03],
                    help="heterogeneity: FedAdam server-lr candidates (chosen by the first seed's "
                         "AUROC on the skewed sites' pooled validation split)")
+    p.add_argument("--fine-tune-epochs", type=int,
+                   help="personalization: most local epochs (the best on the site's validation "
+                        "loss is kept, the global model included; default: FineTuneConfig's)")
+    p.add_argument("--fine-tune-lr", type=float,
+                   help="personalization: local lr (default: FineTuneConfig's)")
+    p.add_argument("--fine-tune-parts", choices=["all", "fusion"],
+                   help="personalization: all parameters (default), or the fusion layers only "
+                        "(encoders stay global)")
     add_data_args(p)
     p.set_defaults(func=cmd_experiment)

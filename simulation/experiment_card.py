@@ -31,6 +31,8 @@ DESIGNS = {
     "ablations": "the paper's ablations, federated",
     "heterogeneity": "modality-aware against plain aggregation under modality skew",
     "privacy-utility": "AUROC against the DP budget",
+    "personalization": "each site fine-tunes the federated model on its own data; scored on its "
+                       "own test split and on the independent test population",
 }
 MISSING_DATA = ("MoE-Health: a learned per-modality indicator replaces a missing modality (the "
                 "zero-padding and MLP-fusion variants as named); tabular baselines: zeros plus "

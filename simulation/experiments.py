@@ -8,6 +8,7 @@ local-only baselines train the same model on the same sites' data with the same 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from client.data.dataset import SiteData
+from client.rounds.disclosure import classes_large_enough
+from client.rounds.personalize import FineTuneConfig, fine_tune
 from client.rounds.training import predict, resolve_device
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
@@ -28,7 +31,7 @@ from shared_model.bootstrap import RankedScores
 from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays
-from shared_model.protocol import pooled_key, split_key
+from shared_model.protocol import MIN_CELL_SIZE, pooled_key, split_key
 from simulation.baselines import (
     FEDERATED_ABLATIONS,
     VARIANTS,
@@ -229,8 +232,10 @@ def runs_markdown(frame: pd.DataFrame, diffs: pd.DataFrame, label: str) -> str:
     shown = [c for c in RUN_COLUMNS if c in frame and frame[c].notna().any()]
     seed_cells = " | ".join(f"seed {s}" for s in seeds)
     header = [label, *(f"seed {s}" for s in seeds), *(RUN_COLUMNS[c][0] for c in shown)]
-    lines = [f"Test set: {frame.test_set.iloc[0]}.", "", "| " + " | ".join(header) + " |",
-             "|---" * len(header) + "|"]
+    test_sets = list(dict.fromkeys(frame.test_set))  # several: each run's label names its own
+    lines = ([f"Test set: {test_sets[0]}.", ""] if len(test_sets) == 1 else
+             ["Test sets: " + "; ".join(test_sets) + ".", ""])
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, runs in frame.groupby(label, sort=False):
         by_seed = {r.seed: f"{r.test_auroc:.3f} [{r.low:.3f}, {r.high:.3f}]"
                    for r in runs.itertuples()}
@@ -464,8 +469,6 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
     (never on test; the candidates go to ``selection.csv``). Every run is scored on the test set
     of the unmodified federation (the independent test population of the benchmark preset), so
     all stays keep their modalities there."""
-    import dataclasses
-
     rows, paired, selection = [], [], []
     missing_counts, seeds, aggregations = list(missing_counts), list(seeds), list(aggregations)
     server_lrs = list(server_lrs)
@@ -543,3 +546,67 @@ def selection_markdown(selection: pd.DataFrame) -> str:
     lines += [f"| {r.setting} | {r.aggregation} | {r.server_lr:g} | {r.val_auroc:.4f} | "
               f"{'yes' if r.chosen else ''} |" for r in selection.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def personalization(out: Path, data: FederationData, seeds: Iterable[int],
+                    task: str = "mortality", budget: Budget = Budget(),
+                    config: FineTuneConfig | None = None) -> pd.DataFrame:
+    """Each site fine-tunes the federation's final global model on its own data
+    (client/rounds/personalize.py, ``config`` fixed in advance); the global model and each
+    personalized one are scored on the site's own test split (internal) and on the federation's
+    test set (external: the independent test population of the benchmark presets), each
+    personalized model paired with the global one on the same stays."""
+    config = config or FineTuneConfig()
+    rows, paired = [], []
+    seeds = list(seeds)
+    splits, labels = _scored_runs(task, data)
+    population = _test_set_name(splits, labels)
+    sites = _sites(data, task)
+    device = resolve_device()
+    progress = StepLog(len(seeds) * (1 + len(sites)), "personalization")
+
+    def row(run: str, seed: int, test_set: str, y: np.ndarray, probs: np.ndarray,
+            **extra: object) -> None:
+        rows.append({"run": run, "seed": seed, "test_set": test_set, **_interval_row(y, probs),
+                     **extra})
+
+    for seed in seeds:
+        fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"seed{seed}",
+                            progress)
+        global_model = federated_model(Path(fl["run_dir"]), ModelConfig()).to(device)
+        scores = {"global model": _test_probs(global_model, splits.test)}
+        row("global model, test population", seed, population, labels, scores["global model"])
+        for name, site in sites.items():
+            step = f"seed{seed} {name} fine-tuning"
+            progress.start(step)
+            started = time.perf_counter()
+            tuned = fine_tune(site, global_model, dataclasses.replace(config, seed=seed), device)
+            progress.finish(step, time.perf_counter() - started)
+            own = site.subset("test")
+            own_global, own_tuned = predict(global_model, own, device), predict(tuned.model, own,
+                                                                                device)
+            own_set = _test_set_name(splits, own_global.labels).replace(
+                splits.test_name, f"{name}'s test split")
+            if not classes_large_enough(own_global.labels, MIN_CELL_SIZE):
+                log.warning("%s: fewer than %d positives or negatives in its test split: no "
+                            "internal AUROC (the site would not release one)", name, MIN_CELL_SIZE)
+            else:
+                row(f"global model, {name}'s test split", seed, own_set, own_global.labels,
+                    own_global.probs)
+                row(f"{name} personalized, {name}'s test split", seed, own_set, own_tuned.labels,
+                    own_tuned.probs, chosen_epoch=tuned.chosen_epoch)
+                paired += _paired_rows(own_global.labels, {"personalized": own_tuned.probs,
+                                                           "global": own_global.probs},
+                                       [("personalized", "global")], seed,
+                                       f"{name}, its test split: ")
+            scores[name] = _test_probs(tuned.model, splits.test)
+            row(f"{name} personalized, test population", seed, population, labels, scores[name],
+                chosen_epoch=tuned.chosen_epoch)
+            paired += _paired_rows(labels, {"personalized": scores[name],
+                                            "global": scores["global model"]},
+                                   [("personalized", "global")], seed, f"{name}, test population: ")
+    frame = pd.DataFrame(rows)
+    _write_runs(out, frame, pd.DataFrame(paired), "run",
+                f"Personalization ({task}): fine-tuning the global model at each site "
+                f"({config.parts}, up to {config.max_epochs} epochs, lr {config.lr:g})")
+    return frame

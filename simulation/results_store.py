@@ -174,7 +174,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _
                                                "fl-vs-central": _fl_vs_central,
                                                "ablations": _runs("variant"),
                                                "heterogeneity": _heterogeneity,
-                                               "privacy-utility": _runs("setting")}
+                                               "privacy-utility": _runs("setting"),
+                                               "personalization": _runs("run")}
 
 
 def render(folder: Path) -> str:

@@ -1,0 +1,62 @@
+"""Personalization at a site: fine-tuning the received global model on the site's own data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from client.data.dataset import SiteData
+from client.errors import MoeHealthInputError
+from client.rounds.personalize import FineTuneConfig, fine_tune
+from client.rounds.training import predict
+from shared_model import ModelConfig, build_model
+from shared_model.params import model_to_arrays
+
+
+@pytest.fixture(scope="module")
+def site(synth_features) -> SiteData:
+    return SiteData.load(synth_features, "mortality", "site-a")
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig())
+
+
+def _val_loss(model, site: SiteData) -> float:
+    pred = predict(model, site.subset("val"), torch.device("cpu"))
+    p = np.clip(pred.probs, 1e-7, 1 - 1e-7)
+    return float(-np.mean(pred.labels * np.log(p) + (1 - pred.labels) * np.log(1 - p)))
+
+
+def test_fine_tuning_keeps_the_best_validation_epoch_and_leaves_the_global_model(site) -> None:
+    model = _model()
+    before = model_to_arrays(model)
+    result = fine_tune(site, model, FineTuneConfig(max_epochs=3, lr=1e-3), torch.device("cpu"))
+    assert all(np.array_equal(before[k], v) for k, v in model_to_arrays(model).items())
+    assert len(result.val_losses) == 4  # the global model, then each epoch
+    assert result.chosen_epoch == int(np.argmin(result.val_losses))
+    assert _val_loss(result.model, site) == pytest.approx(min(result.val_losses), abs=1e-6)
+    assert _val_loss(result.model, site) <= result.val_losses[0]  # never worse than global
+
+
+def test_fusion_fine_tuning_leaves_the_encoders_global(site) -> None:
+    model = _model()
+    result = fine_tune(site, model, FineTuneConfig(max_epochs=1, lr=1e-2, parts="fusion"),
+                       torch.device("cpu"))
+    before, after = model_to_arrays(model), model_to_arrays(result.model)
+    encoders = [k for k in before if k.startswith("encoders.")]
+    assert encoders and all(np.array_equal(before[k], after[k]) for k in encoders)
+    if result.chosen_epoch:  # the fusion layers moved
+        assert any(not np.array_equal(before[k], after[k]) for k in before if k not in encoders)
+
+
+def test_zero_epochs_is_the_global_model_and_bad_settings_are_refused(site) -> None:
+    model = _model()
+    result = fine_tune(site, model, FineTuneConfig(max_epochs=0), torch.device("cpu"))
+    assert result.chosen_epoch == 0
+    with pytest.raises(MoeHealthInputError, match="parts 'head'"):
+        FineTuneConfig(parts="head")
+    with pytest.raises(MoeHealthInputError, match="lr > 0"):
+        FineTuneConfig(lr=0)
