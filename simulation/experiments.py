@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,10 +218,13 @@ def _paired_rows(labels: np.ndarray, scores: dict[str, np.ndarray],
 
 
 # per-run columns a runs table shows beside the AUROCs: header, format, how seeds combine
-RUN_COLUMNS: dict[str, tuple[str, str, str]] = {
-    "max_site_epsilon_spent": ("epsilon spent (largest site, any seed)", "{:.3f}", "max"),
-    "mean_bytes_per_site_round": ("upload per site and round (kB, mean over seeds)", "{:,.0f}",
-                                  "mean"),
+RUN_COLUMNS: dict[str, tuple[str, Callable[[pd.Series], str]]] = {
+    "max_site_epsilon_spent": ("epsilon spent (largest site, any seed)",
+                               lambda v: f"{v.max():.3f}"),
+    "mean_bytes_per_site_round": ("upload per site and round (kB, mean over seeds)",
+                                  lambda v: f"{v.mean() / 1000:,.0f}"),
+    "chosen_epoch": ("fine-tuning epochs kept per seed (0: the global model)",
+                     lambda v: " / ".join(str(int(e)) for e in v) if v.notna().all() else ""),
 }
 
 
@@ -239,9 +242,7 @@ def runs_markdown(frame: pd.DataFrame, diffs: pd.DataFrame, label: str) -> str:
     for name, runs in frame.groupby(label, sort=False):
         by_seed = {r.seed: f"{r.test_auroc:.3f} [{r.low:.3f}, {r.high:.3f}]"
                    for r in runs.itertuples()}
-        extra = [RUN_COLUMNS[c][1].format(runs[c].agg(RUN_COLUMNS[c][2])
-                                          / (1000 if c == "mean_bytes_per_site_round" else 1))
-                 for c in shown]
+        extra = [RUN_COLUMNS[c][1](runs[c]) for c in shown]
         lines.append(f"| {name} | " + " | ".join(by_seed.get(s, "not run") for s in seeds)
                      + " |" + "".join(f" {e} |" for e in extra))
     lines += ["", "Paired differences on the same test stays (95% paired bootstrap interval; "
