@@ -379,7 +379,8 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
         paired += _paired_rows(labels, scores, _unit_pairs(scores, units), seed)
     frame = pd.DataFrame(rows).drop(columns=["target_epsilon"])
     _write_runs(out, frame, pd.DataFrame(paired), "setting",
-                f"Privacy-utility ({task}): test AUROC per target epsilon")
+                f"Privacy-utility ({task}): test AUROC per target epsilon; recipe: "
+                f"{recipe or 'defaults'}")
     return frame
 
 
