@@ -442,7 +442,11 @@ DENSE_GATE_PAIRS = [("dense-gate", "static-gate"), ("dense-gate", "mlp-fusion")]
 
 
 def _test_set_name(splits: BenchmarkSplits, labels: np.ndarray) -> str:
-    return f"{splits.test_name} (n {len(labels)}, positives {int(labels.sum())})"
+    return _named_test_set(splits.test_name, labels)
+
+
+def _named_test_set(name: str, labels: np.ndarray) -> str:
+    return f"{name} (n {len(labels)}, positives {int(labels.sum())})"
 
 
 def skew_profile(out: Path, num_sites: int, k: int) -> Path:
@@ -587,8 +591,7 @@ def personalization(out: Path, data: FederationData, seeds: Iterable[int],
             own = site.subset("test")
             own_global, own_tuned = predict(global_model, own, device), predict(tuned.model, own,
                                                                                 device)
-            own_set = _test_set_name(splits, own_global.labels).replace(
-                splits.test_name, f"{name}'s test split")
+            own_set = _named_test_set(f"{name}'s test split", own_global.labels)
             if not classes_large_enough(own_global.labels, MIN_CELL_SIZE):
                 log.warning("%s: fewer than %d positives or negatives in its test split: no "
                             "internal AUROC (the site would not release one)", name, MIN_CELL_SIZE)

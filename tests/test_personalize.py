@@ -9,7 +9,7 @@ import torch
 from client.data.dataset import SiteData
 from client.errors import MoeHealthInputError
 from client.rounds.personalize import FineTuneConfig, fine_tune
-from client.rounds.training import predict
+from client.rounds.training import bce_loss, predict
 from shared_model import ModelConfig, build_model
 from shared_model.params import model_to_arrays
 
@@ -26,8 +26,7 @@ def _model() -> torch.nn.Module:
 
 def _val_loss(model, site: SiteData) -> float:
     pred = predict(model, site.subset("val"), torch.device("cpu"))
-    p = np.clip(pred.probs, 1e-7, 1 - 1e-7)
-    return float(-np.mean(pred.labels * np.log(p) + (1 - pred.labels) * np.log(1 - p)))
+    return bce_loss(pred.labels, pred.probs)
 
 
 def test_fine_tuning_keeps_the_best_validation_epoch_and_leaves_the_global_model(site) -> None:

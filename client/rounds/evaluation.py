@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from client.rounds.training import Predictions
+from client.rounds.training import Predictions, bce_loss
 from shared_model.bootstrap import bootstrap_auroc_percentiles
 from shared_model.modalities import COMBINATIONS
 
@@ -22,8 +22,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
     if len(labels) == 0:
         return {"auroc": math.nan, "auprc": math.nan, "f1": math.nan, "loss": math.nan,
                 "brier": math.nan, "n": 0}
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    loss = bce_loss(labels, probs)
     return {"auroc": _safe(roc_auc_score, labels, probs),
             "auprc": _safe(average_precision_score, labels, probs),
             "f1": float(f1_score(labels, probs >= threshold, zero_division=0)),

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from client.data.dataset import SiteData
 from client.errors import MoeHealthInputError
 from client.rounds.training import (
     TrainConfig,
+    bce_loss,
     make_loader,
     make_optimizer,
     predict,
@@ -79,8 +79,7 @@ def fine_tune(data: SiteData, global_model: MoEHealth, config: FineTuneConfig,
 
     def val_loss() -> float:
         pred = predict(model, val, device)
-        p = np.clip(pred.probs, 1e-7, 1 - 1e-7)
-        return float(-np.mean(pred.labels * np.log(p) + (1 - pred.labels) * np.log(1 - p)))
+        return bce_loss(pred.labels, pred.probs)
 
     losses = [val_loss()]
     best_state, chosen = copy.deepcopy(model.state_dict()), 0

@@ -96,6 +96,12 @@ class Predictions:
     gate_probs: np.ndarray | None
 
 
+def bce_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean binary cross-entropy of predicted probabilities (clipped away from 0 and 1)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, dataset: TensorDataset, device: torch.device,
             batch_size: int = 512) -> Predictions:
