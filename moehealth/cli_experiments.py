@@ -9,6 +9,27 @@ from pathlib import Path
 from moehealth.cli_options import DEFAULTS, add_data_args, add_task_arg, federation_data, tasks
 
 
+def epsilon_list(text: str) -> list[float | str]:
+    """``--epsilons``: positive per-site targets, ``inf`` (no DP), ``no-noise`` or
+    ``federated`` (the references ``privacy-utility`` pairs every target with)."""
+    from simulation.experiments import DEFAULT_FEDERATED, NO_NOISE
+
+    out: list[float | str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if token in (NO_NOISE, DEFAULT_FEDERATED):
+            out.append(token)
+            continue
+        try:
+            value = float(token)
+        except ValueError:
+            value = math.nan
+        if not value > 0:  # also NaN
+            raise argparse.ArgumentTypeError(
+                f"{token!r} is not a positive epsilon, inf, {NO_NOISE} or {DEFAULT_FEDERATED}")
+        out.append(value)
+    return out
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Run one experiment; its tables, CSVs, ``provenance.json`` and model card go to
     ``--out``."""
@@ -25,13 +46,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "fl-vs-central":
         frame = ex.fl_vs_central(args.out, data, tasks(args), args.seeds, budget)
     elif args.name == "privacy-utility":
-        eps = [e if e == ex.NO_NOISE else math.inf if e == "inf" else float(e)
-               for e in args.epsilons.split(",")]
         recipe = {key: value for key, value in (
             ("init-from", str(args.init_from) if args.init_from else None),
             ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
             ("dp.max-grad-norm", args.dp_max_grad_norm), ("lr", args.lr)) if value is not None}
-        frame = ex.privacy_utility(args.out, data, eps, args.seeds, tasks(args)[0],
+        frame = ex.privacy_utility(args.out, data, args.epsilons, args.seeds, tasks(args)[0],
                                    budget, recipe, args.dp_units)
     elif args.name == "ablations":
         frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
@@ -116,9 +135,10 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                    help="expert pre-training rounds among them")
     p.add_argument("--local-epochs", type=int, default=DEFAULTS["local-epochs"],
                    help="passes over each site's training split per round")
-    p.add_argument("--epsilons", default="1,3,8,no-noise,inf",
+    p.add_argument("--epsilons", type=epsilon_list, default="1,3,8,no-noise,inf",
                    help="privacy-utility: comma list of per-site targets; no-noise: the same DP "
-                        "recipe without noise; inf: no DP")
+                        "recipe without noise; inf: no DP; federated: the default non-DP "
+                        "federation (no recipe)")
     p.add_argument("--init-from", type=Path,
                    help="privacy-utility: start every run from this model (public pre-training)")
     p.add_argument("--dp-train", choices=["all", "fusion"], help="privacy-utility: dp.train")

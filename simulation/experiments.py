@@ -30,7 +30,7 @@ from shared_model import ModelConfig, build_model
 from shared_model.bootstrap import RankedScores
 from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
-from shared_model.params import load_arrays
+from shared_model.params import load_arrays, model_to_arrays
 from shared_model.protocol import MIN_CELL_SIZE, pooled_key, split_key
 from simulation.baselines import (
     FEDERATED_ABLATIONS,
@@ -220,7 +220,7 @@ def _paired_rows(labels: np.ndarray, scores: dict[str, np.ndarray],
 # per-run columns a runs table shows beside the AUROCs: header, format, how seeds combine
 RUN_COLUMNS: dict[str, tuple[str, Callable[[pd.Series], str]]] = {
     "max_site_epsilon_spent": ("epsilon spent (largest site, any seed)",
-                               lambda v: f"{v.max():.3f}"),
+                               lambda v: f"{v.max():.3f}" if v.notna().any() else "-"),
     "mean_bytes_per_site_round": ("upload per site and round (kB, mean over seeds)",
                                   lambda v: f"{v.mean() / 1000:,.0f}"),
     "chosen_epoch": ("fine-tuning epochs kept per seed (0: the global model)",
@@ -326,6 +326,10 @@ def write_results(out: Path, frame: pd.DataFrame, by: list[str], metric: str, ti
 
 
 NO_NOISE = "no-noise"  # privacy-utility: the DP-SGD recipe with the noise left out
+# privacy-utility: the default non-DP federation (no recipe: the run a DP recipe gives up)
+DEFAULT_FEDERATED = "federated"
+FEDERATED_SETTING = "non-DP federated, default run"
+PUBLIC_MODEL = "public model alone"  # privacy-utility: the init-from model, not trained further
 
 
 def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | str],
@@ -334,54 +338,87 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
                     units: Iterable[str] = ("patient",)) -> pd.DataFrame:
     """Experiment 4: test AUROC vs per-site epsilon (every site runs DP-SGD), with 95% intervals
     and paired differences against the same recipe without noise (``no-noise``: Poisson sampling,
-    clipping, the DP model, no guarantee) and without DP (``inf``), in ``differences.csv``.
-    ``recipe``: run-config keys every run gets, e.g. ``init-from`` a publicly pre-trained model,
-    ``dp.train``, ``dp.batch-size``. ``units``: privacy units to run each epsilon with; with
-    several (``patient stay``) each epsilon is paired across them. Each row also has the final
-    model's AUROC on the sites' pooled validation split, on which DP hyper-parameters are chosen
-    (never on test)."""
+    clipping, the DP model, no guarantee), without DP (``inf``), the default non-DP federation
+    (``federated``: default rounds and settings, no recipe) and, with ``init-from``, the public
+    model it starts from, scored as it is; in ``differences.csv``.
+    ``recipe``: run-config keys every run gets except ``federated``, e.g. ``init-from`` a
+    publicly pre-trained model, ``dp.train``, ``dp.batch-size``. ``units``: privacy units to
+    run each epsilon with; with several (``patient stay``) each epsilon is paired across them.
+    Each row also has the final model's AUROC on the sites' pooled validation split, on which DP
+    hyper-parameters are chosen (never on test)."""
     rows, paired = [], []
     epsilons, seeds, units = list(epsilons), list(seeds), list(units)
+    references = (NO_NOISE, "no DP", FEDERATED_SETTING)
     runs = [(eps, unit) for eps in epsilons
-            for unit in (units if _dp_setting(eps) not in (NO_NOISE, "no DP") else units[:1])]
+            for unit in (units if _dp_setting(eps) not in references else units[:1])]
     splits, labels = _scored_runs(task, data)
     test_set = _test_set_name(splits, labels)
     val = splits.pooled.subset("val")
+    public = (recipe or {}).get("init-from")
     progress = StepLog(len(runs) * len(seeds), "privacy-utility")
     for seed in seeds:
-        scores = {}
+        scores: dict[str, np.ndarray] = {}
         for eps, unit in runs:
-            extra: dict[str, object] = {"task": task, "seed": seed, "dp.unit": unit,
-                                        **(recipe or {})}
             setting = _dp_setting(eps)
-            if setting not in (NO_NOISE, "no DP") and len(units) > 1:
+            if setting not in references and len(units) > 1:
                 setting = f"{setting} ({unit})"
-            if setting != "no DP":
-                extra |= {"dp.enabled": True, "dp.planned-rounds": budget.rounds,
-                          # "inf" as text: the run config travels as TOML, which has no inf
-                          "dp.target-epsilon": "inf" if eps == NO_NOISE else float(eps)}
             name = f"eps{eps}-{unit}-seed{seed}" if len(units) > 1 else f"eps{eps}-seed{seed}"
-            fl = run_federation(out, data, budget, extra, name, progress)
+            if setting == FEDERATED_SETTING:
+                fl = run_federation(out, data, Budget(), {"task": task, "seed": seed}, name,
+                                    progress)
+            else:
+                extra: dict[str, object] = {"task": task, "seed": seed, "dp.unit": unit,
+                                            **(recipe or {})}
+                if setting != "no DP":
+                    extra |= {"dp.enabled": True, "dp.planned-rounds": budget.rounds,
+                              "dp.target-epsilon": math.inf if eps == NO_NOISE else float(eps)}
+                fl = run_federation(out, data, budget, extra, name, progress)
             model = federated_model(Path(fl["run_dir"]), ModelConfig())
-            scores[setting] = _test_probs(model, splits.test)
-            on_val = predict(model, val, resolve_device())
             spent = _final_epsilons(Path(fl["run_dir"]))
-            rows.append({"setting": setting, "target_epsilon": eps, "seed": seed,
-                         "test_set": test_set,
-                         **_interval_row(labels, scores[setting]),
-                         "val_auroc": RankedScores(on_val.labels, on_val.probs).auroc(),
-                         "max_site_epsilon_spent": max(spent.values(), default=0.0),
-                         "seconds": fl["seconds"]})
-        for reference in (NO_NOISE, "no DP"):
-            if reference in scores:
-                paired += _paired_rows(labels, scores, [(s, reference) for s in scores
-                                                        if s not in (reference, "no DP")], seed)
+            rows.append(_scored_row(setting, seed, model, splits.test, val, labels, scores)
+                        | {"test_set": test_set, "target_epsilon": eps,
+                           "max_site_epsilon_spent": max(spent.values(), default=math.nan),
+                           "seconds": fl["seconds"]})
+        if public:
+            rows.append(_scored_row(PUBLIC_MODEL, seed, public_model(Path(str(public))),
+                                    splits.test, val, labels, scores)
+                        | {"test_set": test_set, "target_epsilon": math.nan})
+        paired += _paired_rows(labels, scores, _reference_pairs(scores), seed)
         paired += _paired_rows(labels, scores, _unit_pairs(scores, units), seed)
     frame = pd.DataFrame(rows).drop(columns=["target_epsilon"])
     _write_runs(out, frame, pd.DataFrame(paired), "setting",
                 f"Privacy-utility ({task}): test AUROC per target epsilon; recipe: "
                 f"{recipe or 'defaults'}")
     return frame
+
+
+def _scored_row(setting: str, seed: int, model: MoEHealth, test: SiteData, val: SiteData,
+                labels: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, object]:
+    """A run's test AUROC with its interval and its pooled-validation AUROC; its test
+    probabilities go into ``scores`` for the paired differences."""
+    scores[setting] = _test_probs(model, test)
+    on_val = predict(model, val, resolve_device())
+    return {"setting": setting, "seed": seed, **_interval_row(labels, scores[setting]),
+            "val_auroc": RankedScores(on_val.labels, on_val.probs).auroc()}
+
+
+def public_model(path: Path) -> MoEHealth:
+    """The model a run starts from with ``init-from`` (a checkpoint file or a run folder)."""
+    model = build_model(ModelConfig())
+    load_arrays(model, RunDirectory.load_model(path, model_to_arrays(model)))
+    return model
+
+
+def _reference_pairs(scores: dict[str, np.ndarray]) -> list[tuple[str, str]]:
+    """Each DP run against what it gives up (the default federation, no DP, its recipe without
+    noise) and what it must beat (the public model it started from); the recipe without noise
+    against the same references."""
+    references = (FEDERATED_SETTING, "no DP", NO_NOISE, PUBLIC_MODEL)
+    dp = [s for s in scores if s not in references]
+    firsts = {FEDERATED_SETTING: [*dp, NO_NOISE], "no DP": [*dp, NO_NOISE], NO_NOISE: dp,
+              PUBLIC_MODEL: [*dp, NO_NOISE]}
+    return [(first, ref) for ref in references if ref in scores
+            for first in firsts[ref] if first in scores]
 
 
 def _unit_pairs(scores: dict[str, np.ndarray], units: list[str]) -> list[tuple[str, str]]:
@@ -396,6 +433,8 @@ def _unit_pairs(scores: dict[str, np.ndarray], units: list[str]) -> list[tuple[s
 def _dp_setting(eps: float | str) -> str:
     if eps == NO_NOISE:
         return NO_NOISE
+    if eps == DEFAULT_FEDERATED:
+        return FEDERATED_SETTING
     return f"epsilon {eps:g}" if math.isfinite(float(eps)) else "no DP"
 
 

@@ -7,6 +7,7 @@ stopped (with every process it spawned) on exit, even when the run fails.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,6 +27,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def toml_value(value: object) -> str:
+    """A run-config override's value as TOML: JSON's spelling, except infinity (TOML's ``inf``,
+    which JSON cannot write)."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return json.dumps(value)
 
 
 @dataclass
@@ -50,7 +59,7 @@ class LocalSimulation:
     def run(self, run_config: dict[str, object], num_supernodes: int, timeout: float = 900,
             app: Path = REPO) -> RunOutcome:
         """``flwr run`` the app with run-config overrides; wait for the end; return the outcome."""
-        overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
         started = time.perf_counter()
         cmd = ["flwr", "run", str(app), self.connection, "--stream",
                "--federation-config", f"num-supernodes={num_supernodes}"]

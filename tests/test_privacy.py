@@ -260,3 +260,40 @@ def test_dp_sites_are_stripped_and_checked() -> None:
     assert simulated_dp(config, "site-2").enabled and not simulated_dp(config, "site-1").enabled
     with pytest.raises(MoeHealthInputError, match="'site-9' is not a site"):
         dp_site_names({"dp.sites": "site-0,site-9"}, known=["site-0", "site-1"])
+
+
+def test_privacy_utility_pairs_each_run_with_its_references() -> None:
+    from simulation.experiments import FEDERATED_SETTING, NO_NOISE, PUBLIC_MODEL, _reference_pairs
+
+    scores = dict.fromkeys(["epsilon 8", "epsilon 1", NO_NOISE, FEDERATED_SETTING, PUBLIC_MODEL])
+    pairs = _reference_pairs(scores)
+    assert ("epsilon 8", FEDERATED_SETTING) in pairs and ("epsilon 1", PUBLIC_MODEL) in pairs
+    assert ("epsilon 8", NO_NOISE) in pairs and (NO_NOISE, PUBLIC_MODEL) in pairs
+    assert not any(first == second or first == PUBLIC_MODEL for first, second in pairs)
+    assert _reference_pairs({"epsilon 8": None}) == []
+
+
+def test_no_noise_travels_to_the_run_config_as_toml_infinity() -> None:
+    """The no-noise reference run sets dp.target-epsilon to infinity: JSON cannot write it, the
+    run-config check must accept what Flower parses."""
+    import math
+
+    from flwr.common.config import parse_config_args
+
+    from server.run_config_check import check_keys_and_types
+    from simulation.local_superlink import toml_value
+
+    parsed = parse_config_args([f"dp.target-epsilon={toml_value(math.inf)} lr={toml_value(0.5)}"])
+    assert parsed == {"dp.target-epsilon": math.inf, "lr": 0.5}
+    check_keys_and_types(parsed)
+
+
+@pytest.mark.parametrize("bad", ["8,eight", "0", "-1", "nan", "8,,3"])
+def test_experiment_epsilons_are_checked_before_any_data_work(bad: str) -> None:
+    import argparse
+
+    from moehealth.cli_experiments import epsilon_list
+
+    assert epsilon_list("8,1,no-noise,federated,inf")[:2] == [8.0, 1.0]
+    with pytest.raises(argparse.ArgumentTypeError, match="not a positive epsilon"):
+        epsilon_list(bad)
