@@ -34,10 +34,10 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from server.tracking import Tracker
+from shared_model.checkpoint import OPT_PREFIX, check_fits, read_model_file, split_checkpoint
 from shared_model.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
-OPT_PREFIX = "server_optimizer/"
 DATA_SUMMARY = "data_summary.json"
 RUNNING = "running.json"
 
@@ -129,7 +129,7 @@ class RunDirectory:
                 log.warning("checkpoint %s is unreadable (%s); trying the one before it", file,
                             str(err).splitlines()[0] if str(err) else type(err).__name__)
                 continue
-            model, opt = _split_checkpoint(tensors)
+            model, opt = split_checkpoint(tensors)
             if state is None or state.get("file") != file.name:
                 state = {"round": rnd, "file": file.name}
             return rnd, model, opt, state
@@ -142,25 +142,9 @@ class RunDirectory:
         """The model arrays of a checkpoint file or of a run directory's last intact checkpoint,
         checked name by name and shape by shape against ``expected`` (the model of this run)."""
         path = Path(source)
-        if path.is_dir():
-            arrays = RunDirectory(path).load_latest()[1]
-        else:
-            try:
-                arrays = _split_checkpoint(load_file(str(path)))[0]
-            except FileNotFoundError:
-                raise ValueError(f"init-from: {path} not found") from None
-            except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
-                raise ValueError(f"init-from: {path} is not a readable checkpoint "
-                                 f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                                 ) from None
-        missing = sorted(set(expected) - set(arrays))
-        unknown = sorted(set(arrays) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(arrays) if arrays[k].shape != expected[k].shape)
-        if missing or unknown or wrong:
-            first = (missing or unknown or wrong)[0]
-            raise ValueError(f"init-from: {path} does not fit this run's model ({len(missing)} "
-                             f"missing, {len(unknown)} unknown, {len(wrong)} of another shape, "
-                             f"e.g. {first}): same model.* settings?")
+        arrays = (RunDirectory(path).load_latest()[1] if path.is_dir()
+                  else read_model_file(path, "init-from"))
+        check_fits(arrays, expected, path, "init-from")
         return arrays
 
     def _latest_state(self) -> dict[str, Any] | None:
@@ -224,11 +208,3 @@ class RunDirectory:
             marked = [r | {"after_checkpoint": True} if int(r["round"]) > server_round else r
                       for r in rows]
             _atomic_write(ledger, "".join(json.dumps(r) + "\n" for r in marked))
-
-
-def _split_checkpoint(tensors: dict[str, np.ndarray]
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A checkpoint's (model arrays, server optimizer state)."""
-    model = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
-    opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
-    return model, opt

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["RankedScores", "bootstrap_auroc_percentiles", "resample_counts"]
+__all__ = ["RankedScores", "bootstrap_auroc_percentiles", "paired_auroc_differences",
+           "resample_counts"]
 
 
 def resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -54,3 +55,11 @@ def bootstrap_auroc_percentiles(labels: np.ndarray, scores: np.ndarray, resample
         return math.nan, math.nan
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+def paired_auroc_differences(labels: np.ndarray, first: np.ndarray, second: np.ndarray,
+                             resamples: int, seed: int = 0) -> np.ndarray:
+    """AUROC(first) - AUROC(second) on each bootstrap resample of the same samples (paired)."""
+    a, b = RankedScores(labels, np.asarray(first)), RankedScores(labels, np.asarray(second))
+    return np.array([a.auroc(c) - b.auroc(c)
+                     for c in resample_counts(len(np.asarray(labels)), resamples, seed)])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from shared_model.bootstrap import RankedScores, resample_counts
+from shared_model.bootstrap import RankedScores, paired_auroc_differences, resample_counts
 
 RESAMPLES = 1000
 
@@ -50,8 +50,7 @@ def paired_difference(labels: np.ndarray, first: np.ndarray, second: np.ndarray,
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         return Interval(math.nan, math.nan, math.nan)
-    a, b = RankedScores(labels, np.asarray(first)), RankedScores(labels, np.asarray(second))
-    diffs = [a.auroc(c) - b.auroc(c) for c in resample_counts(len(labels), resamples, seed)]
+    diffs = paired_auroc_differences(labels, first, second, resamples, seed)
     low, high = np.nanpercentile(diffs, [2.5, 97.5])
     point = roc_auc_score(labels, first) - roc_auc_score(labels, second)
     return Interval(float(point), float(low), float(high))

@@ -59,3 +59,56 @@ def test_zero_epochs_is_the_global_model_and_bad_settings_are_refused(site) -> N
         FineTuneConfig(parts="head")
     with pytest.raises(MoeHealthInputError, match="lr > 0"):
         FineTuneConfig(lr=0)
+
+
+def _released_model(path) -> dict[str, np.ndarray]:
+    """A model file as the coordinator releases it: a round checkpoint with server-optimizer
+    state beside the model."""
+    from safetensors.numpy import save_file
+
+    from shared_model.checkpoint import OPT_PREFIX
+
+    arrays = model_to_arrays(_model())
+    save_file({**arrays, OPT_PREFIX + "m.gate": np.zeros(3, np.float32)}, str(path))
+    return arrays
+
+
+def test_a_site_personalizes_the_released_model_and_keeps_it(site_yaml, tmp_path, capsys) -> None:
+    import json
+
+    from safetensors.numpy import load_file
+
+    from moehealth.cli import main
+
+    released = tmp_path / "round-008.safetensors"
+    arrays = _released_model(released)
+    before = released.read_bytes()
+    out = tmp_path / "personal"
+    assert main(["site", "personalize", str(site_yaml), "--model", str(released), "--out",
+                 str(out), "--epochs", "2", "--lr", "1e-3", "--quiet"]) == 0
+    assert "site hospital-a, mortality:" in capsys.readouterr().out
+    report = json.loads((out / "report-mortality.json").read_text())
+    assert report["chosen_epoch"] in (0, 1, 2) and len(report["val_losses"]) == 3
+    assert report["settings"]["max_epochs"] == 2 and released.read_bytes() == before
+    personal = load_file(str(out / "model-mortality-personalized.safetensors"))
+    assert set(personal) == set(arrays)  # the model only, loadable by init-from
+    if report["chosen_epoch"] == 0:
+        assert all(np.array_equal(personal[k], arrays[k]) for k in arrays)
+
+
+def test_a_released_model_of_another_configuration_is_one_line_before_data_work(
+        site_yaml, tmp_path, capsys) -> None:
+    from safetensors.numpy import save_file
+
+    from moehealth.cli import main
+
+    other = tmp_path / "other.safetensors"
+    save_file({"gate.weight": np.zeros((2, 2), np.float32)}, str(other))
+    for model, message in ((other, "does not fit this run's model"),
+                           (tmp_path / "none.safetensors", "not found")):
+        assert main(["site", "personalize", str(site_yaml), "--model", str(model), "--out",
+                     str(tmp_path / "o"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before the site's data was prepared
+    assert main(["site", "personalize", str(site_yaml), "--out", str(tmp_path / "o")]) == 2
+    assert "needs --model" in capsys.readouterr().err

@@ -12,36 +12,6 @@ from client.site.config import SiteConfig
 from moehealth.cli import main
 
 
-def _ec_node_key() -> bytes:
-    """What deploy/scripts/make-node-key.sh writes (ssh-keygen -t ecdsa -b 384)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption())
-
-
-@pytest.fixture()
-def site_yaml(tmp_path: Path, synth_cohort) -> Path:
-    from client.data.sites import SplitConfig, assign_splits, write_site_samples
-
-    samples = assign_splits(synth_cohort.head(80), SplitConfig(seed=0), site="h")
-    samples.attrs = synth_cohort.attrs
-    write_site_samples(samples, tmp_path / "samples")
-    (tmp_path / "ca.crt").write_text("cert")
-    (tmp_path / "h.key").write_bytes(_ec_node_key())
-    config = {"site_id": "hospital-a", "work_dir": str(tmp_path / "work"),
-              "data": {"samples_dir": str(tmp_path / "samples")},
-              "modalities": ["ehr", "notes"],
-              "privacy": {"enabled": True, "target_epsilon": 3.0, "planned_rounds": 5},
-              "superlink": {"address": "127.0.0.1:9092", "root_certificates": str(tmp_path / "ca.crt"),
-                            "auth_private_key": str(tmp_path / "h.key")}}
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def _edit(path: Path, **changes) -> Path:
     config = yaml.safe_load(path.read_text())
     for key, value in changes.items():
