@@ -28,6 +28,7 @@ from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
 from shared_model.bootstrap import RankedScores
+from shared_model.errors import MoeHealthInputError
 from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays, model_to_arrays
@@ -520,7 +521,10 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
     for aggregation in aggregations:
         aggregation_run_config(aggregation, 0.0)  # an unknown name fails before any run
     tuned = [a for a in aggregations if "+" in a]
-    candidates = len(tuned) * (len(server_lrs) - 1) if server_lrs else 0
+    if tuned and (not server_lrs or not all(lr > 0 for lr in server_lrs)):
+        raise MoeHealthInputError(f"heterogeneity: {tuned[0]} needs positive server learning "
+                                  f"rates to choose from (--server-lrs), got {server_lrs}")
+    candidates = len(tuned) * (len(server_lrs) - 1)
     progress = StepLog(len(missing_counts) * (len(aggregations) * len(seeds) + candidates),
                        "heterogeneity")
     splits, labels = _scored_runs(task, data)  # the test set does not depend on the profile
@@ -551,7 +555,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
                                   "seed": seeds[0], "server_lr": server_lr, "val_auroc": auroc})
                 if best is None or auroc > best[0]:
                     best = (auroc, server_lr, (fl, model))
-            assert best is not None
+            assert best is not None  # server_lrs is not empty (checked above)
             chosen[aggregation] = (best[1], best[2])
             for r in selection[-len(server_lrs):]:
                 r["chosen"] = r["server_lr"] == best[1]

@@ -111,3 +111,14 @@ def test_each_aggregation_is_a_valid_run_config_and_an_unknown_one_is_refused(tm
                        "site-1": {"drop_modalities": ["cxr"]},
                        "site-3": {"drop_modalities": ["notes"]},
                        "site-4": {"drop_modalities": ["notes"]}}
+
+
+@pytest.mark.parametrize("server_lrs", [[], [0.0, 0.01]])
+def test_a_fedadam_arm_without_positive_server_lrs_is_refused_before_any_run(
+        tmp_path, server_lrs) -> None:
+    from shared_model.errors import MoeHealthInputError
+    from simulation.experiments import heterogeneity
+
+    with pytest.raises(MoeHealthInputError, match="modality-aware\\+fedadam needs positive"):
+        heterogeneity(tmp_path, None, [2], [0], aggregations=["modality-aware+fedadam"],
+                      server_lrs=server_lrs)  # no data: refused before it is read
