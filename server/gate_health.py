@@ -2,8 +2,14 @@
 
 Per modality combination of the samples, the mean routing weight of each expert (sites' means
 weighted by their number of test samples of that combination), each expert's overall share, and
-a warning when a combination sends most of its weight to experts of modalities its samples lack
-(e.g. samples without notes routed to ``experts.ehr+notes``).
+the share of a combination's weight on experts pre-trained on modalities its samples lack.
+
+Only a collapsed gate is a warning: one expert taking nearly all routing weight, so the mixture
+acts as one network (the load-balancing loss failed). Routing to an expert of modalities a sample
+lacks is not: every expert reads every modality's embedding or its learned missing-indicator, and
+on the heterogeneity arm that unmasked routing is what keeps the model robust when a modality is
+missing at test time (bench/README.md, arm 2 robustness); it is logged for information and
+``model.gate-mask = "available"`` forbids it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from collections import defaultdict
 from shared_model.protocol import EvaluateReply, Phase
 
 log = logging.getLogger(__name__)
-MISROUTED = 0.5  # share of a combination's weight on experts it cannot inform that is flagged
+MISROUTED = 0.5  # share of a combination's weight on experts of modalities it lacks that is noted
+COLLAPSED = 0.9  # one expert's share of all routing weight that is a warning
 
 
 def gate_health(replies: list[EvaluateReply]) -> dict[str, object]:
@@ -41,11 +48,20 @@ def gate_health(replies: list[EvaluateReply]) -> dict[str, object]:
             "misrouted": {c: m for c, m in misrouted.items() if m > MISROUTED}}
 
 
-def warn_misrouting(rnd: int, health: dict[str, object], phase: Phase = Phase.JOINT) -> None:
-    """A warning per misrouted combination, in joint rounds only: expert pre-training never
-    trains the gate, so its routing then says nothing."""
+def log_gate_health(rnd: int, health: dict[str, object], phase: Phase = Phase.JOINT) -> None:
+    """In joint rounds only (expert pre-training never trains the gate): a warning when the gate
+    has collapsed onto one expert; an information line per combination routed mostly to
+    experts of modalities it lacks."""
     if phase != Phase.JOINT:
         return
-    for combo, share in dict(health["misrouted"]).items():  # type: ignore[arg-type]
-        log.warning("round %d: gate sends %.2f of the weight of %s samples to experts of "
-                    "modalities they lack", rnd, share, combo)
+    share = dict(health.get("expert_share", {}))  # type: ignore[call-overload]
+    if len(share) > 1:
+        expert, top = max(share.items(), key=lambda item: item[1])
+        if top >= COLLAPSED:
+            log.warning("round %d: the gate has collapsed: expert %s takes %.2f of all routing "
+                        "weight, so the mixture acts as one network (is the load-balancing loss "
+                        "on? run config alpha, model.balance)", rnd, expert, top)
+    for combo, misrouted in dict(health["misrouted"]).items():  # type: ignore[arg-type]
+        log.info("round %d: gate routes %.2f of the weight of %s samples to experts pre-trained "
+                 "on modalities they lack (they read those modalities' missing-indicators)",
+                 rnd, misrouted, combo)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.gate_health import MISROUTED
+from server.gate_health import COLLAPSED, MISROUTED
 from server.model_card import model_card, write_model_card
 from server.plots import decision_curve_plot, reliability_plot, round_plot, routing_heatmap, site_colours
 from server.run_dir import DATA_SUMMARY, RunDirectory
@@ -409,7 +409,8 @@ def _routing(site: str, metrics: dict) -> dict[str, dict[str, float]]:
 
 
 def _gate_sections(rounds: list[dict], out: Path, pretrain_end: int | None) -> list[Section]:
-    """Share of routing weight per expert over the rounds, and misrouted combinations."""
+    """Share of routing weight per expert over the rounds, collapse, and routing to experts of
+    modalities a combination lacks."""
     gates = [(r["round"], r["gate"]) for r in rounds if r["kind"] == "evaluate" and r.get("gate")]
     if not gates:
         return []
@@ -419,10 +420,15 @@ def _gate_sections(rounds: list[dict], out: Path, pretrain_end: int | None) -> l
     png = round_plot(series, "share of routing weight", "Gate: routing weight per expert",
                      out / "gate.png", colours=site_colours(list(series)), pretrain_end=pretrain_end)
     last_round, last = gates[-1]
-    text = (f"Misrouting in round {last_round} (a share over {MISROUTED:.1f} is flagged):\n\n"
+    top = max(last["expert_share"].values(), default=0.0)
+    text = (f"Largest expert share in round {last_round}: {top:.2f} (at {COLLAPSED:.1f} or more the "
+            "gate has collapsed onto one expert: a warning).\n\n"
+            f"Routing to experts pre-trained on modalities a sample lacks, round {last_round} "
+            f"(shares over {MISROUTED:.1f}; each expert reads every modality's embedding or its "
+            "missing-indicator, so this is information, not a fault):\n\n"
             "| samples | share routed to experts of modalities they lack |\n|---|---|\n")
     text += "".join(f"| {c} | {m:.2f} |\n" for c, m in last["misrouted"].items()) or "| (none) | |\n"
-    return [Section("Gate: routing weight per expert, and misrouting", png.name, text)]
+    return [Section("Gate: routing weight per expert", png.name, text)]
 
 
 def _combination_table(final: dict[str, dict]) -> str:

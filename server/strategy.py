@@ -36,7 +36,7 @@ from server.aggregation import (
     validate_update,
 )
 from server.flower_io import parse_evaluate_reply, parse_train_reply, to_array_record
-from server.gate_health import gate_health, warn_misrouting
+from server.gate_health import gate_health, log_gate_health
 from server.identity import SiteIdentity
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
@@ -310,7 +310,7 @@ class ModalityAwareStrategy(FedAvg):
         summary = {key: _weighted([(r.get(*key.split(".")), r.num_examples)
                                    for r in per_site.values()]) for key in SUMMARY_KEYS}
         health = gate_health(list(per_site.values()))
-        warn_misrouting(rnd, health, self.settings.phase(rnd))
+        log_gate_health(rnd, health, self.settings.phase(rnd))
         self.run.append("rounds.jsonl", {"round": rnd, "kind": "evaluate", **summary,
                                          "gate": health, "rejected": refused,
                                          "no_reply": no_reply, "seconds": seconds})

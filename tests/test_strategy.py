@@ -265,15 +265,26 @@ def test_gate_health_weights_sites_by_combination_counts_and_flags_misrouting() 
     assert health["misrouted"] == pytest.approx({"ehr": 0.6})  # EHR-only samples -> notes expert
 
 
-def test_misrouting_warns_in_joint_rounds_only(caplog) -> None:
-    from server.gate_health import warn_misrouting
+def test_only_a_collapsed_gate_warns_and_only_in_joint_rounds(caplog) -> None:
+    import logging
+
+    from server.gate_health import log_gate_health
     from shared_model.protocol import Phase
 
-    health = {"misrouted": {"ehr": 0.9}}
-    warn_misrouting(1, health, Phase.PRETRAIN)  # the gate is not trained in pre-training rounds
-    assert "gate sends" not in caplog.text
-    warn_misrouting(3, health, Phase.JOINT)
-    assert "round 3: gate sends 0.90 of the weight of ehr samples" in caplog.text
+    caplog.set_level(logging.INFO, logger="server.gate_health")
+    healthy = {"expert_share": {"ehr": 0.34, "ehr+notes": 0.66}, "misrouted": {"ehr": 0.66}}
+    collapsed = {"expert_share": {"ehr": 0.04, "ehr+notes": 0.96}, "misrouted": {"ehr": 0.96}}
+    log_gate_health(1, collapsed, Phase.PRETRAIN)  # the gate is not trained in pre-training rounds
+    assert not caplog.records
+    log_gate_health(3, healthy, Phase.JOINT)  # a default run's routing: information, no warning
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "round 3: gate routes 0.66 of the weight of ehr samples" in caplog.text
+    caplog.clear()
+    log_gate_health(4, collapsed, Phase.JOINT)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["round 4: the gate has collapsed: expert ehr+notes takes 0.96 of all "
+                        "routing weight, so the mixture acts as one network (is the "
+                        "load-balancing loss on? run config alpha, model.balance)"]
 
 
 def test_records_use_the_registered_name_and_an_impostor_is_rejected(tmp_path: Path, caplog) -> None:
