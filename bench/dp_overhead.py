@@ -45,7 +45,7 @@ def main() -> None:
     data = SiteData.load(prepare_sites(federation_data(args))[args.site], args.task, args.site)
     arrays = model_to_arrays(build_model())
     runs = {"non-DP (nn.LSTM)": None,
-            "DP-SGD, every group (DPLSTM)": "all",
+            "DP-SGD, every group": "all",
             "DP-SGD, fusion layers only": "fusion"}
     timings: dict[str, list[float]] = {name: [] for name in runs}
     stores = {name: SiteLedger(Path(tempfile.mkdtemp())) for name in runs}

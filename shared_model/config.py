@@ -24,8 +24,8 @@ class ModelConfig:
     ``top_k=1`` is top-1 routing. ``gate_mask="available"`` lets the gate choose only experts
     whose modality combination the sample has (``"none"``, the default: any expert, as in the
     paper; the measured trade-off between them is in README.md, "Federation").
-    ``lstm="dp"`` builds Opacus' DPLSTM (same parameter names and shapes as ``nn.LSTM``),
-    needed for DP-SGD.
+    ``lstm="dp"`` builds :class:`PerSampleLSTM` (``nn.LSTM``'s parameters, names and outputs,
+    with per-sample gradients for DP-SGD).
     """
 
     ehr_variables: int = 17

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shared_model.per_sample_lstm import PerSampleLSTM
+
 
 class EHREncoder(nn.Module):
     """BiLSTM over the hourly series (values and observation mask) plus demographics."""
@@ -12,10 +14,8 @@ class EHREncoder(nn.Module):
     def __init__(self, variables: int, demographics: int, lstm_hidden: int, out_features: int,
                  lstm: str = "torch") -> None:
         super().__init__()
-        if lstm == "dp":
-            from opacus.layers import DPLSTM
-
-            self.lstm = DPLSTM(2 * variables, lstm_hidden, batch_first=True, bidirectional=True)
+        if lstm == "dp":  # same parameters and outputs; per-sample gradients for DP-SGD
+            self.lstm: nn.LSTM = PerSampleLSTM(2 * variables, lstm_hidden)
         else:
             self.lstm = nn.LSTM(2 * variables, lstm_hidden, batch_first=True, bidirectional=True)
         self.proj = nn.Sequential(nn.Linear(2 * lstm_hidden + demographics, out_features), nn.ReLU())
@@ -23,8 +23,12 @@ class EHREncoder(nn.Module):
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, demographics: torch.Tensor
                 ) -> torch.Tensor:
-        _, (h, _) = self.lstm(torch.cat([series, mask], dim=-1))
-        last = torch.cat([h[-2], h[-1]], dim=-1)  # final forward and backward states
+        x = torch.cat([series, mask], dim=-1)
+        if isinstance(self.lstm, PerSampleLSTM):
+            last = self.lstm(x)
+        else:
+            _, (h, _) = self.lstm(x)
+            last = torch.cat([h[-2], h[-1]], dim=-1)  # final forward and backward states
         return self.proj(torch.cat([last, demographics], dim=-1))
 
 

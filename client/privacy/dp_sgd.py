@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+import client.privacy.lstm_grad_sampler  # noqa: F401  (registers the EHR LSTM's per-sample gradients)
 from client.privacy.mechanism import Mechanism
 from client.privacy.sampling import UnitPoissonSampler
 from client.privacy.secure_random import SecureRandom

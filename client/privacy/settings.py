@@ -234,6 +234,7 @@ def settings_markdown() -> str:
 
 
 def dp_model_config(config: ModelConfig) -> ModelConfig:
-    """The model a DP site trains: DPLSTM and the per-sample balance regularizer."""
+    """The model a DP site trains: the per-sample-gradient LSTM and the per-sample balance
+    regularizer."""
     return replace(config, lstm="dp", balance="kl")
 
