@@ -62,6 +62,9 @@ def _personalize(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             raise MoeHealthInputError(f"--run-config: {args.run_config}: not a readable run "
                                       f"config.json ({err})") from None
+        if not isinstance(run_config, dict):
+            raise MoeHealthInputError(f"--run-config: {args.run_config}: a run's config.json "
+                                      "holds one JSON object of run-config keys")
     config = SiteConfig.load(args.config)
     report = personalize_site(config, args.model, args.task, args.out,
                               FineTuneConfig(**{k: v for k, v in (
@@ -73,7 +76,8 @@ def _personalize(args: argparse.Namespace) -> int:
 
 
 def add_site_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("site", help="hospital site: prepare data, check, run the SuperNode")
+    p = sub.add_parser("site", help="hospital site: prepare data, check, run the SuperNode, "
+                                    "personalize the released model")
     p.add_argument("action", choices=["prepare", "check", "run", "personalize"],
                    help="prepare data and features; check everything; run the SuperNode; "
                         "fine-tune the released model on this site's data (kept here)")

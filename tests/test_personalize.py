@@ -112,3 +112,7 @@ def test_a_released_model_of_another_configuration_is_one_line_before_data_work(
     assert not (tmp_path / "work").exists()  # refused before the site's data was prepared
     assert main(["site", "personalize", str(site_yaml), "--out", str(tmp_path / "o")]) == 2
     assert "needs --model" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert main(["site", "personalize", str(site_yaml), "--model", str(other), "--out",
+                 str(tmp_path / "o"), "--run-config", str(tmp_path / "config.json")]) == 2
+    assert "holds one JSON object" in capsys.readouterr().err
