@@ -46,7 +46,8 @@ def per_sample_gradients(lstm: PerSampleLSTM, x: torch.Tensor, grad_last: torch.
                                           bias.detach())
         grads[f"weight_ih_l0{suffix}"] = torch.einsum("btg,bti->bgi", d_gates, xs)
         grads[f"weight_hh_l0{suffix}"] = torch.einsum("btg,bth->bgh", d_gates, h_prev)
-        grads[f"bias_ih_l0{suffix}"] = grads[f"bias_hh_l0{suffix}"] = d_gates.sum(1)
+        grads[f"bias_ih_l0{suffix}"] = d_gates.sum(1)
+        grads[f"bias_hh_l0{suffix}"] = d_gates.sum(1)  # its own tensor: Opacus may add in place
     return grads
 
 
