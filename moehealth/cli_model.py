@@ -63,12 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _save_model(model, path: Path) -> None:
     """The trained model as a checkpoint a federated run can start from (``init-from``)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
+    from shared_model.checkpoint import write_model_file
     from shared_model.params import model_to_arrays
 
-    save_file({k: np.ascontiguousarray(v) for k, v in model_to_arrays(model).items()}, str(path))
+    write_model_file(path, model_to_arrays(model))
 
 
 def results_markdown(results: dict) -> str:

@@ -31,10 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from server.tracking import Tracker
-from shared_model.checkpoint import OPT_PREFIX, check_fits, read_model_file, split_checkpoint
+from shared_model.checkpoint import (
+    OPT_PREFIX,
+    check_fits,
+    read_model_file,
+    split_checkpoint,
+    write_model_file,
+)
 from shared_model.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -102,11 +108,8 @@ class RunDirectory:
                         optimizer_state: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
         """Write round N's global model, then point latest.json at it (atomic)."""
         file = self.path / "checkpoints" / f"round-{server_round:03d}.safetensors"
-        tmp = file.with_name(f".{file.name}.tmp")
-        tensors = {**arrays, **{OPT_PREFIX + k: v for k, v in optimizer_state.items()}}
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-                  metadata={"round": str(server_round)})
-        os.replace(tmp, file)
+        write_model_file(file, {**arrays, **{OPT_PREFIX + k: v for k, v in optimizer_state.items()}},
+                         metadata={"round": str(server_round)})
         _atomic_write(self.path / "checkpoints" / "latest.json",
                       json.dumps(_clean({"round": server_round, "file": file.name, **state})))
         return file

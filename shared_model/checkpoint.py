@@ -8,11 +8,12 @@ hold the arrays, so a file of another ``model.*`` configuration is one clear err
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 OPT_PREFIX = "server_optimizer/"  # the coordinator's server-optimizer state in a round checkpoint
 
@@ -49,3 +50,15 @@ def check_fits(arrays: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarr
         raise ValueError(f"{what}: {path} does not fit this run's model ({len(missing)} "
                          f"missing, {len(unknown)} unknown, {len(wrong)} of another shape, "
                          f"e.g. {first}): same model.* settings?")
+
+
+def write_model_file(path: Path, tensors: Mapping[str, np.ndarray],
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors checkpoint atomically (a temporary file, then renamed over ``path``),
+    so a crash never leaves a half-written model that looks valid."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+              metadata=metadata)
+    os.replace(tmp, path)
+    return path

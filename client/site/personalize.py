@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from client.data.dataset import SiteData
 from client.errors import MoeHealthInputError
@@ -27,7 +26,7 @@ from client.site.config import SiteConfig
 from client.site.setup import prepare_site
 from shared_model import ModelConfig, build_model
 from shared_model.bootstrap import RankedScores, paired_auroc_differences
-from shared_model.checkpoint import check_fits, read_model_file
+from shared_model.checkpoint import check_fits, read_model_file, write_model_file
 from shared_model.params import load_arrays, model_to_arrays
 
 RESAMPLES = 1000
@@ -99,9 +98,8 @@ def personalize_site(config: SiteConfig, model_file: Path, task: str, out: Path,
     released_auroc = RankedScores(labels, before.probs).auroc()
     personalized_auroc = RankedScores(labels, after.probs).auroc()
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, lambda tmp: save_file(
-        {k: np.ascontiguousarray(v) for k, v in model_to_arrays(result.model).items()}, str(tmp),
-        metadata={"site": config.site_id, "task": task, "released": str(model_file)}))
+    write_model_file(target, model_to_arrays(result.model),
+                     metadata={"site": config.site_id, "task": task, "released": str(model_file)})
     report = PersonalizationReport(
         site=config.site_id, task=task, released_model=str(model_file),
         personalized_model=str(target), chosen_epoch=result.chosen_epoch,
@@ -110,16 +108,11 @@ def personalize_site(config: SiteConfig, model_file: Path, task: str, out: Path,
         personalized_auroc=personalized_auroc,
         difference=personalized_auroc - released_auroc, difference_low=low, difference_high=high,
         settings=asdict(fine_tune_config))
-    _write_atomically(out / f"report-{task}.json",
-                      lambda tmp: tmp.write_text(json.dumps(_finite(asdict(report)), indent=2)
-                                                 + "\n"))
+    report_file = out / f"report-{task}.json"
+    tmp = report_file.with_name(f".{report_file.name}.tmp")
+    tmp.write_text(json.dumps(_finite(asdict(report)), indent=2) + "\n")
+    os.replace(tmp, report_file)
     return report
-
-
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _finite(record: dict[str, object]) -> dict[str, object]:
