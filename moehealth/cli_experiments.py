@@ -30,6 +30,26 @@ def epsilon_list(text: str) -> list[float | str]:
     return out
 
 
+def recipe_candidate(text: str):
+    """``--candidates``: one dp-recipe candidate (simulation.dp_recipe.RecipeCandidate)."""
+    from shared_model.errors import MoeHealthInputError
+    from simulation.dp_recipe import RecipeCandidate
+
+    try:
+        return RecipeCandidate.parse(text)
+    except MoeHealthInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _dp_recipe(args: argparse.Namespace) -> dict[str, object]:
+    """The run-config keys a DP experiment's runs share (a dp-recipe candidate overrides
+    ``dp.train`` and ``lr``)."""
+    return {key: value for key, value in (
+        ("init-from", str(args.init_from) if args.init_from else None),
+        ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
+        ("dp.max-grad-norm", args.dp_max_grad_norm), ("lr", args.lr)) if value is not None}
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Run one experiment; its tables, CSVs, ``provenance.json`` and model card go to
     ``--out``."""
@@ -46,12 +66,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "fl-vs-central":
         frame = ex.fl_vs_central(args.out, data, tasks(args), args.seeds, budget)
     elif args.name == "privacy-utility":
-        recipe = {key: value for key, value in (
-            ("init-from", str(args.init_from) if args.init_from else None),
-            ("dp.train", args.dp_train), ("dp.batch-size", args.dp_batch_size),
-            ("dp.max-grad-norm", args.dp_max_grad_norm), ("lr", args.lr)) if value is not None}
         frame = ex.privacy_utility(args.out, data, args.epsilons, args.seeds, tasks(args)[0],
-                                   budget, recipe, args.dp_units)
+                                   budget, _dp_recipe(args), args.dp_units)
+    elif args.name == "dp-recipe":
+        from simulation.dp_recipe import DEFAULT_CANDIDATES, RecipeCandidate, dp_recipe
+
+        candidates = args.candidates or [RecipeCandidate.parse(c) for c in DEFAULT_CANDIDATES]
+        frame = dp_recipe(args.out, data, candidates, args.epsilons[0], args.seeds[0],
+                          tasks(args)[0], budget, _dp_recipe(args) | {"dp.unit": args.dp_units[0]})
     elif args.name == "ablations":
         frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
                                        budget)
@@ -119,13 +141,14 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="run a paper-style experiment (tables + plots)")
     p.add_argument("name", choices=["fl-vs-central", "ablations", "heterogeneity",
                                     "privacy-utility", "yardstick", "models", "robustness",
-                                    "external", "personalization"],
+                                    "external", "personalization", "dp-recipe"],
                    help="which experiment (README's table); yardstick: reachable ceilings and "
                         "tuned logistic regression / gradient boosting on the cached inputs; "
                         "models: centralized variants vs those, paired intervals; robustness: "
                         "every model with notes / X-rays removed from a fraction of test stays; "
                         "external: leave one hospital out, internal vs external test stays; "
-                        "personalization: each site fine-tunes the federated model on its data")
+                        "personalization: each site fine-tunes the federated model on its data; "
+                        "dp-recipe: DP recipes at one epsilon, chosen on validation")
     p.add_argument("--out", type=Path, required=True, help="folder for results and plots")
     add_task_arg(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
@@ -140,14 +163,21 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                         "recipe without noise; inf: no DP; federated: the default non-DP "
                         "federation (no recipe)")
     p.add_argument("--init-from", type=Path,
-                   help="privacy-utility: start every run from this model (public pre-training)")
+                   help="privacy-utility, dp-recipe: start every run from this model (public "
+                        "pre-training)")
     p.add_argument("--dp-train", choices=["all", "fusion"], help="privacy-utility: dp.train")
-    p.add_argument("--dp-batch-size", type=int, help="privacy-utility: dp.batch-size")
-    p.add_argument("--dp-max-grad-norm", type=float, help="privacy-utility: dp.max-grad-norm")
+    p.add_argument("--dp-batch-size", type=int, help="privacy-utility, dp-recipe: dp.batch-size")
+    p.add_argument("--dp-max-grad-norm", type=float, help="privacy-utility, dp-recipe: "
+                   "dp.max-grad-norm")
     p.add_argument("--dp-units", nargs="+", choices=["patient", "stay"], default=["patient"],
                    help="privacy-utility: privacy units (dp.unit); two: each epsilon paired "
                         "patient - stay")
     p.add_argument("--lr", type=float, help="privacy-utility: the run's lr")
+    p.add_argument("--candidates", type=recipe_candidate, nargs="+",
+                   help="dp-recipe: 'public' (the --init-from model alone) or TRAIN:LR:EPOCHS "
+                        "(dp.train all|fusion, lr, local epochs), each run at the first of "
+                        "--epsilons with the first of --seeds (default: DEFAULT_CANDIDATES of "
+                        "simulation/dp_recipe.py)")
     p.add_argument("--variant", action="append", choices=list(VARIANTS),
                    help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "
                         "mlp-fusion)")

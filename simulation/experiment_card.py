@@ -31,6 +31,8 @@ DESIGNS = {
     "ablations": "the paper's ablations, federated",
     "heterogeneity": "modality-aware against plain aggregation under modality skew",
     "privacy-utility": "AUROC against the DP budget",
+    "dp-recipe": "DP recipes at one budget, chosen on the sites' pooled validation split (the "
+                 "test set is not scored)",
     "personalization": "each site fine-tunes the federated model on its own data; scored on its "
                        "own test split and on the independent test population",
 }

@@ -375,7 +375,7 @@ def privacy_utility(out: Path, data: FederationData, epsilons: Iterable[float | 
                               "dp.target-epsilon": math.inf if eps == NO_NOISE else float(eps)}
                 fl = run_federation(out, data, budget, extra, name, progress)
             model = federated_model(Path(fl["run_dir"]), ModelConfig())
-            spent = _final_epsilons(Path(fl["run_dir"]))
+            spent = final_epsilons(Path(fl["run_dir"]))
             rows.append(_scored_row(setting, seed, model, splits.test, val, labels, scores)
                         | {"test_set": test_set, "target_epsilon": eps,
                            "max_site_epsilon_spent": max(spent.values(), default=math.nan),
@@ -439,7 +439,8 @@ def _dp_setting(eps: float | str) -> str:
     return f"epsilon {eps:g}" if math.isfinite(float(eps)) else "no DP"
 
 
-def _final_epsilons(run_dir: Path) -> dict[str, float]:
+def final_epsilons(run_dir: Path) -> dict[str, float]:
+    """Each DP site's epsilon after the last round of its ledger (empty without DP)."""
     path = run_dir / "privacy_ledger.jsonl"
     if not path.is_file():
         return {}

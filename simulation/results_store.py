@@ -169,13 +169,20 @@ def _heterogeneity(folder: Path) -> str:
     return text
 
 
+def _dp_recipe(folder: Path) -> str:
+    from simulation.dp_recipe import dp_recipe_markdown
+
+    return dp_recipe_markdown(_read(folder / "results.csv"))
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
                                                "external": _external, "robustness": _robustness,
                                                "fl-vs-central": _fl_vs_central,
                                                "ablations": _runs("variant"),
                                                "heterogeneity": _heterogeneity,
                                                "privacy-utility": _runs("setting"),
-                                               "personalization": _runs("run")}
+                                               "personalization": _runs("run"),
+                                               "dp-recipe": _dp_recipe}
 
 
 def render(folder: Path) -> str:

@@ -297,3 +297,47 @@ def test_experiment_epsilons_are_checked_before_any_data_work(bad: str) -> None:
     assert epsilon_list("8,1,no-noise,federated,inf")[:2] == [8.0, 1.0]
     with pytest.raises(argparse.ArgumentTypeError, match="not a positive epsilon"):
         epsilon_list(bad)
+
+
+@pytest.mark.parametrize("bad", ["fusion", "fusion:3e-3", "every:1e-3:1", "fusion:0:1",
+                                 "all:1e-3:0", "all:x:1"])
+def test_a_malformed_dp_recipe_candidate_is_one_line(bad: str) -> None:
+    import argparse
+
+    from moehealth.cli_experiments import recipe_candidate
+    from simulation.dp_recipe import RecipeCandidate
+
+    assert recipe_candidate("fusion:3e-3:4") == RecipeCandidate("fusion", 3e-3, 4)
+    with pytest.raises(argparse.ArgumentTypeError, match=f"candidate '{bad}': expected public"):
+        recipe_candidate(bad)
+
+
+@pytest.mark.parametrize("epsilon, recipe, message", [
+    ("no-noise", {"init-from": "m"}, "one finite positive epsilon"),
+    (float("inf"), {"init-from": "m"}, "one finite positive epsilon"),
+    (8.0, {}, "'public' needs --init-from")])
+def test_dp_recipe_refuses_what_it_cannot_choose_at_before_any_data_work(
+        tmp_path: Path, epsilon, recipe: dict, message: str) -> None:
+    from shared_model.errors import MoeHealthInputError
+    from simulation.dp_recipe import RecipeCandidate, dp_recipe
+    from simulation.experiments import Budget
+
+    candidates = [RecipeCandidate.parse("public"), RecipeCandidate.parse("fusion:1e-3:1")]
+    with pytest.raises(MoeHealthInputError, match=message):
+        dp_recipe(tmp_path, None, candidates, epsilon, 0, "mortality", Budget(), recipe)
+
+
+def test_dp_recipe_table_bolds_the_candidate_chosen_on_validation() -> None:
+    import pandas as pd
+
+    from simulation.dp_recipe import RecipeCandidate, dp_recipe_markdown
+
+    names = [RecipeCandidate.parse(c).name for c in ("public", "fusion:3e-3:4")]
+    frame = pd.DataFrame({"candidate": names, "val_auroc": [0.75, 0.77], "chosen": [False, True],
+                          "target_epsilon": 8.0, "seed": 0, "max_site_epsilon_spent": [None, 7.99],
+                          "val_set": "pooled validation (n 10, positives 2)"})
+    table = dp_recipe_markdown(frame)
+    assert "| the public model alone (no federated training) | 0.750 | - |" in table
+    assert "| **fusion layers, AdamW lr 0.003, 4 local epochs** (chosen) | **0.770** | 7.990 |" \
+        in table
+    assert "The test set is not scored" in table
