@@ -30,11 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
+from bench.record import BenchTable, add_store_arg  # noqa: E402
 
-def cohort_scaling(sizes: list[int]) -> None:
+
+def cohort_scaling(sizes: list[int]) -> BenchTable:
     """Synthetic set of N patients -> `moehealth cohort` in a fresh process (peak RSS of it)."""
-    print("| patients | ICU stays in cohort | synth s | cohort s | cohort peak RSS MB |")
-    print("|---|---|---|---|---|")
+    table = BenchTable(["patients", "ICU stays in cohort", "synth s", "cohort s",
+                        f"cohort s per patient / at {sizes[0]:,}", "cohort peak RSS MB"])
     base = None
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -48,12 +50,12 @@ def cohort_scaling(sizes: list[int]) -> None:
                  "--out", f"{tmp}/cohort.parquet"], check=True, capture_output=True, text=True)
             result = json.loads(out.stdout)
             base = base or result["seconds"] / n
-            print(f"| {n} | {result['stays']} | {synth_s:.1f} | {result['seconds']:.1f} "
-                  f"(x{result['seconds'] / n / base:.2f} per patient vs {sizes[0]}) | "
-                  f"{result['peak_rss_mb']:.0f} |")
+            table.add(f"{n:,}", f"{result['stays']:,}", f"{synth_s:.1f}", f"{result['seconds']:.1f}",
+                      f"{result['seconds'] / n / base:.2f}", f"{result['peak_rss_mb']:.0f}")
+    return table
 
 
-def feature_cache(patients: int) -> None:
+def feature_cache(patients: int) -> BenchTable:
     """Encode one synthetic site from scratch; seconds per 1,000 samples for each encoder."""
     from client.data.sites import SplitConfig, assign_splits
     from client.features.cache import EncoderConfig, build_site_features
@@ -69,15 +71,15 @@ def feature_cache(patients: int) -> None:
         cache = build_site_features(samples, "bench", EncoderConfig(), Path(tmp) / "cache",
                                     progress=False)
         manifest = json.loads((cache / "manifest.json").read_text())
-    notes = manifest["seconds_notes"] / manifest["notes_encoded"] * 1000
-    images = manifest["seconds_images"] / manifest["images_encoded"] * 1000
-    print(f"notes (MiniLM-L6, 256 tokens): {manifest['notes_encoded']} encoded, "
-          f"{notes:.1f} s per 1,000 notes")
-    print(f"images (DenseNet-121, 224 px): {manifest['images_encoded']} encoded, "
-          f"{images:.1f} s per 1,000 images (ratio images/notes {images / notes:.1f}x)")
+    table = BenchTable(["inputs", "encoded", "s per 1,000 (encoder loading included)"])
+    for name, kind in (("notes (MiniLM-L6, 256 tokens)", "notes"),
+                       ("films (DenseNet-121, 224 px)", "images")):
+        per_1000 = manifest[f"seconds_{kind}"] / manifest[f"{kind}_encoded"] * 1000
+        table.add(name, manifest[f"{kind}_encoded"], f"{per_1000:.1f}")
+    return table
 
 
-def repartition(patients: int) -> None:
+def repartition(patients: int) -> BenchTable:
     """Encode a synthetic cohort cut into 3 care-unit sites, then the same cohort cut into 3
     Dirichlet sites (another partition): seconds and inputs encoded for each, and the ratio."""
     from client.data.sites import SplitConfig, assign_splits
@@ -93,6 +95,9 @@ def repartition(patients: int) -> None:
         cohort = build_cohort(MimicRoots(Path(tmp) / "mimic-iv", Path(tmp) / "mimic-iv-note",
                                          Path(tmp) / "mimic-cxr-jpg"), CohortConfig(progress=False))
         timings = {}
+        table = BenchTable(["step", "seconds", "notes encoded", "films encoded"])
+        steps = {Scheme.CAREUNIT: "care-unit partition, first encoding",
+                 Scheme.DIRICHLET: "Dirichlet re-partition of the same stays"}
         for scheme in (Scheme.CAREUNIT, Scheme.DIRICHLET):
             sites = partition_patients(cohort, PartitionConfig(num_sites=3, scheme=scheme))
             started, encoded = time.perf_counter(), [0, 0]
@@ -105,9 +110,10 @@ def repartition(patients: int) -> None:
                 encoded[0] += manifest["notes_encoded"]
                 encoded[1] += manifest["images_encoded"]
             timings[scheme] = time.perf_counter() - started
-            print(f"{scheme} partition, 3 sites, {len(cohort)} stays: {timings[scheme]:.1f} s, "
-                  f"{encoded[0]} notes and {encoded[1]} films encoded")
-    print(f"re-partition / first encoding: {timings[Scheme.DIRICHLET] / timings[Scheme.CAREUNIT]:.3f}")
+            table.add(steps[scheme], f"{timings[scheme]:.1f}", encoded[0], encoded[1])
+    table.summary(f"{len(cohort)} stays, 3 sites each time. Re-partition / first encoding: "
+                  f"**{timings[Scheme.DIRICHLET] / timings[Scheme.CAREUNIT]:.3f}**.")
+    return table
 
 
 def _peak_tree_rss(root_pid: int, stop: threading.Event, out: list[float]) -> None:
@@ -124,15 +130,14 @@ def _peak_tree_rss(root_pid: int, stop: threading.Event, out: list[float]) -> No
     out.append(peak)
 
 
-def site_scaling(counts: list[int], rounds: int) -> None:
+def site_scaling(counts: list[int], rounds: int) -> BenchTable:
     """Federations of N sites over the same 2,000 patients (IID split): rounds/s, peak memory."""
     import psutil
 
     from simulation.local_superlink import local_simulation
 
-    print("| sites | rounds | wall s (incl. data prep + start) | s per round (steady) | rounds/s "
-          "| peak memory of SuperLink tree MB |")
-    print("|---|---|---|---|---|---|")
+    table = BenchTable(["sites", "rounds", "wall s (incl. data prep + start)",
+                        "s per round (steady)", "rounds/s", "peak memory of SuperLink tree MB"])
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             with local_simulation(Path(tmp) / f"flwr{n}") as sim:
@@ -147,11 +152,12 @@ def site_scaling(counts: list[int], rounds: int) -> None:
                 stop.set()
                 watcher.join()
             if not outcome.ok:
-                print(f"| {n} | failed: {outcome.status} | | | |")
+                table.add(n, f"failed: {outcome.status}", "", "", "", "")
                 continue
             per_round = _steady_round_seconds(Path(f"{tmp}/run{n}"))
-            print(f"| {n} | {rounds} | {outcome.seconds:.0f} | {per_round:.1f} | "
-                  f"{1 / per_round:.3f} | {peak[0]:.0f} |", flush=True)
+            table.add(n, rounds, f"{outcome.seconds:.0f}", f"{per_round:.1f}",
+                      f"{1 / per_round:.3f}", f"{peak[0]:.0f}")
+    return table
 
 
 def _steady_round_seconds(run_dir: Path) -> float:
@@ -161,7 +167,7 @@ def _steady_round_seconds(run_dir: Path) -> float:
     return (ends[-1] - ends[0]) / max(len(ends) - 1, 1)
 
 
-def bytes_per_round(run_dir: Path) -> None:
+def bytes_per_round(run_dir: Path) -> BenchTable:
     """Mean bytes each site uploaded per round, relative to the full model's parameters."""
     from shared_model import build_model
     from shared_model.config import model_config_from_run_config
@@ -174,14 +180,15 @@ def bytes_per_round(run_dir: Path) -> None:
         row = json.loads(line)
         for site, n in row.get("bytes_received", {}).items():
             per_site.setdefault(site, []).append(n)
-    print(f"full model: {full} bytes of parameters")
-    print("| site | mean bytes per round | ratio to full model |\n|---|---|---|")
+    table = BenchTable(["site", "mean bytes per round", "ratio to full model"])
     for site, values in sorted(per_site.items()):
         mean = sum(values) / len(values)
-        print(f"| {site} | {mean:.0f} | {mean / full:.3f} |")
+        table.add(site, f"{mean:.0f}", f"{mean / full:.3f}")
+    table.summary(f"Full model: {full:,} bytes of parameters.")
+    return table
 
 
-def encoders(patients: int) -> None:
+def encoders(patients: int) -> BenchTable:
     """The note and film encoders on one synthetic cohort, the previous CPU path against the
     current one in the same run (before: notes batched in cohort order, DenseNet-121 in
     contiguous memory; now: notes batched by token count, DenseNet-121 channels-last), with the
@@ -204,7 +211,10 @@ def encoders(patients: int) -> None:
 
     def agreement(a: np.ndarray, b: np.ndarray) -> str:
         cosine = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        return f"max |difference| {np.abs(a - b).max():.1e}, min cosine {cosine.min():.5f}"
+        return f"max difference {np.abs(a - b).max():.1e}, min cosine {cosine.min():.5f}"
+
+    def ms(seconds: float, count: int) -> str:
+        return f"{seconds / count * 1000:.1f} ms"
 
     @torch.no_grad()
     def notes_before(enc: TextEncoder, texts: list[str]) -> np.ndarray:
@@ -236,31 +246,35 @@ def encoders(patients: int) -> None:
         text, image = TextEncoder(), ImageEncoder(loader_workers=0)
         text.encode(texts[:16]), image.encode(paths[:16])  # warm-up
         tokens = [len(i) for i in text.tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
-        print(f"{len(texts)} notes (tokens median {int(np.median(tokens))}, max {max(tokens)}), "
-              f"{len(paths)} films (256 px, encoded at 224 px); torch threads "
-              f"{torch.get_num_threads()}")
+        table = BenchTable(["input", "before", "now", "before / now", "now against before"])
         tensors = [image.load(p) for p in paths]
         t_before, f_before = timed(lambda: films_before(image, tensors))
         with torch.no_grad():
             t_floor, _ = timed(lambda: [image.features(torch.stack(tensors[i:i + 16]).contiguous(
                 memory_format=torch.channels_last)) for i in range(0, len(tensors), 16)])
         t_now, f_now = timed(lambda: image.encode(paths))
-        print(f"| films | before (forward only) {t_before / len(paths) * 1000:.1f} ms | now, end to "
-              f"end {t_now / len(paths) * 1000:.1f} ms | now, forward only (floor) "
-              f"{t_floor / len(paths) * 1000:.1f} ms | before / now forward "
-              f"{t_before / t_floor:.2f}x | {agreement(f_now, f_before)} |")
+        table.add("films, DenseNet-121 forward pass (contiguous -> channels-last memory)",
+                  ms(t_before, len(paths)), f"{ms(t_floor, len(paths))} (end to end, reading "
+                  f"included: {ms(t_now, len(paths))})", f"**{t_before / t_floor:.2f}x**",
+                  agreement(f_now, f_before))
         t_before, n_before = timed(lambda: notes_before(text, texts))
         t_now, n_now = timed(lambda: text.encode(texts))
-        print(f"| notes | before {t_before / len(texts) * 1000:.1f} ms | now {t_now / len(texts) * 1000:.1f}"
-              f" ms | before / now {t_before / t_now:.2f}x | {agreement(n_now, n_before)} |")
+        table.add("notes, MiniLM-L6 (batched in cohort order -> by token count)",
+                  ms(t_before, len(texts)), ms(t_now, len(texts)), f"**{t_before / t_now:.2f}x**",
+                  agreement(n_now, n_before))
         text.model = torch.ao.quantization.quantize_dynamic(text.model, {torch.nn.Linear},
                                                              dtype=torch.qint8)
         t_int8, n_int8 = timed(lambda: text.encode(texts))
-        print(f"| notes, int8 dynamic quantization (not adopted) | {t_int8 / len(texts) * 1000:.1f} "
-              f"ms | now / int8 {t_now / t_int8:.2f}x | {agreement(n_int8, n_now)} |")
+        table.add("notes, dynamic int8 quantization of the linear layers (not adopted; now -> "
+                  "int8)", ms(t_now, len(texts)), ms(t_int8, len(texts)),
+                  f"{t_now / t_int8:.2f}x", agreement(n_int8, n_now))
+        table.summary(f"{len(texts)} notes (tokens median {int(np.median(tokens))}, max "
+                      f"{max(tokens)}), {len(paths)} films (256 px, encoded at 224 px); torch "
+                      f"threads {torch.get_num_threads()}.")
+    return table
 
 
-def population_encoding(count: int) -> None:
+def population_encoding(count: int) -> BenchTable:
     """Milliseconds per note and per film of the benchmark preset's site-0 against its test
     population, ``count`` of each, the same encoders in the same process (site-0 measured again
     last, to see the drift of the machine)."""
@@ -281,8 +295,8 @@ def population_encoding(count: int) -> None:
     config = data.encoder_config()
     text = TextEncoder(config.text_model_path, max_tokens=config.text_max_tokens)
     image = ImageEncoder(config.image_weights, image_size=config.image_size)
-    print("| inputs | ms per note | note tokens (median) | ms per film | film file (median kB) |")
-    print("|---|---|---|---|---|")
+    table = BenchTable(["inputs", "ms per note", "note tokens (median)", "ms per film",
+                        "film file (median kB)"])
     for name, samples in (("site-0", site), ("test population", population),
                           ("site-0 again", site)):
         notes = [str(t) for t in samples.loc[samples.has_notes, "note_text"].head(count)]
@@ -296,7 +310,9 @@ def population_encoding(count: int) -> None:
         image.encode(films)
         per_film = (time.perf_counter() - started) / len(films) * 1000
         size = np.median([os.path.getsize(p) for p in films]) / 1000
-        print(f"| {name} | {per_note:.1f} | {np.median(tokens):.0f} | {per_film:.1f} | {size:.0f} |")
+        table.add(name, f"{per_note:.1f}", f"{np.median(tokens):.0f}", f"{per_film:.1f}",
+                  f"{size:.0f}")
+    return table
 
 
 MIMIC_FILM = (2544, 3056)  # width x height of a common MIMIC-CXR-JPG frontal film
@@ -321,7 +337,7 @@ def _write_mimic_size_films(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def films(count: int, workers: list[int], image_size: int) -> None:
+def films(count: int, workers: list[int], image_size: int) -> BenchTable:
     """Films/s on MIMIC-size JPEGs: the decode floors (full and draft decoding alone), the
     network's forward pass on preloaded tensors (the compute floor), and the encoder end to end,
     before (full decode, one film after another in the loop) and now (draft decode, with each
@@ -349,9 +365,8 @@ def films(count: int, workers: list[int], image_size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = _write_mimic_size_films(Path(tmp), count)
         before_enc = ImageEncoder(image_size=image_size, draft=False, loader_workers=0)
-        print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
-              f"{count} films {MIMIC_FILM[0]} x {MIMIC_FILM[1]} px JPEG, network input "
-              f"{image_size} px, batch 16")
+        table = BenchTable(["step", "films/s", "time / the forward pass's",
+                            "rate / before's", "feature cosine to before (min, mean)"])
         floors = {"decode, full": rate(lambda p: decode(p, False), paths),
                   "decode, draft": rate(lambda p: decode(p, True), paths),
                   "decode + resize, full (before)": rate(
@@ -363,13 +378,13 @@ def films(count: int, workers: list[int], image_size: int) -> None:
             floors["forward pass on preloaded tensors"] = rate(
                 lambda b: before_enc.features(b), list(tensors.split(16))) * 16
         for name, value in floors.items():
-            print(f"| {name} | {value:.1f} films/s |")
+            table.add(name, f"{value:.1f}", "", "", "")
         forward = floors["forward pass on preloaded tensors"]
         started = time.perf_counter()
         before = before_enc.encode(paths)
         before_rate = count / (time.perf_counter() - started)
-        print(f"| encode before (full decode, no workers) | {before_rate:.1f} films/s | "
-              f"{forward / before_rate:.2f}x the forward pass's time |")
+        table.add("**encode end to end, before** (full decode, no workers)", f"{before_rate:.1f}",
+                  f"{forward / before_rate:.2f}x", "1.00x", "")
         for n in workers:
             encoder = ImageEncoder(image_size=image_size, loader_workers=n)
             started = time.perf_counter()
@@ -377,10 +392,13 @@ def films(count: int, workers: list[int], image_size: int) -> None:
             now_rate = count / (time.perf_counter() - started)
             cosine = np.sum(now * before, 1) / (np.linalg.norm(now, axis=1)
                                                * np.linalg.norm(before, axis=1))
-            print(f"| encode now (draft, {n} loader workers) | {now_rate:.1f} films/s | "
-                  f"{forward / now_rate:.2f}x the forward pass's time | {now_rate / before_rate:.2f}x "
-                  f"before's rate | feature cosine to before: min {cosine.min():.5f}, mean "
-                  f"{cosine.mean():.5f} |")
+            table.add(f"**encode end to end, now** (draft, {n} loader workers)",
+                      f"{now_rate:.1f}", f"{forward / now_rate:.2f}x",
+                      f"{now_rate / before_rate:.2f}x", f"{cosine.min():.5f}, {cosine.mean():.5f}")
+        table.summary(f"{count} films {MIMIC_FILM[0]} x {MIMIC_FILM[1]} px JPEG quality 95, "
+                      f"network input {image_size} px, batch 16; {os.cpu_count()} CPUs, torch "
+                      f"threads {torch.get_num_threads()}.")
+    return table
 
 
 def _busy() -> None:
@@ -388,7 +406,7 @@ def _busy() -> None:
         pass
 
 
-def boosting_threads() -> None:
+def boosting_threads() -> BenchTable:
     """HistGradientBoosting (the yardstick's settings) on 10,000 x 200 features: seconds per fit
     with one OpenMP thread and with every core's, on an idle machine and beside one process that
     keeps a core busy (as a CI run or a second experiment does)."""
@@ -412,8 +430,8 @@ def boosting_threads() -> None:
             return time.perf_counter() - started
 
     cores = os.cpu_count() or 1
-    print(f"| machine state | 1 thread s | {cores} threads s | {cores} threads / 1 thread |")
-    print("|---|---|---|---|")
+    table = BenchTable(["machine state", "1 thread s", f"{cores} threads s",
+                        f"{cores} threads / 1 thread"])
     for state in ("idle", "one core busy"):
         busy = multiprocessing.Process(target=_busy, daemon=True) if state != "idle" else None
         if busy:
@@ -421,7 +439,8 @@ def boosting_threads() -> None:
         one, every = min(fit(1) for _ in range(2)), min(fit(cores) for _ in range(2))
         if busy:
             busy.terminate()
-        print(f"| {state} | {one:.2f} | {every:.2f} | {every / one:.2f} |")
+        table.add(state, f"{one:.2f}", f"{every:.2f}", f"{every / one:.2f}")
+    return table
 
 
 def main() -> None:
@@ -438,25 +457,27 @@ def main() -> None:
     parser.add_argument("--films", type=int, default=160)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=224)
+    add_store_arg(parser)
     args = parser.parse_args()
     if args.name == "cohort-scaling":
-        cohort_scaling(args.sizes)
+        table = cohort_scaling(args.sizes)
     elif args.name == "feature-cache":
-        feature_cache(args.patients)
+        table = feature_cache(args.patients)
     elif args.name == "repartition":
-        repartition(args.patients)
+        table = repartition(args.patients)
     elif args.name == "site-scaling":
-        site_scaling(args.sites, args.rounds)
+        table = site_scaling(args.sites, args.rounds)
     elif args.name == "boosting-threads":
-        boosting_threads()
+        table = boosting_threads()
     elif args.name == "population-encoding":
-        population_encoding(args.films)
+        table = population_encoding(args.films)
     elif args.name == "encoders":
-        encoders(args.patients)
+        table = encoders(args.patients)
     elif args.name == "films":
-        films(args.films, args.workers, args.image_size)
+        table = films(args.films, args.workers, args.image_size)
     else:
-        bytes_per_round(args.run_dir)
+        table = bytes_per_round(args.run_dir)
+    table.store(args.store)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO = Path(os.environ.get("MOEHEALTH_SHARED", REPO.parent / "shared")) / "data" / "mimic-iv-demo-2.2"
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from bench.record import BenchTable, add_store_arg  # noqa: E402
+
 # the tables `moehealth cohort --mimic-iv` reads, and the identifier columns each copy shifts
 TILED = {"hosp/patients": ("subject_id",), "hosp/admissions": ("subject_id", "hadm_id"),
          "icu/icustays": ("subject_id", "hadm_id", "stay_id"),
@@ -89,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20, help="demo copies (586k chart rows each)")
     parser.add_argument("--keep", type=Path, help="write the tiled set here and reuse it if present")
+    add_store_arg(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp) / "mimic-iv"
@@ -103,19 +107,18 @@ def main() -> None:
         floor_chart, floor_lab = _gunzip_seconds(chart), _gunzip_seconds(lab)
         wall, result = _cohort_run(root, Path(tmp) / "cohort.parquet")
     floor = floor_chart + floor_lab
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"command: python bench/cohort_build.py --copies {args.copies}")
-    print("| chart events | lab events | ICU stays | gzip -dc chartevents s | gzip -dc both s "
-          "| cohort build s (in-process) | cohort process s | peak RSS MB | build / chartevents "
-          "floor | process / both floors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {rows['icu/chartevents']:,} | {rows['hosp/labevents']:,} | {result['stays']:,} "
-          f"| {floor_chart:.1f} | {floor:.1f} | {result['seconds']:.1f} | {wall:.1f} "
-          f"| {result['peak_rss_mb']:.0f} | **{result['seconds'] / floor_chart:.2f}x** "
-          f"| {wall / floor:.2f}x |")
-    print(f"chart events per second: {rows['icu/chartevents'] / result['seconds']:,.0f}; "
-          f"extrapolated to MIMIC-IV's 313M chart events: "
-          f"{313e6 / rows['icu/chartevents'] * result['seconds'] / 60:.0f} min")
+    table = BenchTable(["copies", "chart events", "lab events", "ICU stays",
+                        "gzip -dc chartevents s", "gzip -dc both s", "cohort build s (in-process)",
+                        "cohort process s", "peak RSS MB", "**build / chartevents floor**",
+                        "process / both floors"])
+    table.add(args.copies, f"{rows['icu/chartevents']:,}", f"{rows['hosp/labevents']:,}",
+              f"{result['stays']:,}", f"{floor_chart:.1f}", f"{floor:.1f}",
+              f"{result['seconds']:.1f}", f"{wall:.1f}", f"{result['peak_rss_mb']:.0f}",
+              f"**{result['seconds'] / floor_chart:.2f}x**", f"{wall / floor:.2f}x")
+    table.summary(f"Chart events per second: {rows['icu/chartevents'] / result['seconds']:,.0f}; "
+                  f"extrapolated to MIMIC-IV's 313M chart events: "
+                  f"{313e6 / rows['icu/chartevents'] * result['seconds'] / 60:.0f} min.")
+    table.store(args.store)
 
 
 if __name__ == "__main__":

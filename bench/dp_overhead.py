@@ -13,24 +13,28 @@ generator for the same number of values, and as a share of the DP round's time.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from client.data.dataset import SiteData
-from client.privacy.dp_round import dp_local_train, units_of_training_rows
-from client.privacy.mechanism import Mechanism
-from client.privacy.secure_random import SecureRandom
-from client.privacy.settings import DPSettings
-from client.privacy.site_ledger import SiteLedger
-from client.rounds.federated import local_train
-from moehealth.cli_options import add_data_args, federation_data
-from server.settings import FederationSettings
-from shared_model import ModelConfig, build_model
-from shared_model.params import model_to_arrays
-from simulation.prepare import prepare_sites
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import BenchTable, add_store_arg  # noqa: E402
+from client.data.dataset import SiteData  # noqa: E402
+from client.privacy.dp_round import dp_local_train, units_of_training_rows  # noqa: E402
+from client.privacy.mechanism import Mechanism  # noqa: E402
+from client.privacy.secure_random import SecureRandom  # noqa: E402
+from client.privacy.settings import DPSettings  # noqa: E402
+from client.privacy.site_ledger import SiteLedger  # noqa: E402
+from client.rounds.federated import local_train  # noqa: E402
+from moehealth.cli_options import add_data_args, federation_data  # noqa: E402
+from server.settings import FederationSettings  # noqa: E402
+from shared_model import ModelConfig, build_model  # noqa: E402
+from shared_model.params import model_to_arrays  # noqa: E402
+from simulation.prepare import prepare_sites  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32,
                         help="batch of non-DP training = expected Poisson batch of DP-SGD")
     add_data_args(parser)
+    add_store_arg(parser)
     args = parser.parse_args()
     data = SiteData.load(prepare_sites(federation_data(args))[args.site], args.task, args.site)
     arrays = model_to_arrays(build_model())
@@ -64,19 +69,24 @@ def main() -> None:
                 sent[name] = sum(a.size for a in reply.arrays.values())
             timings[name].append(time.perf_counter() - started)
     base = min(timings["non-DP (nn.LSTM)"])
-    print(f"site {args.site}: {data.size('train')} training stays, 1 local epoch per round, "
-          f"(expected) batch {args.batch_size}, best of {args.rounds}")
-    for name, values in timings.items():
-        print(f"{name:30s} {min(values):7.2f} s/round   ratio {min(values) / base:5.2f}x")
     units = len(set(units_of_training_rows(data, "patient")))
     steps = Mechanism("patient", units, args.batch_size, 1, 1.0, 1e-5).steps_per_round
-    for name, size in sent.items():
-        chacha = _best_seconds(lambda n=size: SecureRandom().gaussian_noise(n, 1.0))
-        torch_normal = _best_seconds(lambda n=size: torch.normal(0.0, 1.0, (n,)))
-        share = chacha * steps / min(timings[name])
-        print(f"noise per step, {name}: {size} values, ChaCha20 {chacha * 1e3:.1f} ms vs torch "
-              f"{torch_normal * 1e3:.1f} ms ({chacha / torch_normal:.1f}x); {steps} steps = "
-              f"{share:.1%} of the round")
+    table = BenchTable(["local training", "s per epoch (best of rounds)", "**/ non-DP**",
+                        "values noised per step", "ChaCha20 noise per step ms",
+                        "torch generator ms", "noise share of the epoch"])
+    for name, values in timings.items():
+        noise = ["-", "-", "-", "-"]
+        if name in sent:
+            size = sent[name]
+            chacha = _best_seconds(lambda n=size: SecureRandom().gaussian_noise(n, 1.0))
+            torch_normal = _best_seconds(lambda n=size: torch.normal(0.0, 1.0, (n,)))
+            noise = [f"{size:,}", f"{chacha * 1e3:.1f}", f"{torch_normal * 1e3:.1f}",
+                     f"{chacha * steps / min(values):.1%}"]
+        table.add(name, f"{min(values):.2f}", f"**{min(values) / base:.2f}x**", *noise)
+    table.summary(f"Site {args.site}: {data.size('train'):,} training stays, 1 local epoch per "
+                  f"round, (expected) batch {args.batch_size}, best of {args.rounds} rounds; "
+                  f"{steps} DP steps per epoch (patient unit).")
+    table.store(args.store)
 
 
 def _best_seconds(work, repeats: int = 5) -> float:

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.record import BenchTable, add_store_arg  # noqa: E402
 from client.data.dataset import SiteData, concat_sites  # noqa: E402
 from client.message_timing import TIMING_FILE  # noqa: E402
 from shared_model.config import model_config_from_run_config  # noqa: E402
@@ -111,6 +112,7 @@ def main() -> int:
     parser.add_argument("--task", default="mortality")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="benchmark")
+    add_store_arg(parser)
     args = parser.parse_args()
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     run_config = {**pyproject_defaults(), "data.preset": args.preset, "task": args.task,
@@ -143,22 +145,29 @@ def main() -> int:
         print(f"federated, {name}: " + json.dumps({k: round(v, 2) for k, v in rows[name].items()}),
               flush=True)
 
-    print("\n| federated run | total s | Flower start-up s | simulation set-up s | ClientApp worker "
-          "start s | **after start-up s** | site training s | site evaluation s | messaging s | "
-          "aggregation s | pooled evaluation s | between phases s | centralized s | "
-          "**FL after start-up / centralized** | pooled test AUROC (FL / centralized) |")
-    print("|---" * 15 + "|")
+    table = BenchTable(["federated run", "total s", "Flower start-up s", "simulation set-up s",
+                        "ClientApp worker start s", "**after start-up s**", "site training s",
+                        "site evaluation s", "messaging s", "aggregation s",
+                        "pooled evaluation s", "between phases s", "centralized s",
+                        "**FL after start-up / centralized**",
+                        "pooled test AUROC (FL / centralized)"])
     for name, r in rows.items():
-        print(f"| {name} | {r['total']:.1f} | {r['flower_startup']:.1f} | {r['simulation_setup']:.1f} "
-              f"| {r['clientapp_worker_start']:.1f} | **{r['after_startup']:.1f}** | "
-              f"{r['site_training']:.1f} | {r['site_evaluation']:.1f} | {r['messaging']:.1f} | "
-              f"{r['aggregation']:.2f} | {r['pooled_evaluation']:.1f} | {r['between_phases']:.1f} | "
-              f"{central.seconds:.1f} | **{r['after_startup'] / central.seconds:.2f}x** | "
-              f"{r['pooled_auroc']:.3f} / {central.test['auroc']:.3f} |")
+        table.add(name, f"{r['total']:.1f}", f"{r['flower_startup']:.1f}",
+                  f"{r['simulation_setup']:.1f}", f"{r['clientapp_worker_start']:.1f}",
+                  f"**{r['after_startup']:.1f}**", f"{r['site_training']:.1f}",
+                  f"{r['site_evaluation']:.1f}", f"{r['messaging']:.1f}", f"{r['aggregation']:.2f}",
+                  f"{r['pooled_evaluation']:.1f}", f"{r['between_phases']:.1f}",
+                  f"{central.seconds:.1f}", f"**{r['after_startup'] / central.seconds:.2f}x**",
+                  f"{r['pooled_auroc']:.3f} / {central.test['auroc']:.3f}")
     epochs_s = central.timings["pretrain"] + central.timings["train"]
     site_training = rows["evaluate after the last round"]["site_training"]
-    print(f"\nsite training / centralized training epochs: {site_training / epochs_s:.2f}x "
-          f"({site_training:.1f} s / {epochs_s:.1f} s)")
+    table.summary(f"{data.num_sites} sites, {pooled.size('train'):,} training stays, "
+                  f"{args.rounds} rounds ({args.pretrain_rounds} expert pre-training), 1 local "
+                  f"epoch, batch {run_config['batch-size']}. Centralized {central.seconds:.1f} s: "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in central.timings.items())
+                  + f". Site training / centralized training epochs: "
+                  f"{site_training / epochs_s:.2f}x ({site_training:.1f} s / {epochs_s:.1f} s).")
+    table.store(args.store)
     return 0
 
 

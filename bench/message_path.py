@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO / "deploy"))  # deploy/ holds scripts, not a package
 
 import rehearsal as reh  # noqa: E402
 
+from bench.record import BenchTable, add_store_arg  # noqa: E402
 from client.message_timing import TIMING_FILE  # noqa: E402
 
 
@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--patients", type=int, default=2000)
+    add_store_arg(parser)
     args = parser.parse_args()
     torch_s, app_s = import_seconds("torch"), import_seconds("client.app")
     for stale in ("ca", "certs", "hospitals", "logs", "superlink-state", "flwr-home"):
@@ -86,16 +87,14 @@ def main() -> int:
     start_to_app, start_to_handler = mean("start_to_app_loaded_s"), mean("start_to_handler_s")
     data, training, reply = mean("data_s"), mean("train_s"), mean("reply_s")
     non_training = start_to_handler + data + reply
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; command: python "
-          f"bench/message_path.py --sites {args.sites} --rounds {args.rounds} "
-          f"--patients {args.patients} (training stays per site: {stays})")
-    print("| import torch s | import client.app s | **app / torch** | training messages "
-          "| start -> app loaded s | app loaded -> handler s | data s | training s | reply s "
-          "| **non-training / training** |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {torch_s:.2f} | {app_s:.2f} | **{app_s / torch_s:.2f}x** | {len(train)} "
-          f"| {start_to_app:.2f} | {start_to_handler - start_to_app:.2f} | {data:.3f} "
-          f"| {training:.2f} | {reply:.3f} | **{non_training / training:.2f}x** |")
+    table = BenchTable(["import torch s", "import client.app s", "**app / torch**",
+                        "training messages", "start -> app loaded s", "app loaded -> handler s",
+                        "data s", "training s", "reply s", "**non-training / training**"])
+    table.add(f"{torch_s:.2f}", f"{app_s:.2f}", f"**{app_s / torch_s:.2f}x**", len(train),
+              f"{start_to_app:.2f}", f"{start_to_handler - start_to_app:.2f}", f"{data:.3f}",
+              f"{training:.2f}", f"{reply:.3f}", f"**{non_training / training:.2f}x**")
+    table.summary(f"Training stays per site: {', '.join(map(str, stays))}.")
+    table.store(args.store)
     return 0
 
 

@@ -54,8 +54,9 @@ class Provenance:
 
     def line(self) -> str:
         """One line under a table: what ran, where, and its cost."""
-        return (f"Results: commit {self.commit}, `{self.command}`, seeds "
-                f"{', '.join(map(str, self.seeds))}; {self.machine}; wall {self.wall_s / 60:.1f} "
+        seeds = f", seeds {', '.join(map(str, self.seeds))}" if self.seeds else ""
+        return (f"Results: commit {self.commit}, `{self.command}`{seeds}; {self.machine}; wall "
+                f"{self.wall_s / 60:.1f} "
                 f"min, CPU {self.cpu_s / 60:.1f} min, peak memory {self.peak_rss_mib / 1024:.1f} "
                 f"GiB" + (f"; {self.note}" if self.note else "") + ".")
 
@@ -78,12 +79,13 @@ def machine() -> str:
 
 
 def measure(experiment: str, preset: str, arm: str, seeds: list[int], started: float,
-            commit: str) -> Provenance:
+            commit: str, command: str | None = None) -> Provenance:
     """The provenance of the experiment this process ran since ``started`` (time.time()) from
-    ``commit`` (taken when it started: the tree may change while it runs)."""
+    ``commit`` (taken when it started: the tree may change while it runs); ``command`` defaults
+    to this process's ``moehealth`` command line."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return Provenance(
-        experiment=experiment, command="moehealth " + " ".join(sys.argv[1:]),
+        experiment=experiment, command=command or "moehealth " + " ".join(sys.argv[1:]),
         commit=commit, preset=preset, arm=arm, seeds=list(seeds), machine=machine(),
         started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         wall_s=round(time.time() - started, 1),
@@ -114,7 +116,7 @@ def read_provenance(folder: Path) -> Provenance:
 def _read(path: Path) -> pd.DataFrame:
     """A results CSV as the experiment held it (an empty text cell stays "", not NaN)."""
     frame = pd.read_csv(path)
-    text = frame.select_dtypes(include="object").columns
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
     frame[text] = frame[text].fillna("")
     return frame
 
@@ -169,6 +171,20 @@ def _heterogeneity(folder: Path) -> str:
     return text
 
 
+BENCH = "bench"  # the experiment name of a benchmark table (bench/record.py)
+BENCH_SUMMARY = "summary.md"  # the lines under a benchmark table
+
+
+def _bench(folder: Path) -> str:
+    """A benchmark's table as it printed it (cells are text), with the lines under it."""
+    frame = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in frame.itertuples(index=False)]
+    summary = folder / BENCH_SUMMARY
+    return "\n".join(lines) + "\n" + ("\n" + summary.read_text() if summary.is_file()
+                                       and summary.read_text() else "")
+
+
 def _dp_recipe(folder: Path) -> str:
     from simulation.dp_recipe import dp_recipe_markdown
 
@@ -182,7 +198,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _
                                                "heterogeneity": _heterogeneity,
                                                "privacy-utility": _runs("setting"),
                                                "personalization": _runs("run"),
-                                               "dp-recipe": _dp_recipe}
+                                               "dp-recipe": _dp_recipe, BENCH: _bench}
 
 
 def render(folder: Path) -> str:

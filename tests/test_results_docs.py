@@ -83,3 +83,27 @@ def test_federated_runs_render_one_row_per_run_and_bold_only_excluding_intervals
     assert ("| epsilon 8 - no-noise | **-0.020 [-0.030, -0.010]** | -0.010 [-0.020, +0.001] |"
             in text)
     assert test_set in text
+
+
+def test_a_benchmark_table_is_stored_as_printed_and_rendered_with_its_command(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from bench.record import BenchTable
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "bench" / "dp_overhead.py"), "--rounds", "3",
+                                      "--store", str(tmp_path / "kept")])
+    table = BenchTable(["training", "s", "**/ non-DP**"])
+    table.add("non-DP", "0.60", "**1.00x**")
+    table.add("DP-SGD, every group", "2.40", "**4.00x**")
+    table.summary("Site site-0: 1,960 training stays.")
+    with pytest.raises(ValueError, match="2 cells for 3 columns"):
+        table.add("short", "row")
+    table.store(tmp_path / "kept")
+    printed = capsys.readouterr().out
+    rendered = render(tmp_path / "kept")
+    rows = "| non-DP | 0.60 | **1.00x** |\n| DP-SGD, every group | 2.40 | **4.00x** |\n"
+    assert rows in printed and rows in rendered  # "0.60" stays text, not 0.6
+    assert "\nSite site-0: 1,960 training stays.\n" in rendered
+    assert "`python bench/dp_overhead.py --rounds 3`" in rendered  # where it was kept is not shown
