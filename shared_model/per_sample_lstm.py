@@ -2,13 +2,18 @@
 
 DP-SGD clips each sample's gradient, so a DP site needs per-sample gradients of the EHR encoder's
 BiLSTM. Opacus' DPLSTM gets them by running the LSTM as Python-level cells whose every time step
-is hooked (7.7x the non-DP round at benchmark scale). Here the forward and backward passes are
-``nn.LSTM``'s own (same parameters, names and outputs) and the per-sample gradients are computed
-afterwards from the input and the gradient of the final states: the output sequence is recomputed
-without gradients, the gate pre-activations of all time steps in one matrix product from those
-hidden states, one loop over time carries the cell state forward and the gradient backward
-(batched over samples), and each weight's per-sample gradient is one ``einsum`` over time.
-Pure torch: client/privacy registers :func:`per_sample_gradients` with Opacus for this module.
+is hooked (7.7x the non-DP round at benchmark scale). Here the forward pass is ``nn.LSTM``'s own
+(same parameters, names and outputs) and the per-sample gradients are computed afterwards from
+the input, the output sequence and the gradient of the final states: the gate pre-activations of
+all time steps in one matrix product, one loop over time carries the cell state forward and the
+gradient backward (batched over samples), and each weight's per-sample gradient is one ``einsum``
+over time. Pure torch: client/privacy registers :func:`per_sample_gradients` with Opacus for this
+module.
+
+With ``per_sample_only`` set (a DP site's training, where Opacus' optimizer uses only the
+per-sample gradients), the forward pass keeps its output sequence for them and autograd computes
+no LSTM parameter gradients: nn.LSTM's own backward pass, whose summed gradients DP-SGD would
+discard, is skipped. Otherwise the module is an ``nn.LSTM`` in every respect.
 """
 
 from __future__ import annotations
@@ -23,19 +28,47 @@ class PerSampleLSTM(nn.LSTM):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__(input_size, hidden_size, batch_first=True, bidirectional=True)
+        self.per_sample_only = False
+        self.kept: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, output sequence)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.per_sample_only and torch.is_grad_enabled():
+            if x.requires_grad:
+                raise ValueError("PerSampleLSTM.per_sample_only: the input must not need a "
+                                 "gradient (the EHR series are data)")
+            return _FinalStatesForPerSampleGradients.apply(x, self, *self.parameters())
         _, (h, _) = super().forward(x)
         return torch.cat([h[-2], h[-1]], dim=-1)
+
+
+class _FinalStatesForPerSampleGradients(torch.autograd.Function):
+    """nn.LSTM's forward without a graph (the output sequence kept on the module); its backward
+    gives no parameter gradient: Opacus' grad sampler computes the per-sample ones."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lstm: PerSampleLSTM, *params: torch.Tensor
+                ) -> torch.Tensor:
+        ctx.num_params = len(params)
+        out, (h, _) = nn.LSTM.forward(lstm, x)
+        lstm.kept = (x, out)
+        return torch.cat([h[-2], h[-1]], dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, ...]:
+        return (None, None, *(None for _ in range(ctx.num_params)))
 
 
 def per_sample_gradients(lstm: PerSampleLSTM, x: torch.Tensor, grad_last: torch.Tensor
                          ) -> dict[str, torch.Tensor]:
     """Each parameter's gradient per sample ``[B, *shape]`` of ``sum_b <grad_last[b], last[b]>``
-    where ``last = lstm(x)``. The output sequence is recomputed (one forward pass without
-    gradients), so nothing is kept between the forward and the backward pass."""
-    with torch.no_grad():
-        out, _ = nn.LSTM.forward(lstm, x)
+    where ``last = lstm(x)``. The output sequence is the one the forward pass kept for this
+    input (``per_sample_only``), else it is recomputed without gradients."""
+    kept, lstm.kept = lstm.kept, None
+    if kept is not None and _same_tensor(kept[0], x):
+        out = kept[1]
+    else:
+        with torch.no_grad():
+            out, _ = nn.LSTM.forward(lstm, x)
     h = lstm.hidden_size
     grads = {}
     for suffix, xs, outs, grad in (("", x, out[..., :h], grad_last[:, :h]),
@@ -49,6 +82,11 @@ def per_sample_gradients(lstm: PerSampleLSTM, x: torch.Tensor, grad_last: torch.
         grads[f"bias_ih_l0{suffix}"] = d_gates.sum(1)
         grads[f"bias_hh_l0{suffix}"] = d_gates.sum(1)  # its own tensor: Opacus may add in place
     return grads
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same values in the same memory (Opacus hands the grad sampler a detached input)."""
+    return a.shape == b.shape and a.data_ptr() == b.data_ptr() and a.stride() == b.stride()
 
 
 def _gate_gradients(x: torch.Tensor, out: torch.Tensor, grad_final: torch.Tensor,

@@ -28,6 +28,7 @@ import client.privacy.lstm_grad_sampler  # noqa: F401  (registers the EHR LSTM's
 from client.privacy.mechanism import Mechanism
 from client.privacy.sampling import UnitPoissonSampler
 from client.privacy.secure_random import SecureRandom
+from shared_model.per_sample_lstm import PerSampleLSTM
 
 SAMPLING_STREAM, NOISE_STREAM = 0, 1  # two ChaCha20 nonces of the round's one key
 
@@ -93,6 +94,9 @@ def make_dp_training(model: nn.Module, optimizer: torch.optim.Optimizer, dataset
     sampler = UnitPoissonSampler(unit_of_row, mechanism.sample_rate,
                                  mechanism.steps_per_round if steps is None else steps,
                                  SecureRandom(key, SAMPLING_STREAM))
+    for module in model.modules():  # Opacus' optimizer uses per-sample gradients only
+        if isinstance(module, PerSampleLSTM):
+            module.per_sample_only = any(p.requires_grad for p in module.parameters())
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
     dp_optimizer = SecureNoiseDPOptimizer(
         optimizer, noise_source=SecureRandom(key, NOISE_STREAM),
