@@ -36,7 +36,7 @@ from simulation.results_store import (  # noqa: E402
 def add_store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, metavar="DIR",
                         help="also keep the table with its provenance in DIR (e.g. "
-                             "bench/results/bench/<date>-<name>) for bench/tables.py")
+                             "bench/results/performance/<date>-<name>) for bench/tables.py")
 
 
 class BenchTable:

@@ -92,9 +92,11 @@ def experiment_card(name: str, data: FederationData, frame: pd.DataFrame,
             "hyper-parameters": "chosen on the validation split (never on test); per model in "
                                 "results.csv",
             "seeds": ", ".join(map(str, provenance.seeds)) or "deterministic"},
-        "12 evaluation": "the independent test population when the preset has one, else the "
-                         "pooled test split; 95% bootstrap intervals (paired for differences, in "
-                         "results.md)",
+        "12 evaluation": ("the sites' pooled validation split only (a choice of recipe; the "
+                          "test set is not scored)" if name == "dp-recipe" else
+                          "the independent test population when the preset has one, else the "
+                          "pooled test split; 95% bootstrap intervals (paired for differences, in "
+                          "results.md)"),
         "20 performance": performance(frame),
         "limitations": SYNTHETIC_LIMITATION if synthetic else
         "single data source (MIMIC, one hospital system); sites are partitions of it",

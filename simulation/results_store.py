@@ -171,7 +171,7 @@ def _heterogeneity(folder: Path) -> str:
     return text
 
 
-BENCH = "bench"  # the experiment name of a benchmark table (bench/record.py)
+BENCH = "performance"  # the experiment name of a benchmark table (bench/record.py)
 BENCH_SUMMARY = "summary.md"  # the lines under a benchmark table
 
 
