@@ -147,11 +147,12 @@ def site_scaling(counts: list[int], rounds: int) -> BenchTable:
                 watcher.start()
                 outcome = sim.run({"num-server-rounds": rounds, "pretrain-rounds": 1,
                                    "data.num-sites": n, "data.scheme": "iid", "data.profile": "none",
-                                   "centralized-eval": False, "min-sites": n,
+                                   "min-sites": n,
                                    "run-dir": f"{tmp}/run{n}"}, num_supernodes=n, timeout=3600)
                 stop.set()
                 watcher.join()
             if not outcome.ok:
+                print(outcome.log[-3000:], file=sys.stderr)
                 table.add(n, f"failed: {outcome.status}", "", "", "", "")
                 continue
             per_round = _steady_round_seconds(Path(f"{tmp}/run{n}"))

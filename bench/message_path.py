@@ -60,12 +60,14 @@ def main() -> int:
     for stale in ("ca", "certs", "hospitals", "logs", "superlink-state", "flwr-home"):
         shutil.rmtree(args.workdir / stale, ignore_errors=True)  # a fresh coordinator each run
     samples = reh.synthetic_sites(args.workdir, args.sites, args.patients)
-    for folder in samples:
-        (folder / TIMING_FILE).unlink(missing_ok=True)
+    work_dirs = []  # where each hospital's ClientApp writes its timing lines (site YAML work_dir)
     with reh.rehearsal(args.workdir) as r:
         r.coordinator()
         for i, folder in enumerate(samples):
-            r.supernode(f"hospital-{i}", r.hospital(f"hospital-{i}", folder))
+            site_yaml = r.hospital(f"hospital-{i}", folder)
+            work_dirs.append(Path(json.loads(site_yaml.read_text())["work_dir"]))
+            (work_dirs[-1] / TIMING_FILE).unlink(missing_ok=True)
+            r.supernode(f"hospital-{i}", site_yaml)
         r.wait_for_nodes(args.sites, timeout=1800)  # each hospital encodes its features first
         status, log = r.run_app({"num-server-rounds": args.rounds, "pretrain-rounds": 1,
                                  "min-sites": args.sites, "data.num-sites": args.sites,
@@ -74,7 +76,7 @@ def main() -> int:
     if status != "finished:completed":
         print(log[-3000:])
         return 1
-    lines = [json.loads(x) for folder in samples
+    lines = [json.loads(x) for folder in work_dirs
              for x in (folder / TIMING_FILE).read_text().splitlines()]
     train = [x for x in lines if x["kind"] == "train"]
     from client.data.sites import read_site_samples
