@@ -32,6 +32,9 @@ from simulation.results_store import (  # noqa: E402
     write_provenance,
 )
 
+# the benchmark's whole run: it imports this module before it measures anything
+STARTED, COMMIT = time.time(), current_commit()
+
 
 def add_store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, metavar="DIR",
@@ -46,7 +49,6 @@ class BenchTable:
         self.columns = [str(c) for c in columns]
         self.rows: list[list[str]] = []
         self.lines: list[str] = []
-        self.started, self.commit = time.time(), current_commit()
         print("| " + " | ".join(self.columns) + " |\n" + "|---" * len(self.columns) + "|",
               flush=True)
 
@@ -67,7 +69,7 @@ class BenchTable:
         folder.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(self.rows, columns=self.columns).to_csv(folder / "results.csv", index=False)
         (folder / BENCH_SUMMARY).write_text("".join(line + "\n" for line in self.lines))
-        provenance = measure(BENCH, "", "", [], self.started, self.commit,
+        provenance = measure(BENCH, "", "", [], STARTED, COMMIT,
                              command="python " + " ".join(
                                  [Path(sys.argv[0]).as_posix().split(f"{REPO.name}/")[-1],
                                   *_public_args(sys.argv[1:])]))
