@@ -57,7 +57,7 @@ def main() -> int:
     add_store_arg(parser)
     args = parser.parse_args()
     torch_s, app_s = import_seconds("torch"), import_seconds("client.app")
-    for stale in ("ca", "certs", "hospitals", "logs", "superlink-state", "flwr-home"):
+    for stale in ("ca", "certs", "hospitals", "logs", "superlink-state", "flwr-home", "run"):
         shutil.rmtree(args.workdir / stale, ignore_errors=True)  # a fresh coordinator each run
     samples = reh.synthetic_sites(args.workdir, args.sites, args.patients)
     work_dirs = []  # where each hospital's ClientApp writes its timing lines (site YAML work_dir)
