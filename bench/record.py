@@ -28,6 +28,8 @@ from simulation.results_store import (  # noqa: E402
     BENCH,
     BENCH_SUMMARY,
     current_commit,
+    markdown_header,
+    markdown_row,
     measure,
     write_provenance,
 )
@@ -49,14 +51,13 @@ class BenchTable:
         self.columns = [str(c) for c in columns]
         self.rows: list[list[str]] = []
         self.lines: list[str] = []
-        print("| " + " | ".join(self.columns) + " |\n" + "|---" * len(self.columns) + "|",
-              flush=True)
+        print(markdown_header(self.columns), flush=True)
 
     def add(self, *cells: object) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
         self.rows.append([str(c) for c in cells])
-        print("| " + " | ".join(self.rows[-1]) + " |", flush=True)
+        print(markdown_row(self.rows[-1]), flush=True)
 
     def summary(self, line: str) -> None:
         """A sentence under the table (a ratio between rows, the machine state)."""

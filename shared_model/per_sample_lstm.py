@@ -48,14 +48,13 @@ class _FinalStatesForPerSampleGradients(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, lstm: PerSampleLSTM, *params: torch.Tensor
                 ) -> torch.Tensor:
-        ctx.num_params = len(params)
         out, (h, _) = nn.LSTM.forward(lstm, x)
         lstm.kept = (x, out)
         return torch.cat([h[-2], h[-1]], dim=-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, ...]:
-        return (None, None, *(None for _ in range(ctx.num_params)))
+        return (None,) * len(ctx.needs_input_grad)  # one per input of forward
 
 
 def per_sample_gradients(lstm: PerSampleLSTM, x: torch.Tensor, grad_last: torch.Tensor

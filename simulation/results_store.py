@@ -24,7 +24,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,14 +175,23 @@ BENCH = "performance"  # the experiment name of a benchmark table (bench/record.
 BENCH_SUMMARY = "summary.md"  # the lines under a benchmark table
 
 
+def markdown_row(cells: Iterable[object]) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def markdown_header(columns: list[str]) -> str:
+    """A table's header row and its separator."""
+    return markdown_row(columns) + "\n" + "|---" * len(columns) + "|"
+
+
 def _bench(folder: Path) -> str:
     """A benchmark's table as it printed it (cells are text), with the lines under it."""
     frame = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
-    lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in frame.itertuples(index=False)]
-    summary = folder / BENCH_SUMMARY
-    return "\n".join(lines) + "\n" + ("\n" + summary.read_text() if summary.is_file()
-                                       and summary.read_text() else "")
+    lines = [markdown_header(list(frame.columns))]
+    lines += [markdown_row(row) for row in frame.itertuples(index=False)]
+    summary_file = folder / BENCH_SUMMARY
+    summary = summary_file.read_text() if summary_file.is_file() else ""
+    return "\n".join(lines) + "\n" + ("\n" + summary if summary else "")
 
 
 def _dp_recipe(folder: Path) -> str:
