@@ -75,8 +75,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         frame = dp_recipe(args.out, data, candidates, args.epsilons[0], args.seeds[0],
                           tasks(args)[0], budget, _dp_recipe(args) | {"dp.unit": args.dp_units[0]})
     elif args.name == "ablations":
-        frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0],
-                                       budget)
+        from simulation.baselines import FEDERATED_ABLATIONS
+
+        frame = ex.federated_ablations(args.out, data, args.seeds, tasks(args)[0], budget,
+                                       args.variant or FEDERATED_ABLATIONS)
     elif args.name == "yardstick":
         from simulation.tabular_baselines import benchmark_yardstick, yardstick_markdown
 
@@ -180,7 +182,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
                         "simulation/dp_recipe.py)")
     p.add_argument("--variant", action="append", choices=list(VARIANTS),
                    help="models: variant to train (repeatable; default: moe-health, unimodal-ehr, "
-                        "mlp-fusion)")
+                        "mlp-fusion); ablations: variants to federate (default: the paper's "
+                        "ablations), the mixture-of-experts ones ranked on validation")
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-4],
                    help="models: learning rates to choose from by validation loss (first seed); "
                         "robustness: the first is used")

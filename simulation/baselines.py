@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shared_model.config import ModelConfig
+from shared_model.errors import MoeHealthInputError
 from shared_model.run_config import MODEL_PREFIX
 
 
@@ -26,11 +28,14 @@ class Variant:
         return out
 
 
-PAPER = {"gate_mask": "none"}  # the paper's gate (any expert), named so no default can change it
+# the paper's routing (top-2 over any expert), named so no change of the defaults changes it
+PAPER = {"gate_mask": "none", "top_k": 2}
 
 VARIANTS: dict[str, Variant] = {
     "moe-health": Variant("MoE-Health as in the paper: learned indicators, top-2 gate over every "
                           "expert, pre-trained experts", PAPER),
+    "moe-health-paper": Variant("MoE-Health exactly as in the paper: learned indicators, top-2 "
+                                "gate over every expert, pre-trained experts", PAPER),
     "unimodal-ehr": Variant("EHR only, MLP head", {"fusion": "mlp", "modalities": ("ehr",)}, False),
     "unimodal-notes": Variant("notes only, MLP head", {"fusion": "mlp", "modalities": ("notes",)},
                               False),
@@ -49,11 +54,32 @@ VARIANTS: dict[str, Variant] = {
                           "weighted (top-7)", {**PAPER, "top_k": 7}),
     "no-pretrain": Variant("the paper's MoE-Health with generic experts: no expert "
                            "pre-training", PAPER, False),
+    "dense-no-pretrain": Variant("a dense learned gate (every expert weighted) and no expert "
+                                 "pre-training", {**PAPER, "top_k": 7}, False),
+    "masked-dense-no-pretrain": Variant("a dense learned gate over the experts of the modalities "
+                                        "the stay has, no expert pre-training",
+                                        {"gate_mask": "available", "top_k": 7}, False),
 }
 
 
 FEDERATED_ABLATIONS: tuple[str, ...] = ("moe-health", "no-missing-indicator", "static-gate", "top-1",
                                         "no-pretrain", "mlp-fusion", "unimodal-ehr", "dense-gate")
+
+
+def check_variants(names: Iterable[str]) -> list[str]:
+    """``names`` as a list; an unknown name is one error naming the known ones."""
+    names = list(names)
+    for name in names:
+        if name not in VARIANTS:
+            raise MoeHealthInputError(f"unknown variant '{name}' (choose from "
+                                      f"{', '.join(VARIANTS)})")
+    return names
+
+
+def is_moe(name: str) -> bool:
+    """Whether a variant is a mixture of experts over every modality (a candidate default)."""
+    model = VARIANTS[name].model
+    return model.get("fusion", "moe") == "moe" and "modalities" not in model
 
 
 def variant_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:

@@ -37,6 +37,8 @@ from simulation.baselines import (
     FEDERATED_ABLATIONS,
     VARIANTS,
     aggregation_run_config,
+    check_variants,
+    is_moe,
     variant_model_config,
 )
 from simulation.bootstrap import auroc_interval, paired_difference
@@ -449,33 +451,73 @@ def final_epsilons(run_dir: Path) -> dict[str, float]:
 
 
 def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
-                        task: str = "mortality", budget: Budget = Budget()) -> pd.DataFrame:
-    """Experiment 2: the paper's ablations, trained federatedly; each scored with its interval
-    and paired against MoE-Health of the same seed, and the dense gate against the uniform gate
-    and MLP fusion (``differences.csv``)."""
-    rows, paired = [], []
+                        task: str = "mortality", budget: Budget = Budget(),
+                        variants: Iterable[str] = FEDERATED_ABLATIONS) -> pd.DataFrame:
+    """Experiment 2: the paper's ablations (or ``variants``), trained federatedly; each scored
+    with its interval on test and on the sites' pooled validation split. ``selection.csv`` ranks
+    the mixture-of-experts variants by their mean validation AUROC over seeds: how the default
+    configuration is chosen, never on test. ``differences.csv`` pairs the first variant and the
+    chosen one against every other, and the dense gate against the uniform gate and MLP fusion."""
+    variants = check_variants(variants)
+    if len(set(variants)) != len(variants) or len(variants) < 2:
+        raise MoeHealthInputError(f"ablations: give at least two different variants, got "
+                                  f"{variants}")
+    rows, scores = [], {}
     seeds = list(seeds)
     splits, labels = _scored_runs(task, data)
     test_set = _test_set_name(splits, labels)
-    progress = StepLog(len(FEDERATED_ABLATIONS) * len(seeds), "ablations")
+    val = splits.pooled.subset("val")
+    progress = StepLog(len(variants) * len(seeds), "ablations")
     for seed in seeds:
-        scores = {}
-        for name in FEDERATED_ABLATIONS:
+        for name in variants:
             fl = run_federation(out, data, budget,
                                 {"task": task, "seed": seed, **VARIANTS[name].run_config()},
                                 f"{name}-seed{seed}", progress)
-            scores[name] = _test_probs(federated_model(Path(fl["run_dir"]),
-                                                       variant_model_config(name)), splits.test)
+            model = federated_model(Path(fl["run_dir"]), variant_model_config(name))
+            scores[seed, name] = _test_probs(model, splits.test)
+            on_val = predict(model, val, resolve_device())
             rows.append({"variant": name, "seed": seed, "test_set": test_set,
-                         **_interval_row(labels, scores[name]),
+                         **_interval_row(labels, scores[seed, name]),
+                         "val_auroc": RankedScores(on_val.labels, on_val.probs).auroc(),
                          "mean_site_test_auroc": _mean_site_auroc(fl), "seconds": fl["seconds"]})
-        reference = FEDERATED_ABLATIONS[0]
-        pairs = [(reference, n) for n in FEDERATED_ABLATIONS[1:]] + DENSE_GATE_PAIRS
-        paired += _paired_rows(labels, scores, pairs, seed)
     frame = pd.DataFrame(rows)
+    selection = variant_selection(frame)
+    chosen = selection.variant[selection.chosen].tolist()
+    pairs = list(dict.fromkeys(
+        [(variants[0], n) for n in variants[1:]]
+        + [(c, n) for c in chosen if c != variants[0] for n in variants if n != c]
+        + [p for p in DENSE_GATE_PAIRS if set(p) <= set(variants)]))
+    paired = [row for seed in seeds for row in _paired_rows(
+        labels, {n: scores[seed, n] for n in variants}, pairs, seed)]
     _write_runs(out, frame, pd.DataFrame(paired), "variant",
                 f"Federated ablations ({task}): test AUROC")
+    if not selection.empty:
+        selection.to_csv(out / "selection.csv", index=False)
+        with open(out / "paired.md", "a") as fh:
+            fh.write("\n" + variant_selection_markdown(selection))
     return frame
+
+
+def variant_selection(frame: pd.DataFrame) -> pd.DataFrame:
+    """The mixture-of-experts variants of ``frame`` by mean pooled-validation AUROC over seeds,
+    best first; ``chosen`` marks the best (empty when no such variant ran)."""
+    moe = frame[frame.variant.map(is_moe)]
+    table = (moe.groupby("variant", sort=False).val_auroc.agg(["mean", list]).reset_index()
+             .rename(columns={"mean": "val_auroc", "list": "per_seed"})
+             .sort_values("val_auroc", ascending=False, kind="stable"))
+    table["per_seed"] = table.per_seed.map(lambda v: " / ".join(f"{x:.4f}" for x in v))
+    table["chosen"] = [i == 0 for i in range(len(table))]
+    return table.reset_index(drop=True)
+
+
+def variant_selection_markdown(selection: pd.DataFrame) -> str:
+    """The candidate configurations with their validation AUROC; the best is the default."""
+    lines = ["Configuration chosen on the sites' pooled validation split (mean over seeds; "
+             "never on test):", "", "| variant | validation AUROC per seed | mean | chosen |",
+             "|---|---|---|---|"]
+    lines += [f"| {r.variant} | {r.per_seed} | {r.val_auroc:.4f} | {'yes' if r.chosen else ''} |"
+              for r in selection.itertuples()]
+    return "\n".join(lines) + "\n"
 
 
 # is a dense learned gate better than fixed uniform weights, or than no experts at all?

@@ -171,6 +171,16 @@ def _heterogeneity(folder: Path) -> str:
     return text
 
 
+def _ablations(folder: Path) -> str:
+    """The runs table, and the configuration chosen on validation where the run chose one."""
+    from simulation.experiments import variant_selection_markdown
+
+    text = _runs("variant")(folder)
+    if (folder / "selection.csv").is_file():
+        text += "\n" + variant_selection_markdown(_read(folder / "selection.csv"))
+    return text
+
+
 BENCH = "performance"  # the experiment name of a benchmark table (bench/record.py)
 BENCH_SUMMARY = "summary.md"  # the lines under a benchmark table
 
@@ -203,7 +213,7 @@ def _dp_recipe(folder: Path) -> str:
 RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
                                                "external": _external, "robustness": _robustness,
                                                "fl-vs-central": _fl_vs_central,
-                                               "ablations": _runs("variant"),
+                                               "ablations": _ablations,
                                                "heterogeneity": _heterogeneity,
                                                "privacy-utility": _runs("setting"),
                                                "personalization": _runs("run"),

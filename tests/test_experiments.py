@@ -11,10 +11,17 @@ import pytest
 
 from moehealth.cli import main
 from server.settings import FederationSettings
+from shared_model.errors import MoeHealthInputError
 from shared_model.config import model_config_from_run_config
 from shared_model.run_config import pyproject_defaults
 from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
-from simulation.experiments import Budget, write_results
+from simulation.experiments import (
+    Budget,
+    federated_ablations,
+    variant_selection,
+    variant_selection_markdown,
+    write_results,
+)
 
 
 def test_every_federated_ablation_is_a_catalogue_variant_with_valid_run_config() -> None:
@@ -26,9 +33,22 @@ def test_every_federated_ablation_is_a_catalogue_variant_with_valid_run_config()
         config = {**pyproject_defaults(), **overrides}
         assert model_config_from_run_config(config) == variant_model_config(name)
         FederationSettings.from_run_config(config)  # validates
-    assert VARIANTS["no-pretrain"].run_config() == {"pretrain-rounds": 0,
-                                                    "model.gate-mask": "none"}  # the paper's
+    assert VARIANTS["no-pretrain"].run_config() == {  # the paper's routing, whatever the defaults
+        "pretrain-rounds": 0, "model.gate-mask": "none", "model.top-k": 2}
     assert VARIANTS["unimodal-ehr"].run_config()["model.modalities"] == "ehr"
+
+
+def test_the_default_configuration_is_the_mixture_with_the_best_validation_auroc(
+        tmp_path: Path) -> None:
+    frame = pd.DataFrame({"variant": ["moe-health-paper", "dense-gate", "mlp-fusion"] * 2,
+                          "seed": [0, 0, 0, 1, 1, 1],
+                          "val_auroc": [0.80, 0.79, 0.95, 0.78, 0.81, 0.95]})
+    selection = variant_selection(frame)  # dense 0.800 > paper 0.790; MLP fusion is no candidate
+    assert selection.variant.tolist() == ["dense-gate", "moe-health-paper"]
+    assert selection.chosen.tolist() == [True, False]
+    assert "| dense-gate | 0.7900 / 0.8100 | 0.8000 | yes |" in variant_selection_markdown(selection)
+    with pytest.raises(MoeHealthInputError, match="unknown variant 'dense'"):
+        federated_ablations(tmp_path, None, [0], variants=["moe-health", "dense"])  # type: ignore[arg-type]
 
 
 def test_baselines_get_the_federation_epoch_budget() -> None:
