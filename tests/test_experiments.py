@@ -11,8 +11,8 @@ import pytest
 
 from moehealth.cli import main
 from server.settings import FederationSettings
-from shared_model.errors import MoeHealthInputError
 from shared_model.config import model_config_from_run_config
+from shared_model.errors import MoeHealthInputError
 from shared_model.run_config import pyproject_defaults
 from simulation.baselines import FEDERATED_ABLATIONS, VARIANTS, variant_model_config
 from simulation.experiments import (
