@@ -21,9 +21,9 @@ class ModelConfig:
     ``fusion="mlp"`` is the single-MLP fusion baseline (``head.*`` instead of gate and experts);
     ``modalities`` restricts the inputs (unimodal baselines); ``missing="zero"`` replaces the
     learnable indicator embeddings by zero padding; ``gate="uniform"`` is the static gate;
-    ``top_k=1`` is top-1 routing. ``gate_mask="available"`` lets the gate choose only experts
-    whose modality combination the sample has (``"none"``, the default: any expert, as in the
-    paper; the measured trade-off between them is in README.md, "Federation").
+    ``top_k=1`` is top-1 routing. ``gate_mask="available"`` (the default, chosen on arm 2's
+    validation: README.md, "Federation") lets the gate choose only experts whose modality
+    combination the sample has; ``"none"`` is the paper's gate (any expert).
     ``lstm="dp"`` builds :class:`PerSampleLSTM` (``nn.LSTM``'s parameters, names and outputs,
     with per-sample gradients for DP-SGD).
     """
@@ -42,7 +42,7 @@ class ModelConfig:
     fusion: str = "moe"
     missing: str = "learned"
     gate: str = "learned"
-    gate_mask: str = "none"
+    gate_mask: str = "available"
     balance: str = "switch"
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)
     lstm: str = "torch"

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from shared_model.config import ModelConfig
 from shared_model.errors import MoeHealthInputError
-from shared_model.run_config import MODEL_PREFIX
+from shared_model.run_config import MODEL_PREFIX, pyproject_defaults
+
+_DEFAULTS = pyproject_defaults()
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,10 @@ class Variant:
 PAPER = {"gate_mask": "none", "top_k": 2}
 
 VARIANTS: dict[str, Variant] = {
-    "moe-health": Variant("MoE-Health as in the paper: learned indicators, top-2 gate over every "
-                          "expert, pre-trained experts", PAPER),
+    "moe-health": Variant("MoE-Health with this project's defaults (pyproject.toml): the paper's "
+                          "model with the gate restricted to experts of the modalities the stay "
+                          "has, chosen on arm 2's validation split", {},
+                          _DEFAULTS["pretrain-rounds"] > 0),
     "moe-health-paper": Variant("MoE-Health exactly as in the paper: learned indicators, top-2 "
                                 "gate over every expert, pre-trained experts", PAPER),
     "unimodal-ehr": Variant("EHR only, MLP head", {"fusion": "mlp", "modalities": ("ehr",)}, False),
@@ -41,9 +45,9 @@ VARIANTS: dict[str, Variant] = {
                               False),
     "unimodal-cxr": Variant("chest X-ray only, MLP head", {"fusion": "mlp", "modalities": ("cxr",)},
                             False),
-    "moe-health-masked": Variant("MoE-Health, the gate restricted to experts of the modalities "
-                                 "the sample has",
-                                 {"gate_mask": "available"}),
+    "moe-health-masked": Variant("the paper's MoE-Health with the gate restricted to experts of "
+                                 "the modalities the sample has (the default's routing)",
+                                 {**PAPER, "gate_mask": "available"}),
     "mlp-fusion": Variant("single-MLP fusion, no experts", {"fusion": "mlp"}, False),
     "no-missing-indicator": Variant("the paper's MoE-Health with zero padding instead of learned "
                                     "indicators", {**PAPER, "missing": "zero"}),
@@ -62,8 +66,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-FEDERATED_ABLATIONS: tuple[str, ...] = ("moe-health", "no-missing-indicator", "static-gate", "top-1",
-                                        "no-pretrain", "mlp-fusion", "unimodal-ehr", "dense-gate")
+# the paper's model and its ablations, then this project's default (``moe-health``)
+FEDERATED_ABLATIONS: tuple[str, ...] = ("moe-health-paper", "no-missing-indicator", "static-gate",
+                                        "top-1", "no-pretrain", "mlp-fusion", "unimodal-ehr",
+                                        "dense-gate", "moe-health")
 
 
 def check_variants(names: Iterable[str]) -> list[str]:

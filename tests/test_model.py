@@ -42,7 +42,7 @@ def test_indicator_gets_gradient_only_from_samples_missing_the_modality() -> Non
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_top_k_picks_exactly_k_experts_with_weights_summing_to_one(k: int) -> None:
-    model = build_model(ModelConfig(top_k=k))  # the paper's gate (the default)
+    model = build_model(ModelConfig(top_k=k, gate_mask="none"))  # the paper's gate
     out = model(*_batch([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 1, 1]]))
     assert ((out.weights > 0).sum(-1) == k).all()
     assert torch.allclose(out.weights.sum(-1), torch.ones(4))
