@@ -8,8 +8,8 @@ Only a collapsed gate is a warning: one expert taking nearly all routing weight,
 acts as one network (the load-balancing loss failed). Routing to an expert of modalities a sample
 lacks is not: every expert reads every modality's embedding or its learned missing-indicator, and
 on the heterogeneity arm that unmasked routing is what keeps the model robust when a modality is
-missing at test time (bench/README.md, arm 2 robustness); it is logged for information and
-``model.gate-mask = "available"`` forbids it.
+missing at test time (bench/README.md, arm 2 robustness); it is logged for information. The
+default ``model.gate-mask = "available"`` forbids it; with ``"none"`` (the paper's gate) it occurs.
 """
 
 from __future__ import annotations
