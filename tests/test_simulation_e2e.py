@@ -79,6 +79,7 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path, browser_render) -> None:
     assert "Data: synthetic MIMIC-format, 300 patients" in report
     gate = [r for r in rounds if r["kind"] == "evaluate"][-1]["gate"]
     assert sum(gate["expert_share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert gate["misrouted"] == {}  # the default gate routes no stay to a modality it lacks
     for png in ("auroc.png", "loss.png", "train-objective.png", "epsilon.png",
                 "routing-site-1.png", "gate.png", "reliability.png", "decision_curve.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000, png
