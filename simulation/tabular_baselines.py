@@ -75,17 +75,24 @@ def split_table(data: SiteData, split: str) -> Split:
 
 
 def _fit_logistic(train_x, train_y, val_x, val_y):
+    """Logistic regression on standardized inputs, C chosen on validation AUROC. The C grid is
+    walked from the strongest regularization up, each fit starting from the last one's
+    coefficients (the same convex optimum, reached in fewer L-BFGS steps)."""
+    import copy
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    scaler = StandardScaler().fit(train_x)
+    train_z, val_z = scaler.transform(train_x), scaler.transform(val_x)
+    model = LogisticRegression(max_iter=3000, warm_start=True)
     best = None
-    for c in LR_C:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
-        model.fit(train_x, train_y)
-        score = roc_auc_score(val_y, model.predict_proba(val_x)[:, 1])
+    for c in sorted(LR_C):
+        model.set_params(C=c).fit(train_z, train_y)
+        score = roc_auc_score(val_y, model.predict_proba(val_z)[:, 1])
         if best is None or score > best[0]:
-            best = (score, model, {"C": c})
+            best = (score, make_pipeline(scaler, copy.deepcopy(model)), {"C": c})
     return best
 
 
