@@ -19,6 +19,8 @@ fraction of the reachable ceiling it reaches (AUROC / ceiling AUROC).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -276,6 +278,7 @@ class BenchmarkSplits:
     test: SiteData
     test_name: str
     oracle_csv: Path | None
+    inputs: tuple[str, ...] = ()  # the feature caches behind it (content-addressed folders)
 
     def labels(self) -> np.ndarray:
         return self.test.labels.numpy()[self.test.split == "test"]
@@ -290,21 +293,58 @@ def benchmark_splits(data: FederationData, task: str) -> BenchmarkSplits:
     features = prepare_sites(data)
     pooled = concat_sites([SiteData.load(d, task, s) for s, d in features.items()])
     test_features = prepare_test_population(data)
+    inputs = tuple(str(d) for _, d in sorted(features.items()))
     if test_features is not None:
         return BenchmarkSplits(task, pooled, SiteData.load(test_features, task, TEST_POPULATION_SITE),
-                               "independent test population", data.test_oracle_csv())
+                               "independent test population", data.test_oracle_csv(),
+                               (*inputs, str(test_features)))
     return BenchmarkSplits(task, pooled, pooled, "pooled test split of the sites",
-                           data.oracle_csv())
+                           data.oracle_csv(), inputs)
 
 
-def tabular_scores(splits: BenchmarkSplits) -> tuple[dict[str, np.ndarray], dict[str, str],
-                                                     dict[str, float]]:
-    """Test scores of every tabular baseline, the hyper-parameters chosen on validation, seconds."""
+TabularScores = tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]
+
+
+def tabular_scores(splits: BenchmarkSplits, cache: Path | None = None) -> TabularScores:
+    """Test scores of every tabular baseline, the hyper-parameters chosen on validation, seconds.
+
+    The fits are deterministic, so they are kept in ``cache`` (default: ``tabular/`` beside the
+    feature caches' ``features/``) under a key of the feature caches, the task, the grids,
+    scikit-learn's version and this module's source: a second experiment on the same inputs
+    reuses them."""
+    path = _scores_file(splits, cache)
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            log.info("%s: tabular baselines reused from %s (their fits took %.0f s)", splits.task, path,
+                     sum(meta["seconds"].values()))
+            return ({name: stored[f"scores_{i}"] for i, name in enumerate(meta["params"])},
+                    meta["params"], meta["seconds"])
     fitted = fit_baselines(splits)
     test = split_table(splits.test, "test")
     scores = {name: model.scores(test) for name, model in fitted.items()}
-    return (scores, {name: model.params for name, model in fitted.items()},
-            {name: model.seconds for name, model in fitted.items()})
+    params = {name: model.params for name, model in fitted.items()}
+    seconds = {name: model.seconds for name, model in fitted.items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, meta=json.dumps({"params": params, "seconds": seconds}),
+                 **{f"scores_{i}": scores[name] for i, name in enumerate(params)})
+        partial.replace(path)
+    return scores, params, seconds
+
+
+def _scores_file(splits: BenchmarkSplits, cache: Path | None) -> Path | None:
+    """Where the fits of these inputs are kept (None when the inputs are not cached folders)."""
+    if not splits.inputs:
+        return None
+    import sklearn
+
+    key = hashlib.sha256(json.dumps(
+        [splits.task, list(splits.inputs), sklearn.__version__, LR_C, HGB_GRID,
+         hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]).encode()).hexdigest()[:24]
+    features = Path(splits.inputs[0]).parents[1]  # <cache>/features/<site>/<identity>
+    return (cache or features.parent / "tabular") / f"{splits.task}-{key}.npz"
 
 
 def ceiling_scores(splits: BenchmarkSplits) -> dict[str, np.ndarray]:

@@ -62,7 +62,7 @@ def test_image_backbone_is_pretrained_on_an_archive_disjoint_from_every_site(
 
 @pytest.mark.slow
 def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_weights: Path,
-                                                         monkeypatch, capsys) -> None:
+                                                         monkeypatch, capsys, caplog) -> None:
     from simulation import tabular_baselines
 
     monkeypatch.setattr(tabular_baselines, "LR_C", (0.01, 0.1))  # real fits, smaller grids
@@ -93,11 +93,17 @@ def test_yardstick_scores_an_independent_test_population(tmp_path: Path, pacs_we
     assert rows.n.iloc[0] <= len(test_stays) and not set(site_stays) & set(test_stays)
 
     models = tmp_path / "models"
+    caplog.set_level("INFO", logger="simulation.tabular_baselines")
     assert main(["experiment", "models", "--out", str(models), "--variant", "moe-health",
                  "--variant", "unimodal-notes", "--epochs", "1", "--pretrain-epochs", "1",
                  "--lrs", "1e-4", "1e-3",
                  *args]) == 0
+    yardstick = pd.read_csv(out / "results.csv").set_index("model")
     rows = pd.read_csv(models / "results.csv").set_index("model")
+    # the deterministic tabular fits of the yardstick are reused, not refitted
+    assert "tabular baselines reused" in caplog.text and "fitted in" not in caplog.text
+    for name in ("logistic regression, all modalities", "logistic regression, pattern submodels"):
+        assert rows.loc[name, "auroc"] == yardstick.loc[name, "auroc"]
     assert rows.loc["moe-health", "chosen_on_validation"] in ("lr 0.0001", "lr 0.001")
     assert 0 <= rows.loc["unimodal-notes", "auroc_with_its_modality"] <= 1
     assert rows.loc["moe-health", "n"] == rows.loc["reachable ceiling, all modalities", "n"]
