@@ -492,10 +492,16 @@ def federated_ablations(out: Path, data: FederationData, seeds: Iterable[int],
     _write_runs(out, frame, pd.DataFrame(paired), "variant",
                 f"Federated ablations ({task}): test AUROC")
     if not selection.empty:
-        selection.to_csv(out / "selection.csv", index=False)
-        with open(out / "paired.md", "a") as fh:
-            fh.write("\n" + variant_selection_markdown(selection))
+        _write_selection(out, selection, variant_selection_markdown)
     return frame
+
+
+def _write_selection(out: Path, selection: pd.DataFrame,
+                     markdown: Callable[[pd.DataFrame], str]) -> None:
+    """``selection.csv`` (what a run chose on validation) and its table under ``paired.md``."""
+    selection.to_csv(out / "selection.csv", index=False)
+    with open(out / "paired.md", "a") as fh:
+        fh.write("\n" + markdown(selection))
 
 
 def variant_selection(frame: pd.DataFrame) -> pd.DataFrame:
@@ -624,9 +630,7 @@ def heterogeneity(out: Path, data: FederationData, missing_counts: Iterable[int]
     _write_runs(out, frame.drop(columns=["setting", "aggregation"]), pd.DataFrame(paired), "run",
                 f"Modality heterogeneity ({task}): test AUROC")
     if selection:
-        pd.DataFrame(selection).to_csv(out / "selection.csv", index=False)
-        with open(out / "paired.md", "a") as fh:
-            fh.write("\n" + selection_markdown(pd.DataFrame(selection)))
+        _write_selection(out, pd.DataFrame(selection), selection_markdown)
     return frame
 
 

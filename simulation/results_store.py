@@ -161,24 +161,18 @@ def _runs(label: str) -> Callable[[Path], str]:
     return render_runs
 
 
-def _heterogeneity(folder: Path) -> str:
-    """The runs table, and how each FedAdam variant's server-lr was chosen where one was."""
-    from simulation.experiments import selection_markdown
+def _runs_and_selection(label: str, selection: str) -> Callable[[Path], str]:
+    """The runs table, and what the run chose on validation where it chose something
+    (``selection.csv`` rendered by ``simulation.experiments.<selection>``): the server-lr of a
+    FedAdam variant (heterogeneity), the default configuration (ablations)."""
+    def render(folder: Path) -> str:
+        from simulation import experiments
 
-    text = _runs("run")(folder)
-    if (folder / "selection.csv").is_file():
-        text += "\n" + selection_markdown(_read(folder / "selection.csv"))
-    return text
-
-
-def _ablations(folder: Path) -> str:
-    """The runs table, and the configuration chosen on validation where the run chose one."""
-    from simulation.experiments import variant_selection_markdown
-
-    text = _runs("variant")(folder)
-    if (folder / "selection.csv").is_file():
-        text += "\n" + variant_selection_markdown(_read(folder / "selection.csv"))
-    return text
+        text = _runs(label)(folder)
+        if (folder / "selection.csv").is_file():
+            text += "\n" + getattr(experiments, selection)(_read(folder / "selection.csv"))
+        return text
+    return render
 
 
 BENCH = "performance"  # the experiment name of a benchmark table (bench/record.py)
@@ -210,14 +204,13 @@ def _dp_recipe(folder: Path) -> str:
     return dp_recipe_markdown(_read(folder / "results.csv"))
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"models": _models, "yardstick": _yardstick,
-                                               "external": _external, "robustness": _robustness,
-                                               "fl-vs-central": _fl_vs_central,
-                                               "ablations": _ablations,
-                                               "heterogeneity": _heterogeneity,
-                                               "privacy-utility": _runs("setting"),
-                                               "personalization": _runs("run"),
-                                               "dp-recipe": _dp_recipe, BENCH: _bench}
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "models": _models, "yardstick": _yardstick, "external": _external, "robustness": _robustness,
+    "fl-vs-central": _fl_vs_central,
+    "ablations": _runs_and_selection("variant", "variant_selection_markdown"),
+    "heterogeneity": _runs_and_selection("run", "selection_markdown"),
+    "privacy-utility": _runs("setting"), "personalization": _runs("run"),
+    "dp-recipe": _dp_recipe, BENCH: _bench}
 
 
 def render(folder: Path) -> str:

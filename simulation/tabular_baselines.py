@@ -305,19 +305,19 @@ def benchmark_splits(data: FederationData, task: str) -> BenchmarkSplits:
 TabularScores = tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]
 
 
-def tabular_scores(splits: BenchmarkSplits, cache: Path | None = None) -> TabularScores:
+def tabular_scores(splits: BenchmarkSplits) -> TabularScores:
     """Test scores of every tabular baseline, the hyper-parameters chosen on validation, seconds.
 
-    The fits are deterministic, so they are kept in ``cache`` (default: ``tabular/`` beside the
-    feature caches' ``features/``) under a key of the feature caches, the task, the grids,
+    The fits are deterministic, so they are kept in ``tabular/`` beside the feature caches'
+    ``features/`` under a key of the feature caches, the task, the grids,
     scikit-learn's version and this module's source: a second experiment on the same inputs
     reuses them."""
-    path = _scores_file(splits, cache)
+    path = _scores_file(splits)
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             meta = json.loads(str(stored["meta"]))
-            log.info("%s: tabular baselines reused from %s (their fits took %.0f s)", splits.task, path,
-                     sum(meta["seconds"].values()))
+            log.info("%s: tabular baselines reused from %s (their fits took %.0f s)",
+                     splits.task, path, sum(meta["seconds"].values()))
             return ({name: stored[f"scores_{i}"] for i, name in enumerate(meta["params"])},
                     meta["params"], meta["seconds"])
     fitted = fit_baselines(splits)
@@ -334,7 +334,7 @@ def tabular_scores(splits: BenchmarkSplits, cache: Path | None = None) -> Tabula
     return scores, params, seconds
 
 
-def _scores_file(splits: BenchmarkSplits, cache: Path | None) -> Path | None:
+def _scores_file(splits: BenchmarkSplits) -> Path | None:
     """Where the fits of these inputs are kept (None when the inputs are not cached folders)."""
     if not splits.inputs:
         return None
@@ -344,7 +344,7 @@ def _scores_file(splits: BenchmarkSplits, cache: Path | None) -> Path | None:
         [splits.task, list(splits.inputs), sklearn.__version__, LR_C, HGB_GRID,
          hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]).encode()).hexdigest()[:24]
     features = Path(splits.inputs[0]).parents[1]  # <cache>/features/<site>/<identity>
-    return (cache or features.parent / "tabular") / f"{splits.task}-{key}.npz"
+    return features.parent / "tabular" / f"{splits.task}-{key}.npz"
 
 
 def ceiling_scores(splits: BenchmarkSplits) -> dict[str, np.ndarray]:
