@@ -11,6 +11,7 @@ FUSIONS = ("moe", "mlp")
 MISSING = ("learned", "zero")
 GATES = ("learned", "uniform")
 GATE_MASKS = ("none", "available")
+GATE_TEMPERATURES = ("fixed", "learned")
 BALANCE = ("switch", "kl")
 
 
@@ -24,6 +25,8 @@ class ModelConfig:
     ``top_k=1`` is top-1 routing. ``gate_mask="available"`` (the default, chosen on arm 2's
     validation: README.md, "Federation") lets the gate choose only experts whose modality
     combination the sample has; ``"none"`` is the paper's gate (any expert).
+    ``gate_temperature="learned"`` divides the gate's scores by one learned temperature (the
+    paper's gate: ``"fixed"``, temperature 1).
     ``lstm="dp"`` builds :class:`PerSampleLSTM` (``nn.LSTM``'s parameters, names and outputs,
     with per-sample gradients for DP-SGD).
     """
@@ -43,6 +46,7 @@ class ModelConfig:
     missing: str = "learned"
     gate: str = "learned"
     gate_mask: str = "available"
+    gate_temperature: str = "fixed"
     balance: str = "switch"
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)
     lstm: str = "torch"
@@ -51,7 +55,8 @@ class ModelConfig:
         mods = tuple(Modality.parse(m).value for m in self.modalities)
         object.__setattr__(self, "modalities", tuple(m.value for m in MODALITIES if m.value in mods))
         for name, allowed in (("fusion", FUSIONS), ("missing", MISSING), ("gate", GATES),
-                              ("gate_mask", GATE_MASKS), ("balance", BALANCE), ("lstm", ("torch", "dp"))):
+                              ("gate_mask", GATE_MASKS), ("gate_temperature", GATE_TEMPERATURES),
+                              ("balance", BALANCE), ("lstm", ("torch", "dp"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.modalities:

@@ -47,6 +47,21 @@ def combination_index(available: torch.Tensor) -> torch.Tensor:
     return torch.tensor(_BITS_TO_COMBO, device=available.device)[bits]
 
 
+class GateTemperature(nn.Module):
+    """Divides gate scores by a learned temperature ``exp(-w)`` (``w`` starts at 0: temperature
+    1). ``w`` is the weight of a bias-free ``Linear(1, 1)`` applied to a constant 1, so Opacus
+    computes its per-sample gradients like any linear layer's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_inverse = nn.Linear(1, 1, bias=False)
+        nn.init.zeros_(self.log_inverse.weight)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        one = torch.ones((scores.shape[0], 1), device=scores.device, dtype=scores.dtype)
+        return scores * self.log_inverse(one).exp()
+
+
 class MoEHealth(nn.Module):
     """The MoE-Health model; ``phase`` selects expert pre-training or joint training."""
 
@@ -75,6 +90,8 @@ class MoEHealth(nn.Module):
             return
         if c.gate == "learned":
             self.gate = mlp(fused, c.gate_hidden, len(COMBINATIONS), c.dropout)
+            if c.gate_temperature == "learned":
+                self.gate.append(GateTemperature())  # gate.4.*: aggregated with the gate
         self.experts = nn.ModuleDict({combo: mlp(fused, c.expert_hidden, 1, c.dropout)
                                       for combo in COMBINATIONS})
 

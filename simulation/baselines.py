@@ -63,6 +63,10 @@ VARIANTS: dict[str, Variant] = {
     "masked-dense-no-pretrain": Variant("a dense learned gate over the experts of the modalities "
                                         "the stay has, no expert pre-training",
                                         {"gate_mask": "available", "top_k": 7}, False),
+    "masked-learned-temperature": Variant("the default's routing (top-2 over the experts of the "
+                                          "modalities the stay has) with a learned gate "
+                                          "temperature", {"gate_mask": "available", "top_k": 2,
+                                                          "gate_temperature": "learned"}),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -57,6 +59,31 @@ def test_top_k_picks_exactly_k_experts_with_weights_summing_to_one(k: int) -> No
     for row, experts in zip(masked.weights, allowed, strict=True):
         assert set(torch.nonzero(row).flatten().tolist()) <= experts
     assert torch.allclose(masked.weights.sum(-1), torch.ones(3))
+
+
+def test_learned_gate_temperature_starts_at_one_and_has_exact_per_sample_gradients() -> None:
+    """The temperature is part of the gate group; at its start the model is the fixed-temperature
+    model; through Opacus' hooks (as a DP site trains) its per-sample gradients are each
+    sample's own."""
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    fixed = build_model(ModelConfig(dropout=0.0)).double().eval()
+    learned = build_model(ModelConfig(dropout=0.0, gate_temperature="learned")).double().eval()
+    assert parameter_group("gate.4.log_inverse.weight") == "gate"
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    inputs = [x.double() for x in _batch([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 1]])]
+    torch.testing.assert_close(learned(*inputs).logits, fixed(*inputs).logits)
+    with torch.no_grad():
+        learned.gate[4].log_inverse.weight.fill_(0.7)
+    reference = copy.deepcopy(learned)
+    wrapped = GradSampleModule(learned.train(), batch_first=True, loss_reduction="sum")
+    (wrapped(*inputs).logits ** 2).sum().backward()
+    for b in range(4):
+        reference.zero_grad()
+        (reference(*[x[b:b + 1] for x in inputs]).logits ** 2).sum().backward()
+        torch.testing.assert_close(learned.gate[4].log_inverse.weight.grad_sample[b],
+                                   reference.gate[4].log_inverse.weight.grad)
 
 
 def test_pretraining_expert_learns_only_from_its_own_combination() -> None:
