@@ -198,6 +198,10 @@ def _run_rounds(grid: Grid, run_config: dict[str, Any], settings: FederationSett
     simulated = bool(run_config.get(SIMULATION, False))
     print(f"moehealth: run directory {run.path} (rounds {start + 1}..{settings.num_rounds})",
           flush=True)
+    if settings.site_local_groups:
+        print(f"moehealth: each site keeps its own {settings.site_local_groups} "
+              "(site-local-groups): never sent, so the global model's copy keeps its initial "
+              "value; site metrics are of each site's own model", flush=True)
     if arrays is None:
         import torch
 

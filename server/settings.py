@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from server.aggregation import Aggregation
 from server.tracking import Tracking
+from shared_model.errors import MoeHealthInputError
 from shared_model.protocol import AggregationRule, Phase, RoundConfig
-from shared_model.run_config import TASKS
+from shared_model.run_config import TASKS, site_local_groups
 
 SERVER_OPTIMIZERS = ("avg", "fedadam")
 
@@ -45,6 +46,7 @@ class FederationSettings:
     tracking: Tracking = Tracking.NONE
     site_registry: str = ""  # deployment: node id -> site name file of the coordinator
     evaluate_every: int = 1  # evaluate the global model every N rounds (and after the last)
+    site_local_groups: str = ""  # groups each site keeps to itself (client/rounds/site_local.py)
 
     def __post_init__(self) -> None:
         for name, kind in (("aggregation", Aggregation), ("aggregation_rule", AggregationRule),
@@ -66,6 +68,10 @@ class FederationSettings:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.init_from and self.resume_from:
             raise ValueError("init-from starts a new run, resume-from continues one: set one")
+        try:
+            site_local_groups(self.site_local_groups)
+        except MoeHealthInputError as err:
+            raise ValueError(str(err)) from None
         if self.min_sites < 1 or self.local_epochs < 1 or self.evaluate_every < 1:
             raise ValueError("min-sites, local-epochs and evaluate-every must be at least 1")
 
@@ -91,7 +97,7 @@ class FederationSettings:
         "resume-from": "resume_from", "init-from": "init_from", "centralized-eval": "centralized_eval",
         "round-timeout": "round_timeout", "aggregation-rule": "aggregation_rule",
         "tracking": "tracking", "site-registry": "site_registry",
-        "evaluate-every": "evaluate_every",
+        "evaluate-every": "evaluate_every", "site-local-groups": "site_local_groups",
     }  # run-config key -> field
 
     @classmethod

@@ -38,6 +38,8 @@ class Scheme(StrEnum):
     IID = "iid"
 
 TASK = "task"
+SITE_LOCAL_GROUPS = "site-local-groups"
+LOCAL_GROUP_KINDS = ("gate", "head")  # groups a site may keep to itself (FedPer-style)
 SIMULATION = "simulation"
 DATA_PREFIX = "data."
 DP_PREFIX = "dp."
@@ -45,6 +47,17 @@ MODEL_PREFIX = "model."
 CLI_NUM_SITES = 5  # virtual sites of the CLI's data commands (in `flwr run`, data.num-sites = 0
 #                    means one per SuperNode)
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def site_local_groups(value: object) -> tuple[str, ...]:
+    """The ``site-local-groups`` run-config value ("" or a comma list of :data:`LOCAL_GROUP_KINDS`)
+    as a tuple; anything else is one error naming the key."""
+    names = tuple(n.strip() for n in str(value).split(",") if n.strip())
+    unknown = [n for n in names if n not in LOCAL_GROUP_KINDS]
+    if not isinstance(value, str) or unknown:
+        raise MoeHealthInputError(f"{SITE_LOCAL_GROUPS}: {value!r} is not \"\" or a comma list of "
+                                  f"{', '.join(LOCAL_GROUP_KINDS)}")
+    return names
 
 
 def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -100,5 +100,46 @@ def test_a_train_message_can_carry_the_last_rounds_evaluation(node) -> None:
     assert set(plain.content.metric_records) == {Record.METRICS}
 
 
+def test_a_site_local_gate_is_trained_kept_and_used_but_never_sent(node, tmp_path: Path) -> None:
+    """``site-local-groups = "gate"``: the train reply holds no gate, the site's file does (moved
+    by training), and the site evaluates a received model with its own gate put over it."""
+    import torch
+    from flwr.app import Context
+
+    from client.rounds.site_local import local_parts_path
+    from server.flower_io import parse_train_reply, to_array_record
+    from shared_model.checkpoint import read_model_file
+    from shared_model.errors import MoeHealthInputError
+    from shared_model.params import parameter_group
+    from shared_model.protocol import arrays_from_record
+    from shared_model.run_config import site_local_groups
+
+    def message(kind: str, config: dict, gate: dict | None = None):
+        torch.manual_seed(0)  # the same global model in every message
+        msg = _message(kind, config)
+        if gate:
+            arrays = arrays_from_record(msg.content[Record.ARRAYS]) | gate
+            msg.content[Record.ARRAYS] = to_array_record(arrays)
+        return msg
+
+    node = {**node, "min-cell-size": 5}
+    plain = _context(node)
+    local = Context(run_id=1, node_id=1, node_config=node, state=plain.state,
+                    run_config={**plain.run_config, "site-local-groups": "gate"})
+    cfg = FederationSettings(num_rounds=3, pretrain_rounds=0).round_config(2)
+    train = parse_train_reply(client_app(message("train", cfg.to_record()), local))
+    assert "gate" not in train.group_weights and "experts.ehr" in train.group_weights
+    assert not any(parameter_group(n) == "gate" for n in train.arrays)
+    kept = read_model_file(local_parts_path(tmp_path, 1))
+    received = arrays_from_record(message("train", {}).content[Record.ARRAYS])
+    assert kept and all(parameter_group(n) == "gate" for n in kept)
+    assert any(not (kept[n] == received[n]).all() for n in kept)  # trained at the site
+    own = client_app(message("evaluate", {"server-round": 2}), local).content[Record.METRICS]
+    same = client_app(message("evaluate", {"server-round": 2}, gate=kept), plain)
+    assert dict(own) == dict(same.content[Record.METRICS])
+    with pytest.raises(MoeHealthInputError, match="site-local-groups"):
+        site_local_groups("experts")
+
+
 def test_patterns_reject_an_undocumented_key() -> None:
     assert _undocumented({"test.threshold", "route.ehr.ehr", "weight:gate"}) == {"test.threshold"}
