@@ -123,7 +123,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                                ("lr", args.fine_tune_lr),
                                                ("parts", args.fine_tune_parts)) if value is not None}
         frame = ex.personalization(args.out, data, args.seeds, tasks(args)[0], budget,
-                                   FineTuneConfig(**given))
+                                   FineTuneConfig(**given), args.site_local)
     elif args.name == "heterogeneity":
         frame = ex.heterogeneity(args.out, data, args.missing, args.seeds,
                                  tasks(args)[0], budget, args.aggregations, args.server_lrs)
@@ -210,5 +210,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fine-tune-parts", choices=["all", "fusion"],
                    help="personalization: all parameters (default), or the fusion layers only "
                         "(encoders stay global)")
+    p.add_argument("--site-local", default="",
+                   help="personalization: also a federation in which each site keeps these "
+                        "groups to itself (run-config site-local-groups, e.g. gate)")
     add_data_args(p)
     p.set_defaults(func=cmd_experiment)

@@ -23,7 +23,9 @@ import pandas as pd
 from client.data.dataset import SiteData
 from client.rounds.disclosure import classes_large_enough
 from client.rounds.personalize import FineTuneConfig, fine_tune
+from client.rounds.site_local import SiteLocalParts, local_parts_path
 from client.rounds.training import predict, resolve_device
+from client.site.manifest import MANIFEST_NAME, read_manifest
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
@@ -32,7 +34,8 @@ from shared_model.errors import MoeHealthInputError
 from shared_model.ledger import read_ledger
 from shared_model.moe import MoEHealth
 from shared_model.params import load_arrays, model_to_arrays
-from shared_model.protocol import MIN_CELL_SIZE, pooled_key, split_key
+from shared_model.protocol import MIN_CELL_SIZE, NodeConfigKey, pooled_key, split_key
+from shared_model.run_config import SITE_LOCAL_GROUPS, site_local_groups
 from simulation.baselines import (
     FEDERATED_ABLATIONS,
     VARIANTS,
@@ -90,7 +93,8 @@ def run_federation(workdir: Path, data: FederationData, budget: Budget, extra: d
     per_site = {s["site"]: s for s in sites if s["kind"] == "evaluate" and s["round"] == last}
     bytes_in = [sum(r["bytes_received"].values()) / max(len(r["bytes_received"]), 1)
                 for r in rounds if r["kind"] == "train" and r["bytes_received"]]
-    return {"seconds": outcome.seconds, "run_dir": str(run_dir), "per_site": per_site,
+    return {"seconds": outcome.seconds, "run_dir": str(run_dir), "run_id": outcome.run_id,
+            "per_site": per_site,
             "pooled_auroc": next((r[pooled_key("auroc")] for r in reversed(rounds)
                                   if r["kind"] == "centralized-eval"), math.nan),
             "mean_bytes_per_site_round":
@@ -103,6 +107,23 @@ def _sites(data: FederationData, task: str) -> dict[str, SiteData]:
 
 def _test_probs(model: MoEHealth, test: SiteData) -> np.ndarray:
     return predict(model, test.subset("test"), resolve_device()).probs
+
+
+def site_local_models(run_dir: Path, run_id: int, groups: tuple[str, ...],
+                      model_config: ModelConfig | None = None) -> dict[str, MoEHealth]:
+    """Each simulated site's own model of a ``site-local-groups`` run: the run's last global
+    model with the groups the site kept (in its state folder, named by the sites manifest)."""
+    _, arrays, _, _ = RunDirectory(run_dir).load_latest()
+    models = {}
+    for entry in read_manifest(run_dir / MANIFEST_NAME):
+        site = str(entry[NodeConfigKey.SITE_ID])
+        state_dir = Path(str(entry.get(NodeConfigKey.STATE_DIR) or entry[NodeConfigKey.DATA_DIR]))
+        parts = SiteLocalParts(groups, local_parts_path(state_dir, run_id))
+        if not parts.path.is_file():
+            raise RuntimeError(f"{site}: no site-local groups at {parts.path} (did it train?)")
+        models[site] = build_model(model_config)
+        load_arrays(models[site], parts.applied_to(arrays))
+    return models
 
 
 def federated_model(run_dir: Path, model_config: ModelConfig) -> MoEHealth:
@@ -646,62 +667,83 @@ def selection_markdown(selection: pd.DataFrame) -> str:
 
 def personalization(out: Path, data: FederationData, seeds: Iterable[int],
                     task: str = "mortality", budget: Budget = Budget(),
-                    config: FineTuneConfig | None = None) -> pd.DataFrame:
+                    config: FineTuneConfig | None = None, site_local: str = "") -> pd.DataFrame:
     """Each site fine-tunes the federation's final global model on its own data
     (client/rounds/personalize.py, ``config`` fixed in advance); the global model and each
     personalized one are scored on the site's own test split (internal) and on the federation's
     test set (external: the independent test population of the benchmark presets), each
-    personalized model paired with the global one on the same stays."""
+    personalized model paired with the global one on the same stays. With ``site_local`` (a
+    ``site-local-groups`` value, e.g. "gate"), a second federation per seed in which each site
+    keeps those groups to itself (client/rounds/site_local.py); each site's own model (its global
+    model with its local groups) is scored and paired the same way."""
     config = config or FineTuneConfig()
+    local_groups = site_local_groups(site_local)
     rows, paired = [], []
     seeds = list(seeds)
     splits, labels = _scored_runs(task, data)
     population = _test_set_name(splits, labels)
     sites = _sites(data, task)
     device = resolve_device()
-    progress = StepLog(len(seeds) * (1 + len(sites)), "personalization")
+    progress = StepLog(len(seeds) * (1 + len(sites) + bool(local_groups)), "personalization")
 
     def row(run: str, seed: int, test_set: str, y: np.ndarray, probs: np.ndarray,
             **extra: object) -> None:
         rows.append({"run": run, "seed": seed, "test_set": test_set, **_interval_row(y, probs),
                      **extra})
 
+    def score_site(seed: int, name: str, global_model: MoEHealth, own_model: MoEHealth,
+                   kind: str, global_scores: np.ndarray, **extra: object) -> None:
+        """``own_model`` of site ``name`` against the global model: on the site's test split
+        and on the test population."""
+        own = sites[name].subset("test")
+        own_global, own_tuned = (predict(global_model, own, device),
+                                 predict(own_model, own, device))
+        own_set = _named_test_set(f"{name}'s test split", own_global.labels)
+        if not classes_large_enough(own_global.labels, MIN_CELL_SIZE):
+            log.warning("%s: fewer than %d positives or negatives in its test split: no "
+                        "internal AUROC (the site would not release one)", name, MIN_CELL_SIZE)
+        else:
+            if kind == "personalized":  # the global model's row once per site and seed
+                row(f"global model, {name}'s test split", seed, own_set, own_global.labels,
+                    own_global.probs)
+            row(f"{name} {kind}, {name}'s test split", seed, own_set, own_tuned.labels,
+                own_tuned.probs, **extra)
+            paired.extend(_paired_rows(own_global.labels, {kind: own_tuned.probs,
+                                                           "global": own_global.probs},
+                                       [(kind, "global")], seed, f"{name}, its test split: "))
+        scores = _test_probs(own_model, splits.test)
+        row(f"{name} {kind}, test population", seed, population, labels, scores, **extra)
+        paired.extend(_paired_rows(labels, {kind: scores, "global": global_scores},
+                                   [(kind, "global")], seed, f"{name}, test population: "))
+
     for seed in seeds:
         fl = run_federation(out, data, budget, {"task": task, "seed": seed}, f"seed{seed}",
                             progress)
         global_model = federated_model(Path(fl["run_dir"]), ModelConfig()).to(device)
-        scores = {"global model": _test_probs(global_model, splits.test)}
-        row("global model, test population", seed, population, labels, scores["global model"])
+        global_scores = _test_probs(global_model, splits.test)
+        row("global model, test population", seed, population, labels, global_scores,
+            mean_bytes_per_site_round=fl["mean_bytes_per_site_round"])
         for name, site in sites.items():
             step = f"seed{seed} {name} fine-tuning"
             progress.start(step)
             started = time.perf_counter()
             tuned = fine_tune(site, global_model, dataclasses.replace(config, seed=seed), device)
             progress.finish(step, time.perf_counter() - started)
-            own = site.subset("test")
-            own_global, own_tuned = predict(global_model, own, device), predict(tuned.model, own,
-                                                                                device)
-            own_set = _named_test_set(f"{name}'s test split", own_global.labels)
-            if not classes_large_enough(own_global.labels, MIN_CELL_SIZE):
-                log.warning("%s: fewer than %d positives or negatives in its test split: no "
-                            "internal AUROC (the site would not release one)", name, MIN_CELL_SIZE)
-            else:
-                row(f"global model, {name}'s test split", seed, own_set, own_global.labels,
-                    own_global.probs)
-                row(f"{name} personalized, {name}'s test split", seed, own_set, own_tuned.labels,
-                    own_tuned.probs, chosen_epoch=tuned.chosen_epoch)
-                paired += _paired_rows(own_global.labels, {"personalized": own_tuned.probs,
-                                                           "global": own_global.probs},
-                                       [("personalized", "global")], seed,
-                                       f"{name}, its test split: ")
-            scores[name] = _test_probs(tuned.model, splits.test)
-            row(f"{name} personalized, test population", seed, population, labels, scores[name],
-                chosen_epoch=tuned.chosen_epoch)
-            paired += _paired_rows(labels, {"personalized": scores[name],
-                                            "global": scores["global model"]},
-                                   [("personalized", "global")], seed, f"{name}, test population: ")
+            score_site(seed, name, global_model, tuned.model, "personalized", global_scores,
+                       chosen_epoch=tuned.chosen_epoch)
+        if local_groups:
+            local = run_federation(out, data, budget, {"task": task, "seed": seed,
+                                                       SITE_LOCAL_GROUPS: site_local},
+                                   f"seed{seed}-site-local", progress)
+            for name, model in site_local_models(Path(local["run_dir"]), local["run_id"],
+                                                 local_groups).items():
+                score_site(seed, name, global_model, model.to(device),
+                           f"site-local {'+'.join(local_groups)}", global_scores,
+                           mean_bytes_per_site_round=local["mean_bytes_per_site_round"])
     frame = pd.DataFrame(rows)
     _write_runs(out, frame, pd.DataFrame(paired), "run",
                 f"Personalization ({task}): fine-tuning the global model at each site "
-                f"({config.parts}, up to {config.max_epochs} epochs, lr {config.lr:g})")
+                f"({config.parts}, up to {config.max_epochs} epochs, lr {config.lr:g})"
+                + (f"; a federation in which each site keeps its own {site_local}"
+                   if local_groups else ""))
     return frame

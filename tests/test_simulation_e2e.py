@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from moehealth.cli import main
+from simulation.experiments import site_local_models
 from simulation.local_superlink import local_simulation
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,15 @@ def test_flwr_run_end_to_end_and_resume(tmp_path: Path, browser_render) -> None:
         assert (run_dir / "privacy_ledger.jsonl").read_text() == ledger_before  # nothing lost
         events = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
         resumed = sim.run({**config, "num-server-rounds": 3, "run-dir": "",
-                           "resume-from": str(run_dir), "tracking": "none"}, num_supernodes=3)
+                           "resume-from": str(run_dir), "tracking": "none",
+                           "site-local-groups": "gate"}, num_supernodes=3)
         assert resumed.ok, resumed.log[-3000:]
+        # from round 3 each site keeps its own gate: trained, kept at the site, never sent
+        last_train = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()
+                      if '"kind": "train"' in x][-1]
+        assert "gate" not in last_train["contributors"] and "experts.ehr" in last_train["contributors"]
+        own = site_local_models(run_dir, resumed.run_id, ("gate",))
+        assert sorted(own) == ["site-0", "site-1", "site-2"]
         # "tracking" given at its pyproject default still overrides the stored "tensorboard"
         assert sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")) == events
         rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
