@@ -25,8 +25,8 @@ class ModelConfig:
     ``top_k=1`` is top-1 routing. ``gate_mask="available"`` (the default, chosen on arm 2's
     validation: README.md, "Federation") lets the gate choose only experts whose modality
     combination the sample has; ``"none"`` is the paper's gate (any expert).
-    ``gate_temperature="learned"`` divides the gate's scores by one learned temperature (the
-    paper's gate: ``"fixed"``, temperature 1).
+    ``gate_temperature="learned"`` (the default, chosen on the same validation split) divides the
+    gate's scores by one learned temperature; the paper's gate: ``"fixed"``, temperature 1.
     ``lstm="dp"`` builds :class:`PerSampleLSTM` (``nn.LSTM``'s parameters, names and outputs,
     with per-sample gradients for DP-SGD).
     """
@@ -46,7 +46,7 @@ class ModelConfig:
     missing: str = "learned"
     gate: str = "learned"
     gate_mask: str = "available"
-    gate_temperature: str = "fixed"
+    gate_temperature: str = "learned"
     balance: str = "switch"
     modalities: tuple[str, ...] = tuple(m.value for m in MODALITIES)
     lstm: str = "torch"

@@ -31,12 +31,13 @@ class Variant:
 
 
 # the paper's routing (top-2 over any expert), named so no change of the defaults changes it
-PAPER = {"gate_mask": "none", "top_k": 2}
+PAPER = {"gate_mask": "none", "top_k": 2, "gate_temperature": "fixed"}
 
 VARIANTS: dict[str, Variant] = {
     "moe-health": Variant("MoE-Health with this project's defaults (pyproject.toml): the paper's "
                           "model with the gate restricted to experts of the modalities the stay "
-                          "has, chosen on arm 2's validation split", {},
+                          "has and a learned gate temperature, chosen on arm 2's validation "
+                          "split", {},
                           _DEFAULTS["pretrain-rounds"] > 0),
     "moe-health-paper": Variant("MoE-Health exactly as in the paper: learned indicators, top-2 "
                                 "gate over every expert, pre-trained experts", PAPER),
@@ -62,7 +63,8 @@ VARIANTS: dict[str, Variant] = {
                                  "pre-training", {**PAPER, "top_k": 7}, False),
     "masked-dense-no-pretrain": Variant("a dense learned gate over the experts of the modalities "
                                         "the stay has, no expert pre-training",
-                                        {"gate_mask": "available", "top_k": 7}, False),
+                                        {"gate_mask": "available", "top_k": 7,
+                                         "gate_temperature": "fixed"}, False),
     "masked-learned-temperature": Variant("the default's routing (top-2 over the experts of the "
                                           "modalities the stay has) with a learned gate "
                                           "temperature", {"gate_mask": "available", "top_k": 2,

@@ -34,7 +34,8 @@ def test_every_federated_ablation_is_a_catalogue_variant_with_valid_run_config()
         assert model_config_from_run_config(config) == variant_model_config(name)
         FederationSettings.from_run_config(config)  # validates
     assert VARIANTS["no-pretrain"].run_config() == {  # the paper's routing, whatever the defaults
-        "pretrain-rounds": 0, "model.gate-mask": "none", "model.top-k": 2}
+        "pretrain-rounds": 0, "model.gate-mask": "none", "model.top-k": 2,
+        "model.gate-temperature": "fixed"}
     assert VARIANTS["unimodal-ehr"].run_config()["model.modalities"] == "ehr"
 
 
