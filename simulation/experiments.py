@@ -246,7 +246,7 @@ RUN_COLUMNS: dict[str, tuple[str, Callable[[pd.Series], str]]] = {
     "max_site_epsilon_spent": ("epsilon spent (largest site, any seed)",
                                lambda v: f"{v.max():.3f}" if v.notna().any() else "-"),
     "mean_bytes_per_site_round": ("upload per site and round (kB, mean over seeds)",
-                                  lambda v: f"{v.mean() / 1000:,.0f}"),
+                                  lambda v: f"{v.mean() / 1000:,.0f}" if v.notna().any() else ""),
     "chosen_epoch": ("fine-tuning epochs kept per seed (0: the global model)",
                      lambda v: " / ".join(str(int(e)) for e in v) if v.notna().all() else ""),
 }
