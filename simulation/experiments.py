@@ -26,6 +26,7 @@ from client.rounds.personalize import FineTuneConfig, fine_tune
 from client.rounds.site_local import SiteLocalParts, local_parts_path
 from client.rounds.training import predict, resolve_device
 from client.site.manifest import MANIFEST_NAME, read_manifest
+from client.site.runtime import state_dir
 from server.run_dir import RunDirectory
 from server.settings import FederationSettings
 from shared_model import ModelConfig, build_model
@@ -117,8 +118,7 @@ def site_local_models(run_dir: Path, run_id: int, groups: tuple[str, ...],
     models = {}
     for entry in read_manifest(run_dir / MANIFEST_NAME):
         site = str(entry[NodeConfigKey.SITE_ID])
-        state_dir = Path(str(entry.get(NodeConfigKey.STATE_DIR) or entry[NodeConfigKey.DATA_DIR]))
-        parts = SiteLocalParts(groups, local_parts_path(state_dir, run_id))
+        parts = SiteLocalParts(groups, local_parts_path(state_dir(entry), run_id))
         if not parts.path.is_file():
             raise RuntimeError(f"{site}: no site-local groups at {parts.path} (did it train?)")
         models[site] = build_model(model_config)
@@ -692,9 +692,10 @@ def personalization(out: Path, data: FederationData, seeds: Iterable[int],
                      **extra})
 
     def score_site(seed: int, name: str, global_model: MoEHealth, own_model: MoEHealth,
-                   kind: str, global_scores: np.ndarray, **extra: object) -> None:
+                   kind: str, global_scores: np.ndarray, global_row: bool = False,
+                   **extra: object) -> None:
         """``own_model`` of site ``name`` against the global model: on the site's test split
-        and on the test population."""
+        and on the test population; ``global_row``: also the global model's own-split row."""
         own = sites[name].subset("test")
         own_global, own_tuned = (predict(global_model, own, device),
                                  predict(own_model, own, device))
@@ -703,7 +704,7 @@ def personalization(out: Path, data: FederationData, seeds: Iterable[int],
             log.warning("%s: fewer than %d positives or negatives in its test split: no "
                         "internal AUROC (the site would not release one)", name, MIN_CELL_SIZE)
         else:
-            if kind == "personalized":  # the global model's row once per site and seed
+            if global_row:
                 row(f"global model, {name}'s test split", seed, own_set, own_global.labels,
                     own_global.probs)
             row(f"{name} {kind}, {name}'s test split", seed, own_set, own_tuned.labels,
@@ -730,7 +731,7 @@ def personalization(out: Path, data: FederationData, seeds: Iterable[int],
             tuned = fine_tune(site, global_model, dataclasses.replace(config, seed=seed), device)
             progress.finish(step, time.perf_counter() - started)
             score_site(seed, name, global_model, tuned.model, "personalized", global_scores,
-                       chosen_epoch=tuned.chosen_epoch)
+                       global_row=True, chosen_epoch=tuned.chosen_epoch)
         if local_groups:
             local = run_federation(out, data, budget, {"task": task, "seed": seed,
                                                        SITE_LOCAL_GROUPS: site_local},

@@ -63,7 +63,13 @@ def resolve_site(node_config: Mapping[str, ConfigValue], sites_manifest: str = "
                        Path(str(node_config.get(NodeConfigKey.PRIVACY_DIR) or data_dir / "privacy")),
                        DPSettings.from_mapping(node_config, NODE_CONFIG), modalities,
                        min_cell, data_dir,
-                       Path(str(node_config.get(NodeConfigKey.STATE_DIR) or data_dir)))
+                       state_dir(node_config))
+
+
+def state_dir(node_config: Mapping[str, ConfigValue]) -> Path:
+    """The site's writable folder: ``state-dir``, by default its ``data-dir``."""
+    return Path(str(node_config.get(NodeConfigKey.STATE_DIR)
+                    or node_config.get(NodeConfigKey.DATA_DIR, "")))
 
 
 def _feature_dir(site: str, data_dir: Path, node_config: Mapping[str, ConfigValue]) -> Path:
