@@ -49,6 +49,7 @@ from shared_model.protocol import (
 )
 from shared_model.run_config import DATA_PREFIX, TASK
 from simulation.partition import SiteProfile, load_site_profiles
+from simulation.populations import build_populations
 from simulation.prepare import (
     PRESET_KEY,
     TEST_POPULATION_SITE,
@@ -305,6 +306,7 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     """Prepare (or reuse) the virtual sites (DP budgets checked before encoding), write the
     sites manifest."""
     data, _ = _checked_data(run_config)
+    build_populations(data)
     samples = partition_sites(data)
     check_dp_budgets(run_config, samples, run_dir, start_round + 1)
     features = encode_sites(samples, data)

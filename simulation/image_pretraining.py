@@ -53,8 +53,12 @@ class PacsPretraining:
         return (cache_dir or default_cache_dir()) / "image-encoder" / name
 
 
-def synthetic_pacs(config: PacsPretraining) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+PacsArchive = tuple[pd.DataFrame, torch.Tensor, torch.Tensor]  # index, films, targets
+
+
+def synthetic_pacs(config: PacsPretraining) -> PacsArchive:
     """Archive index (subject_id, stay_id, findings), films [n, 3, s, s] and targets [n, 4]."""
+    started = time.perf_counter()
     rng = np.random.default_rng(config.seed + _PACS_SEED_OFFSET)
     stays = build_population(rng, config.patients, id_block=PACS_ID_BLOCK).stays
     columns = [f"film_{name}" for name in FILM_FINDINGS]
@@ -66,6 +70,8 @@ def synthetic_pacs(config: PacsPretraining) -> tuple[pd.DataFrame, torch.Tensor,
         films.append(transform(draw_film(rng, dict(zip(FILM_FINDINGS, row, strict=True)))))
         shown.update(1)
     shown.close()
+    log.info("synthetic PACS archive: %d films drawn in %.1f s", len(films),
+             time.perf_counter() - started)
     return index, torch.stack(films), torch.tensor(index[columns].to_numpy(), dtype=torch.float32)
 
 
@@ -83,20 +89,26 @@ def _predict(features: nn.Module, head: nn.Module, films: torch.Tensor) -> torch
 
 
 def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
-                           device: torch.device | None = None) -> Path:
+                           device: torch.device | None = None, *,
+                           archive: PacsArchive | None = None) -> Path:
     """Train on the archive, save ``features.*`` weights to ``out`` with a JSON card beside it
-    (held-out R^2 per finding, archive size, time); reuse the file when it exists."""
+    (held-out R^2 per finding, archive size, time); reuse the file when it exists.
+
+    ``archive``: ``synthetic_pacs(config)`` drawn beforehand (``moehealth prepare`` draws it in a
+    worker beside the populations' generation; it is deterministic, so the weights are the same).
+    """
     out = out or config.weights_path()
     if out.is_file():
         log.info("pre-trained image encoder %s exists, reusing it", out)
         return out
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    log.info("image encoder: writing a synthetic PACS archive of %d patients, then pre-training "
+    log.info("image encoder: %s a synthetic PACS archive of %d patients, then pre-training "
              "DenseNet-121 on it (%d epochs at %d px on %s; about 3 min on 2 idle CPU cores at "
              "the benchmark's 1,200 patients and 128 px, once per cache) -> %s",
-             config.patients, config.epochs, config.image_size, device, out)
-    index, films, targets = synthetic_pacs(config)
+             "writing" if archive is None else "drawn beforehand:", config.patients,
+             config.epochs, config.image_size, device, out)
+    index, films, targets = archive if archive is not None else synthetic_pacs(config)
     n_held = max(1, int(len(films) * _HELD_OUT))
     order = torch.randperm(len(films), generator=torch.Generator().manual_seed(config.seed))
     held, train = order[:n_held], order[n_held:]

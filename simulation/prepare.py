@@ -17,7 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from client.data.sites import SplitConfig, read_site_samples
 from client.features.cache import EncoderConfig, build_site_features
@@ -28,6 +28,9 @@ from shared_model.run_config import CLI_NUM_SITES, DATA_PREFIX, Scheme
 from simulation.partition import DEFAULT_PROFILE, PartitionConfig, load_site_profiles, partition_cohort
 from simulation.synth import generate_synthetic_mimic
 from simulation.synth.hospitals import ARMS, HOSPITALS, MCAR
+
+if TYPE_CHECKING:  # torch is imported only where an image encoder is pre-trained
+    from simulation.image_pretraining import PacsArchive, PacsPretraining
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +105,30 @@ class FederationData:
         root = self.test_population_dir()
         return root / "synth" / "oracle.csv" if root else None
 
-    def encoder_config(self) -> EncoderConfig:
+    def encoder_config(self, pacs_archive: PacsArchive | None = None) -> EncoderConfig:
         """Frozen encoders of this federation: bundled MiniLM; the image backbone named by
-        ``image_encoder`` ("random", "synthetic-pacs" or a state-dict path) at ``image_size``."""
+        ``image_encoder`` ("random", "synthetic-pacs" or a state-dict path) at ``image_size``
+        (``pacs_archive``: the synthetic PACS drawn beforehand, see :meth:`pacs_to_pretrain`)."""
         if self.image_encoder == "random":
             weights = None
         elif self.image_encoder == SYNTHETIC_PACS:
             from simulation.image_pretraining import PacsPretraining, pretrain_image_encoder
 
-            weights = str(pretrain_image_encoder(PacsPretraining(image_size=self.image_size)))
+            weights = str(pretrain_image_encoder(PacsPretraining(image_size=self.image_size),
+                                                 archive=pacs_archive))
         else:
             weights = self.image_encoder
         return EncoderConfig(image_weights=weights, image_size=self.image_size)
+
+    def pacs_to_pretrain(self) -> PacsPretraining | None:
+        """The synthetic-PACS pre-training still to run before encoding,
+        or None (another image encoder, or its weights are cached)."""
+        if self.image_encoder != SYNTHETIC_PACS:
+            return None
+        from simulation.image_pretraining import PacsPretraining
+
+        config = PacsPretraining(image_size=self.image_size)
+        return None if config.weights_path().is_file() else config
 
 
     KEYS: ClassVar[dict[str, str]] = {

