@@ -41,8 +41,6 @@ STAGES = (
     ("synthetic PACS archive, drawn beside the generation",
      re.compile(r"\[synthetic PACS\] .*synthetic PACS archive: \d+ films drawn in (?P<s>[\d.]+) s")),
     ("cohort", re.compile(r"cohort: \d+ stays in (?P<s>[\d.]+) s")),
-    ("notes encoding, sites and test population side by side (two processes)",
-     re.compile(r"notes encoded side by side: \d+ in (?P<s>[\d.]+) s")),
     ("encoding", re.compile(r"site (?P<site>\S+): (?P<notes>\d+) notes and (?P<films>\d+) images, of "
                             r"which (?P<new_notes>\d+) and (?P<new_films>\d+) newly encoded.* in "
                             r"(?P<s>[\d.]+) s")),

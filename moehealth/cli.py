@@ -93,7 +93,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from simulation.parallel_encoding import encode_federation_side_by_side
     from simulation.populations import build_populations
     from simulation.prepare import prepare_sites, prepare_test_population
 
@@ -101,7 +100,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     encoders = data.encoder_config(build_populations(data, progress=not args.quiet,
                                                      draw_pacs=True))
-    encode_federation_side_by_side(data, encoders, args.cache_dir, progress=not args.quiet)
     sites = prepare_sites(data, encoders, args.cache_dir, progress=not args.quiet)
     test_population = prepare_test_population(data, encoders, args.cache_dir,
                                               progress=not args.quiet)

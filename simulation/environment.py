@@ -48,7 +48,6 @@ from shared_model.protocol import (
     pooled_key,
 )
 from shared_model.run_config import DATA_PREFIX, TASK
-from simulation.parallel_encoding import encode_federation_side_by_side
 from simulation.partition import SiteProfile, load_site_profiles
 from simulation.populations import build_populations
 from simulation.prepare import (
@@ -307,19 +306,17 @@ def simulated_sites(run_config: dict[str, Any], run_dir: Path, start_round: int 
     """Prepare (or reuse) the virtual sites (DP budgets checked before encoding), write the
     sites manifest."""
     data, _ = _checked_data(run_config)
-    build_populations(data)
+    build_populations(data)  # a first preset build: both populations side by side
     samples = partition_sites(data)
     check_dp_budgets(run_config, samples, run_dir, start_round + 1)
-    encoders = data.encoder_config()
-    encode_federation_side_by_side(data, encoders)  # where it pays: a first benchmark build
-    features = encode_sites(samples, data, encoders)
+    features = encode_sites(samples, data)
     min_cell_size = int(run_config.get(SITE_MIN_CELL_SIZE, MIN_CELL_SIZE))
     nodes = [site_node_config(site, data.sites_dir() / site, path, run_dir,
                               simulated_dp(run_config, site), declared_modalities(data, site),
                               min_cell_size)
              for site, path in features.items()]
     manifest = write_manifest(run_dir / MANIFEST_NAME, nodes)
-    test_population = prepare_test_population(data, encoders)
+    test_population = prepare_test_population(data)
     task = str(run_config[TASK])
     loaded = {site: SiteData.load(path, task, site) for site, path in features.items()}
     tested = (SiteData.load(test_population, task, TEST_POPULATION_SITE) if test_population

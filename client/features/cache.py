@@ -27,7 +27,7 @@ import torch
 
 from client.errors import SiteDataError
 from client.features import FEATURES_FILE
-from client.features.store import EmbeddingStore, embed, encode_missing, film_key, note_key
+from client.features.store import EmbeddingStore, embed, film_key, note_key
 from client.mimic.cohort import TASKS, ehr_array
 from shared_model.paths import default_cache_dir
 from shared_model.progress_bars import Progress
@@ -126,64 +126,18 @@ def _modality_features(store: EmbeddingStore, present: np.ndarray, items: list[s
     return out, encoded
 
 
-def encoder_identities(config: EncoderConfig) -> tuple[str, str]:
-    """The text and image encoders' identities (what their embedding stores are keyed by)."""
-    from client.features.image import image_encoder_identity
-    from client.features.text import text_encoder_identity
-
-    return (text_encoder_identity(config.text_model_path, config.text_max_tokens),
-            image_encoder_identity(config.image_weights, config.image_size))
-
-
-def site_inputs(samples: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """The notes (texts) and films (paths) of ``samples`` that the encoders see, in order."""
-    texts = [str(t) for t in samples.loc[samples["has_notes"].to_numpy(bool), "note_text"]]
-    films = [str(p) for p in samples.loc[samples["has_cxr"].to_numpy(bool), "cxr_path"]]
-    return texts, films
-
-
-def valid_site_cache(samples: pd.DataFrame, site: str, config: EncoderConfig,
-                     cache_dir: Path | None = None) -> Path | None:
-    """The site's feature cache for ``samples`` and these encoders, if one is already built."""
-    key = site_cache_key(samples, *encoder_identities(config))
-    target = (cache_dir or default_cache_dir()) / "features" / site / key
-    return target if (target / MANIFEST_FILE).is_file() else None
-
-
-def encode_site_inputs(samples: pd.DataFrame, site: str, config: EncoderConfig,
-                       cache_dir: Path | None = None, *, skip_notes: frozenset[str] = frozenset(),
-                       skip_films: frozenset[str] = frozenset(), films: bool = True,
-                       progress: bool = True) -> tuple[int, int]:
-    """Encode into the embedding stores the notes and (with ``films``) the films of ``samples``
-    they lack, except the keys in ``skip_*``, exactly as :func:`build_site_features` would
-    (same order, same batches, so the same vectors); returns how many notes and films were
-    encoded. Lets several processes encode disjoint parts of one build
-    (simulation/parallel_encoding.py)."""
-    text_id, image_id = encoder_identities(config)
-    root = cache_dir or default_cache_dir()
-    encoders = _Encoders(config)
-    texts, paths = site_inputs(samples)
-    paths = paths if films else []
-    counts = []
-    for store, items, keys, skip, model, desc in (
-            (EmbeddingStore(root, text_id), texts, [note_key(t) for t in texts], skip_notes,
-             lambda: encoders.text, f"{site} notes"),
-            (EmbeddingStore(root, image_id), paths, [film_key(p) for p in paths], skip_films,
-             lambda: encoders.image, f"{site} images")):
-        def encode(todo: list[str], model=model, desc=desc) -> np.ndarray:
-            return _encode_column(model().encode, todo, config.batch_size, desc, progress)
-        counts.append(encode_missing(store, keys, items, encode, skip))
-    return counts[0], counts[1]
-
-
 def build_site_features(samples: pd.DataFrame, site: str, config: EncoderConfig,
                         cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Return the directory of a valid feature cache for ``samples``, building it if needed from
     the content-addressed embedding stores (client/features/store.py): only notes and films
     never encoded before by the same encoders are encoded."""
+    from client.features.image import image_encoder_identity
+    from client.features.text import text_encoder_identity
+
     if samples.empty:
         raise SiteDataError(f"site '{site}' has zero samples: nothing to encode")
-    text_id, image_id = encoder_identities(config)
+    text_id = text_encoder_identity(config.text_model_path, config.text_max_tokens)
+    image_id = image_encoder_identity(config.image_weights, config.image_size)
     key = site_cache_key(samples, text_id, image_id)
     root = cache_dir or default_cache_dir()
     target = root / "features" / site / key
@@ -194,11 +148,12 @@ def build_site_features(samples: pd.DataFrame, site: str, config: EncoderConfig,
     started = time.perf_counter()
     notes_mask = samples["has_notes"].to_numpy(bool)
     cxr_mask = samples["has_cxr"].to_numpy(bool)
-    texts, films = site_inputs(samples)
+    texts = [str(t) for t in samples.loc[notes_mask, "note_text"]]
     notes, notes_encoded = _modality_features(
         EmbeddingStore(root, text_id), notes_mask, texts, [note_key(t) for t in texts],
         lambda: encoders.text, config.batch_size, f"{site} notes", progress)
     note_s = time.perf_counter() - started
+    films = [str(p) for p in samples.loc[cxr_mask, "cxr_path"]]
     cxr, images_encoded = _modality_features(
         EmbeddingStore(root, image_id), cxr_mask, films, [film_key(p) for p in films],
         lambda: encoders.image, config.batch_size, f"{site} images", progress)

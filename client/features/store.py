@@ -87,24 +87,14 @@ class EmbeddingStore:
         return np.stack([self._rows[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
 
 
-def encode_missing(store: EmbeddingStore, keys: list[str], items: list[str],
-                   encode: Callable[[list[str]], np.ndarray],
-                   skip: frozenset[str] = frozenset()) -> int:
-    """Encode with ``encode`` and store the ``items`` whose key the store lacks, each once, in
-    the order they first occur; keys in ``skip`` are left alone (another process encodes them).
-    Returns how many were encoded."""
-    fresh: dict[str, str] = {}
-    for i in store.missing(keys):
-        if keys[i] not in skip:
-            fresh.setdefault(keys[i], items[i])
-    if fresh:
-        store.add(list(fresh), encode(list(fresh.values())))
-    return len(fresh)
-
-
 def embed(store: EmbeddingStore, keys: list[str], items: list[str],
           encode: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, int]:
     """The vectors of ``items`` (keyed by ``keys``), encoding only those the store lacks with
     ``encode``; returns them and how many were encoded. Duplicate inputs are encoded once."""
-    encoded = encode_missing(store, keys, items, encode)
-    return store.vectors(keys), encoded
+    todo = store.missing(keys)
+    fresh: dict[str, str] = {}
+    for i in todo:
+        fresh.setdefault(keys[i], items[i])
+    if fresh:
+        store.add(list(fresh), encode(list(fresh.values())))
+    return store.vectors(keys), len(fresh)
