@@ -103,10 +103,10 @@ def pretrain_image_encoder(config: PacsPretraining, out: Path | None = None,
         return out
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    log.info("image encoder: %s a synthetic PACS archive of %d patients, then pre-training "
+    log.info("image encoder: %s synthetic PACS archive of %d patients, then pre-training "
              "DenseNet-121 on it (%d epochs at %d px on %s; about 3 min on 2 idle CPU cores at "
              "the benchmark's 1,200 patients and 128 px, once per cache) -> %s",
-             "writing" if archive is None else "drawn beforehand:", config.patients,
+             "writing a" if archive is None else "taking the already drawn", config.patients,
              config.epochs, config.image_size, device, out)
     index, films, targets = archive if archive is not None else synthetic_pacs(config)
     n_held = max(1, int(len(films) * _HELD_OUT))
