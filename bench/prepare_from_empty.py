@@ -109,11 +109,9 @@ def stage_rows(lines: list[tuple[float, str]]) -> list[tuple[str, float, str, fl
                              f"{m['new_notes']} notes, {m['new_films']} films newly encoded",
                              arrived))
             elif stage in populations:
-                if "[test population]" in line or "[training population]" in line:
-                    which = "test population" if "[test population]" in line else \
-                        "training population"
-                else:
-                    which = ("training population", "test population")[min(populations[stage], 1)]
+                labelled = re.search(r"\[(training|test) population\]", line)
+                which = (f"{labelled[1]} population" if labelled else
+                         ("training population", "test population")[min(populations[stage], 1)])
                 populations[stage] += 1
                 rows.append((f"{stage}, {which}", seconds, "", arrived))
             else:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from simulation.prepare import FederationData, partition_sites, test_population_cohort
 
 if TYPE_CHECKING:
-    from simulation.image_pretraining import PacsArchive
+    from simulation.image_pretraining import PacsArchive, PacsPretraining
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def build_populations(data: FederationData, progress: bool = False, *,
         ("training population", partition_sites, data),
         ("test population", test_population_cohort, data)]
     if pacs is not None:
-        from simulation.image_pretraining import synthetic_pacs
-
-        jobs.append(("synthetic PACS", _drawn_archive, (synthetic_pacs, pacs)))
+        jobs.append(("synthetic PACS", _draw_archive, pacs))
     context = get_context("spawn")  # no fork of a process that may hold torch's thread pools
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
         futures = [pool.submit(_labelled, name, job, arg, progress, level)
@@ -74,9 +72,10 @@ def build_populations(data: FederationData, progress: bool = False, *,
     return results[2] if pacs is not None else None
 
 
-def _drawn_archive(job: tuple[Callable[[Any], PacsArchive], Any], _progress: bool) -> PacsArchive:
-    draw, config = job
-    return draw(config)
+def _draw_archive(config: PacsPretraining, _progress: bool) -> PacsArchive:
+    from simulation.image_pretraining import synthetic_pacs
+
+    return synthetic_pacs(config)
 
 
 def _labelled(name: str, job: Callable[[Any, bool], Any], arg: Any, progress: bool,

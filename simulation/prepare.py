@@ -112,10 +112,9 @@ class FederationData:
         if self.image_encoder == "random":
             weights = None
         elif self.image_encoder == SYNTHETIC_PACS:
-            from simulation.image_pretraining import PacsPretraining, pretrain_image_encoder
+            from simulation.image_pretraining import pretrain_image_encoder
 
-            weights = str(pretrain_image_encoder(PacsPretraining(image_size=self.image_size),
-                                                 archive=pacs_archive))
+            weights = str(pretrain_image_encoder(self._pacs(), archive=pacs_archive))
         else:
             weights = self.image_encoder
         return EncoderConfig(image_weights=weights, image_size=self.image_size)
@@ -125,10 +124,13 @@ class FederationData:
         or None (another image encoder, or its weights are cached)."""
         if self.image_encoder != SYNTHETIC_PACS:
             return None
+        config = self._pacs()
+        return None if config.weights_path().is_file() else config
+
+    def _pacs(self) -> PacsPretraining:
         from simulation.image_pretraining import PacsPretraining
 
-        config = PacsPretraining(image_size=self.image_size)
-        return None if config.weights_path().is_file() else config
+        return PacsPretraining(image_size=self.image_size)
 
 
     KEYS: ClassVar[dict[str, str]] = {
